@@ -1,0 +1,1 @@
+"""Console-script entry points: thin click wrappers over the importable API."""

@@ -1,0 +1,34 @@
+"""svmix-validate-data: check a Kaldi data directory (and its trials)."""
+import sys
+
+import click
+
+from svmix.cli import user_errors
+from svmix.data.validate import fix_datadir, validate_datadir
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--fix", is_flag=True, help="Drop bad entries (originals kept in DATA_DIR/.backup/).")
+@click.option("--deep", is_flag=True, help="Decode every audio file (finds corrupt, silent, NaN and too-short audio).")
+@click.option("--no-audio", is_flag=True, help="Do not look at audio files at all.")
+@user_errors
+def main(data_dir: str, fix: bool, deep: bool, no_audio: bool) -> None:
+    """Check DATA_DIR and report every problem with file and line; exit 1 when any is found."""
+    report = validate_datadir(data_dir, check_audio=not no_audio, deep=deep, progress=True)
+    for problem in report.problems:
+        click.echo(str(problem), err=True)
+    if report.ok:
+        click.echo(f"{data_dir}: OK ({report.num_utts} utterances, {report.num_trials} trials)")
+        return
+    if fix:
+        dropped = fix_datadir(data_dir, report)
+        summary = ", ".join(f"{n} from {name}" for name, n in dropped.items() if n)
+        click.echo(f"{data_dir}: fixed; dropped {summary or 'nothing'} (originals in {data_dir}/.backup/)")
+        return
+    click.echo(f"{data_dir}: {len(report.problems)} problem(s) found", err=True)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Audio reading: 16 kHz mono float32, with one-line errors that name the utterance and the file."""
+from __future__ import annotations
+
+import os
+from typing import Optional, Set, Tuple
+
+import numpy as np
+
+from svmix.errors import AudioError
+from svmix.utils.logging import get_logger
+
+SAMPLE_RATE = 16000
+MIN_SAMPLES = 400  # one frame of the conv frontend (receptive field)
+
+_log = get_logger("audio")
+_resample_noted: Set[Tuple[int, int]] = set()
+
+
+def _name(utt_id: Optional[str], path: os.PathLike) -> str:
+    return f"utterance '{utt_id}' ({path})" if utt_id else str(path)
+
+
+def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    if orig_sr == target_sr:
+        return wav
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(orig_sr, target_sr)
+    return resample_poly(wav, target_sr // g, orig_sr // g).astype(np.float32)
+
+
+def load_audio(
+    path: os.PathLike,
+    utt_id: Optional[str] = None,
+    sample_rate: int = SAMPLE_RATE,
+    min_samples: int = MIN_SAMPLES,
+    allow_silent: bool = False,
+) -> np.ndarray:
+    """Read ``path`` as a 1-D float32 array at ``sample_rate``.
+
+    Multi-channel audio is down-mixed and other rates are resampled (noted once per rate).
+    Raises :class:`AudioError` for missing, unreadable, empty, too short, non-finite or
+    (unless ``allow_silent``) all-zero audio.
+    """
+    import soundfile as sf
+
+    name = _name(utt_id, path)
+    if not os.path.exists(path):
+        raise AudioError(f"{name}: audio file not found")
+    try:
+        wav, sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises several types for corrupt files
+        raise AudioError(f"{name}: cannot read audio ({' '.join(str(e).split())})") from None
+    if wav.shape[0] == 0:
+        raise AudioError(f"{name}: audio is empty")
+    wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
+    if not np.isfinite(wav).all():
+        raise AudioError(f"{name}: audio contains NaN or Inf samples")
+    if sr != sample_rate:
+        if (sr, sample_rate) not in _resample_noted:
+            _resample_noted.add((sr, sample_rate))
+            _log.warning("resampling %d Hz audio to %d Hz (first seen: %s)", sr, sample_rate, name)
+        wav = resample(wav, sr, sample_rate)
+    if len(wav) < min_samples:
+        raise AudioError(f"{name}: audio too short ({len(wav)} samples, need at least {min_samples})")
+    if not allow_silent and not np.any(wav):
+        raise AudioError(f"{name}: audio is all silence (every sample is zero)")
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def audio_info(path: os.PathLike, utt_id: Optional[str] = None) -> Tuple[int, int]:
+    """Return (frames, sample_rate) from the header, without decoding."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+    except Exception as e:
+        raise AudioError(f"{_name(utt_id, path)}: cannot read audio header ({' '.join(str(e).split())})") from None
+    return info.frames, info.samplerate
+
+
+def write_wav(path: os.PathLike, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write 16-bit PCM atomically."""
+    import soundfile as sf
+
+    from svmix.utils.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        sf.write(tmp, np.asarray(wav, dtype=np.float32), sample_rate, subtype="PCM_16", format="WAV")

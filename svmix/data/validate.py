@@ -1,0 +1,162 @@
+"""Check a data directory and report every problem with file and line; optionally drop bad entries."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Set
+
+from tqdm import tqdm
+
+from svmix.data.audio import load_audio, audio_info
+from svmix.data.datadir import Problem, read_table, read_trials, write_kv, write_trials, spk2utt_from_utt2spk
+from svmix.errors import AudioError, SvmixError
+
+
+@dataclass
+class ValidationReport:
+    problems: List[Problem] = field(default_factory=list)
+    bad_utts: Set[str] = field(default_factory=set)
+    bad_trial_lines: Set[int] = field(default_factory=set)
+    num_utts: int = 0
+    num_trials: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def validate_datadir(path, check_audio: bool = True, deep: bool = False, progress: bool = False) -> ValidationReport:
+    """Validate ``path``. ``check_audio`` checks each file's header; ``deep`` decodes every file
+    (finds corrupt, non-finite, silent and too-short audio)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise SvmixError(f"{path}: data directory not found")
+    report = ValidationReport()
+    wav_file = path / "wav.scp"
+    if not wav_file.is_file():
+        raise SvmixError(f"{path}: no wav.scp in data directory")
+    wav = read_table(wav_file)
+    report.problems += wav.problems
+    report.num_utts = len(wav.entries)
+
+    for utt, value in tqdm(wav.entries.items(), desc="checking audio", disable=not (progress and check_audio)):
+        if not check_audio:
+            break
+        if value.rstrip().endswith("|"):
+            continue  # pipe commands are not checked
+        try:
+            if deep:
+                load_audio(value, utt)
+            else:
+                audio_info(value, utt) if Path(value).exists() else load_audio(value, utt)
+        except AudioError as e:
+            report.problems.append(Problem(str(wav_file), wav.lines[utt], str(e), utt))
+            report.bad_utts.add(utt)
+
+    utt2spk_file = path / "utt2spk"
+    if utt2spk_file.is_file():
+        utt2spk = read_table(utt2spk_file)
+        report.problems += utt2spk.problems
+        for utt in wav.entries:
+            if utt not in utt2spk.entries:
+                report.problems.append(Problem(str(wav_file), wav.lines[utt], f"utterance '{utt}' has no speaker in utt2spk", utt))
+                report.bad_utts.add(utt)
+        for utt in utt2spk.entries:
+            if utt not in wav.entries:
+                report.problems.append(Problem(str(utt2spk_file), utt2spk.lines[utt], f"utterance '{utt}' is not in wav.scp", utt))
+        spk2utt_file = path / "spk2utt"
+        if spk2utt_file.is_file():
+            spk2utt = read_table(spk2utt_file)
+            report.problems += spk2utt.problems
+            expected = spk2utt_from_utt2spk(utt2spk.entries)
+            for spk, value in spk2utt.entries.items():
+                if sorted(value.split()) != sorted(expected.get(spk, [])):
+                    report.problems.append(Problem(str(spk2utt_file), spk2utt.lines[spk],
+                                                   f"speaker '{spk}' does not match utt2spk"))
+            for spk in expected:
+                if spk not in spk2utt.entries:
+                    report.problems.append(Problem(str(spk2utt_file), 0, f"speaker '{spk}' from utt2spk is missing"))
+
+    utt2dur_file = path / "utt2dur"
+    if utt2dur_file.is_file():
+        utt2dur = read_table(utt2dur_file)
+        report.problems += utt2dur.problems
+        for utt, value in utt2dur.entries.items():
+            try:
+                ok = float(value) > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                report.problems.append(Problem(str(utt2dur_file), utt2dur.lines[utt], f"bad duration '{value}' for '{utt}'", utt))
+            if utt not in wav.entries:
+                report.problems.append(Problem(str(utt2dur_file), utt2dur.lines[utt], f"utterance '{utt}' is not in wav.scp", utt))
+
+    trials_file = path / "trials"
+    if trials_file.is_file():
+        trial_problems: List[Problem] = []
+        trials = read_trials(trials_file, problems=trial_problems)
+        report.problems += trial_problems
+        report.bad_trial_lines.update(p.line for p in trial_problems)
+        report.num_trials = len(trials)
+        for t in trials:
+            for role, utt in (("enroll", t.enroll), ("test", t.test)):
+                if utt not in wav.entries:
+                    report.problems.append(Problem(str(trials_file), t.line, f"{role} id '{utt}' is not in wav.scp", utt))
+                    report.bad_trial_lines.add(t.line)
+    return report
+
+
+def fix_datadir(path, report: ValidationReport) -> dict:
+    """Drop the entries ``report`` found bad; originals are kept in ``<path>/.backup/``.
+
+    Returns counts of dropped entries per file."""
+    path = Path(path)
+    backup = path / ".backup"
+    backup.mkdir(exist_ok=True)
+    wav = read_table(path / "wav.scp")
+    bad = set(report.bad_utts)
+    dropped = {}
+    utt2spk = read_table(path / "utt2spk").entries if (path / "utt2spk").is_file() else None
+    keep = [u for u in wav.entries if u not in bad]
+    if utt2spk is not None:
+        keep = [u for u in keep if u in utt2spk]
+    keep_set = set(keep)
+    for name in ("wav.scp", "utt2spk", "spk2utt", "utt2dur", "trials"):
+        if (path / name).is_file():
+            shutil.copy2(path / name, backup / name)
+    dropped["wav.scp"] = len(wav.entries) - len(keep) + len(wav.problems)
+    write_kv(path / "wav.scp", ((u, wav.entries[u]) for u in keep))
+    if utt2spk is not None:
+        new_u2s = {u: utt2spk[u] for u in keep}
+        dropped["utt2spk"] = len(utt2spk) - len(new_u2s)
+        write_kv(path / "utt2spk", new_u2s.items())
+        write_kv(path / "spk2utt", ((s, " ".join(us)) for s, us in spk2utt_from_utt2spk(new_u2s).items()))
+    if (path / "utt2dur").is_file():
+        durs = read_table(path / "utt2dur").entries
+        good = []
+        for u, v in durs.items():
+            try:
+                if u in keep_set and float(v) > 0:
+                    good.append((u, v))
+            except ValueError:
+                pass
+        dropped["utt2dur"] = len(durs) - len(good)
+        write_kv(path / "utt2dur", good)
+    if (path / "trials").is_file():
+        problems: List[Problem] = []
+        trials = read_trials(path / "trials", problems=problems)
+        good_trials = [t for t in trials if t.enroll in keep_set and t.test in keep_set]
+        dropped["trials"] = len(trials) + len(problems) - len(good_trials)
+        fmt = "voxceleb" if _looks_voxceleb(backup / "trials") else "kaldi"
+        write_trials(path / "trials", good_trials, fmt=fmt)
+    return dropped
+
+
+def _looks_voxceleb(path: Path) -> bool:
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if parts:
+                return len(parts) == 3 and parts[0] in ("0", "1")
+    return False

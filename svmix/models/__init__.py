@@ -1,0 +1,6 @@
+"""Students: conv frontend → frame encoder (registry ``ENCODERS``) → backend (registry ``BACKENDS``).
+
+Importing this package registers every built-in encoder and backend.
+"""
+from svmix.models import backends, svmixer  # noqa: F401  (registration side effects)
+from svmix.models.speaker_model import SpeakerModel, build_model, resolve_model_config  # noqa: F401

@@ -1,0 +1,85 @@
+"""Atomic writes: a killed process never leaves a half-written file that a later stage would trust."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator, Union
+
+from svmix.errors import SvmixError
+
+PathLike = Union[str, os.PathLike]
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """``open`` for writing that publishes the file only when the block completes."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+
+
+def write_json(path: PathLike, obj: Any) -> None:
+    with atomic_open(path) as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def read_json(path: PathLike) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise SvmixError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise SvmixError(f"{path}: not valid JSON ({e})") from None
+
+
+def torch_save_atomic(obj: Any, path: PathLike) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_free_space(directory: PathLike, needed_bytes: int, what: str, margin: float = 1.1) -> None:
+    """Stop before long work when ``directory``'s disk cannot hold ``needed_bytes`` (plus a margin)."""
+    directory = Path(directory)
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed_bytes * margin > free:
+        raise SvmixError(
+            f"{what} needs about {needed_bytes / 1e9:.2f} GB but {probe} has only {free / 1e9:.2f} GB free"
+        )

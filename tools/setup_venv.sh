@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create (once) and activate the project's virtual environment in .venv/.
+# Idempotent: reinstalls only when setup.cfg or the pinned versions below change.
+# Source it: `. tools/setup_venv.sh`.
+SVMIX_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# What CI and the quick start use; users may install any torch>=2.1 themselves.
+SVMIX_TORCH_PINS="torch==2.14.1 torchaudio==2.11.0"
+_svmix_venv="$SVMIX_ROOT/.venv"
+_svmix_stamp="$_svmix_venv/.svmix-install-stamp"
+_svmix_want="$(cat "$SVMIX_ROOT/setup.cfg" "$SVMIX_ROOT/pyproject.toml" | sha256sum | cut -c1-16) $SVMIX_TORCH_PINS"
+if [ ! -f "$_svmix_stamp" ] || [ "$(cat "$_svmix_stamp")" != "$_svmix_want" ]; then
+  echo "[setup] preparing $_svmix_venv (first run takes about two minutes)" >&2
+  [ -x "$_svmix_venv/bin/python" ] || python3 -m venv "$_svmix_venv" || return 1 2>/dev/null || exit 1
+  "$_svmix_venv/bin/python" -m pip install -q --disable-pip-version-check $SVMIX_TORCH_PINS \
+    && "$_svmix_venv/bin/python" -m pip install -q --disable-pip-version-check -e "$SVMIX_ROOT[test]" \
+    && echo "$_svmix_want" > "$_svmix_stamp" \
+    || { echo "[setup] installation failed" >&2; return 1 2>/dev/null || exit 1; }
+fi
+# shellcheck disable=SC1091
+. "$_svmix_venv/bin/activate"
+export PYTHONUNBUFFERED=1

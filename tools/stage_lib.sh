@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Stage helpers shared by every recipe.
+#   run_step NAME INPUT... -- COMMAND...
+# runs COMMAND unless a done-marker for NAME exists whose fingerprint (the command line plus the
+# size and modification time of each INPUT file or directory tree) is unchanged. The marker is
+# written only after COMMAND succeeds, so a crashed step reruns (and its tool resumes).
+svmix_log() { echo "[$(date '+%F %T')] $*" >&2; }
+
+_svmix_fingerprint() {
+  local p
+  for p in "$@"; do
+    if [ -d "$p" ]; then
+      find "$p" -type f ! -name '.*' -printf '%p %s %T@\n' 2>/dev/null | LC_ALL=C sort
+    elif [ -e "$p" ]; then
+      stat -c '%n %s %Y' "$p"
+    else
+      echo "missing $p"
+    fi
+  done | sha256sum | cut -c1-16
+}
+
+run_step() {
+  local name="$1"; shift
+  local inputs=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do inputs+=("$1"); shift; done
+  [ "${1:-}" = "--" ] && shift
+  local marker_dir="${done_dir:-exp/.done}"
+  local marker="$marker_dir/$name.done"
+  local fp
+  fp="$( { printf '%q ' "$@"; echo; _svmix_fingerprint "${inputs[@]}"; } | sha256sum | cut -c1-16)"
+  if [ -f "$marker" ] && [ "$(cat "$marker")" = "$fp" ]; then
+    svmix_log "skip $name (done; inputs unchanged)"
+    return 0
+  fi
+  svmix_log "run  $name: $*"
+  "$@" || { svmix_log "FAILED $name"; return 1; }
+  mkdir -p "$marker_dir"
+  echo "$fp" > "$marker.tmp" && mv "$marker.tmp" "$marker"
+}
