@@ -4,6 +4,7 @@
 # runs COMMAND unless a done-marker for NAME exists whose fingerprint (the command line plus the
 # size and modification time of each INPUT file or directory tree) is unchanged. The marker is
 # written only after COMMAND succeeds, so a crashed step reruns (and its tool resumes).
+# Each command run is appended to $commands_log when that is set (RESULTS.md lists them).
 svmix_log() { echo "[$(date '+%F %T')] $*" >&2; }
 
 _svmix_fingerprint() {
@@ -33,7 +34,11 @@ run_step() {
     return 0
   fi
   svmix_log "run  $name: $*"
+  [ -n "${commands_log:-}" ] && printf '%s\n' "$*" >> "$commands_log"
   "$@" || { svmix_log "FAILED $name"; return 1; }
   mkdir -p "$marker_dir"
   echo "$fp" > "$marker.tmp" && mv "$marker.tmp" "$marker"
 }
+
+# in_stage N: true when N lies within --stage .. --stop-stage.
+in_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# svmix default recipe: distil a teacher into SV-Mixer and Transformer students on the embedded
+# mini corpus (synthetic espeak-ng speakers), offline, on a CPU, end to end.
+#   ./run.sh                      # everything (sets up .venv/ on first use)
+#   ./run.sh --stage 3            # rerun from distillation with what is on disk
+#   ./run.sh --help               # stages and options
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=0
+stop_stage=6
+nj=2                                # parallel jobs for synthesis, caching and extraction
+ngpu=0                              # >1: distillation with torchrun on that many GPUs
+seed=0
+data=data/mini                      # mini corpus: train/ val/ test/ Kaldi data dirs
+augment_dir=data/augment            # stage 1: noise / music / babble / RIR lists
+exp=exp                             # experiment root; RESULTS.md goes to $exp/RESULTS.md
+teacher_config=conf/teacher_mini.yaml
+teacher=$exp/teacher                # mini WavLM-architecture teacher, Hugging Face layout
+teacher_layers=4                    # teacher layers to cache (HF indexing; the mini teacher's last)
+cache=$exp/teacher_cache
+train_config=conf/train_mini.yaml
+model_conf_dir=conf/model
+students="svmixer_mini transformer_mini"   # $model_conf_dir/<name>.yaml, identical training settings
+corpus_opts=""                      # extra options for local/make_mini_corpus.py (tests: a tiny corpus)
+teacher_opts=""                     # extra options for svmix-train-teacher
+train_opts=""                       # extra options for svmix-train (e.g. "--max-steps 20")
+extract_opts=""                     # extra options for svmix-extract
+
+recipe_options="stage stop_stage nj ngpu seed data augment_dir exp teacher_config teacher teacher_layers
+  cache train_config model_conf_dir students corpus_opts teacher_opts train_opts extract_opts"
+help_message="Usage: $0 [--stage N] [--stop-stage M] [--name value ...]
+Stages:
+  0  data preparation: synthesize the mini corpus (Kaldi data dirs + trials) and validate it
+  1  augmentation resources (synthetic noise / music / RIR lists) and the mini teacher
+  2  teacher feature caching
+  3  distillation training of every student in --students
+  4  embedding extraction (test set)
+  5  scoring and metrics (EER, minDCF, DET plot, RESULTS.md)
+  6  export for deployment (ONNX / TorchScript) and efficiency report (params, GMACs, CPU RTF)"
+. tools/parse_options.sh "$@"
+. tools/setup_venv.sh
+. tools/stage_lib.sh
+. tools/recipe_stages.sh
+
+train_data=$data/train
+val_data=$data/val
+test_data=$data/test
+trials_names=trials
+teacher_eval=$teacher
+done_dir=$exp/.done
+commands_log=$exp/commands.log
+mkdir -p "$exp"
+exec > >(tee -a "$exp/run.log") 2>&1
+svmix_log "$0 $* (stages $stage..$stop_stage)"
+
+if in_stage 0; then
+  svmix_log "stage 0: data preparation"
+  # shellcheck disable=SC2086
+  run_step mini_corpus local/make_mini_corpus.py -- \
+    python local/make_mini_corpus.py --out "$data" --seed "$seed" --nj "$nj" $corpus_opts
+  for part in train val test; do
+    run_step "validate_$part" "$data/$part" -- svmix-validate-data "$data/$part"
+  done
+fi
+
+if in_stage 1; then
+  svmix_log "stage 1: augmentation resources and the mini teacher"
+  run_step augment -- svmix-prepare-augment --out "$augment_dir" --synthetic --seed "$seed"
+  # shellcheck disable=SC2086
+  run_step teacher "$train_data" "$teacher_config" -- \
+    svmix-train-teacher --data "$train_data" --config "$teacher_config" --out "$teacher" \
+      --trials-data "$test_data" --seed "$seed" $teacher_opts
+fi
+
+# `if` rather than `&&`: bash ignores `set -e` inside functions called from an && list.
+if in_stage 2; then stage_cache; fi
+if in_stage 3; then stage_train; fi
+if in_stage 4; then stage_extract; fi
+if in_stage 5; then stage_score; fi
+if in_stage 6; then stage_export; fi
+if [ "$stop_stage" -ge 5 ]; then stage_report "$exp/RESULTS.md"; fi
+svmix_log "done"

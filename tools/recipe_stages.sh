@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Stages 2-6, shared by every recipe (stage numbers in CONVENTIONS.md). A recipe defines stages 0-1
+# (its corpus) and these variables, then calls the functions below:
+#   exp nj ngpu teacher teacher_layers train_data val_data augment_dir cache train_config
+#   model_conf_dir students test_data trials_names train_opts extract_opts
+# Every step goes through run_step (tools/stage_lib.sh): done-markers, resumable tools.
+
+# Launch a training tool on $ngpu GPUs with torchrun, or as one process.
+_svmix_launch_train() {
+  if [ "${ngpu:-0}" -gt 1 ]; then
+    torchrun --standalone --nproc_per_node "$ngpu" -m svmix.bin.train "$@"
+  else
+    svmix-train "$@"
+  fi
+}
+
+stage_cache() {
+  svmix_log "stage 2: teacher feature caching"
+  local inputs=("$train_data/wav.scp")
+  [ -e "$teacher" ] && inputs+=("$teacher")
+  run_step cache "${inputs[@]}" -- \
+    svmix-cache-teacher --teacher "$teacher" --data "$train_data" --layers "$teacher_layers" \
+      --out "$cache" --nj "$nj"
+}
+
+stage_train() {
+  svmix_log "stage 3: distillation"
+  local s
+  for s in $students; do
+    # shellcheck disable=SC2086
+    run_step "train_$s" "$train_config" "$model_conf_dir/$s.yaml" "$cache/manifest.json" -- \
+      _svmix_launch_train --config "$train_config" --model-config "$model_conf_dir/$s.yaml" \
+        --data "$train_data" --val-data "$val_data" --teacher-cache "$cache" \
+        --augment-dir "$augment_dir" --exp "$exp/$s" $train_opts
+  done
+}
+
+stage_extract() {
+  svmix_log "stage 4: embedding extraction"
+  local s name
+  name=$(basename "$test_data")
+  for s in $students; do
+    # shellcheck disable=SC2086
+    run_step "extract_${s}_$name" "$exp/$s/model.pt" "$test_data/wav.scp" -- \
+      svmix-extract --model "$exp/$s" --data "$test_data" --out "$exp/$s/emb_$name" --nj "$nj" $extract_opts
+  done
+}
+
+stage_score() {
+  svmix_log "stage 5: scoring and metrics"
+  local s t name plot_args
+  name=$(basename "$test_data")
+  for t in $trials_names; do
+    plot_args=()
+    for s in $students; do
+      run_step "score_${s}_$t" "$exp/$s/emb_$name/xvector.scp" "$test_data/$t" -- \
+        svmix-score --trials "$test_data/$t" --embeddings "$exp/$s/emb_$name/xvector.scp" \
+          --output "$exp/$s/scores_$t" --metrics-json "$exp/$s/metrics_$t.json"
+      plot_args+=(--scores "$exp/$s/scores_$t" --label "$s")
+    done
+    svmix-metrics "${plot_args[@]}" --trials "$test_data/$t" --det-plot "$exp/det_$t.png"
+  done
+}
+
+stage_export() {
+  svmix_log "stage 6: export for deployment"
+  local s
+  for s in $students; do
+    run_step "export_${s}_onnx" "$exp/$s/model.pt" -- \
+      svmix-export --model "$exp/$s" --format onnx --out "$exp/$s/model.onnx"
+    run_step "export_${s}_torchscript" "$exp/$s/model.pt" -- \
+      svmix-export --model "$exp/$s" --format torchscript --out "$exp/$s/model.ts"
+  done
+}
+
+# RESULTS.md: every system on every trials list, with params, GMACs and CPU RTF.
+stage_report() {
+  local out="$1" s t args=()
+  for s in $students; do args+=(--system "$exp/$s"); done
+  for t in $trials_names; do args+=(--trials-name "$t"); done
+  [ -n "${teacher_eval:-}" ] && args+=(--teacher "$teacher_eval")
+  svmix-report "${args[@]}" --emb-name "$(basename "$test_data")" --commands "$commands_log" --out "$out"
+  cat "$out"
+}
