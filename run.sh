@@ -66,7 +66,8 @@ fi
 
 if in_stage 1; then
   svmix_log "stage 1: augmentation resources and the mini teacher"
-  run_step augment -- svmix-prepare-augment --out "$augment_dir" --synthetic --seed "$seed"
+  run_step augment "$train_data/wav.scp" -- \
+    svmix-prepare-augment --out "$augment_dir" --synthetic --babble-data "$train_data" --seed "$seed"
   # shellcheck disable=SC2086
   run_step teacher "$train_data" "$teacher_config" -- \
     svmix-train-teacher --data "$train_data" --config "$teacher_config" --out "$teacher" \

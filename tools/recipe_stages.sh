@@ -3,6 +3,7 @@
 # (its corpus) and these variables, then calls the functions below:
 #   exp nj ngpu teacher teacher_layers train_data val_data augment_dir cache train_config
 #   model_conf_dir students test_data trials_names train_opts extract_opts
+# and optionally teacher_mode=online (no stage 2; the teacher runs during training).
 # Every step goes through run_step (tools/stage_lib.sh): done-markers, resumable tools.
 
 # Launch a training tool on $ngpu GPUs with torchrun, or as one process.
@@ -25,12 +26,13 @@ stage_cache() {
 
 stage_train() {
   svmix_log "stage 3: distillation"
-  local s
+  local s teacher_args=(--teacher-cache "$cache") inputs=("$cache/manifest.json")
+  if [ "${teacher_mode:-cache}" = online ]; then teacher_args=(--teacher "$teacher"); inputs=(); fi
   for s in $students; do
     # shellcheck disable=SC2086
-    run_step "train_$s" "$train_config" "$model_conf_dir/$s.yaml" "$cache/manifest.json" -- \
+    run_step "train_$s" "$train_config" "$model_conf_dir/$s.yaml" "${inputs[@]}" -- \
       _svmix_launch_train --config "$train_config" --model-config "$model_conf_dir/$s.yaml" \
-        --data "$train_data" --val-data "$val_data" --teacher-cache "$cache" \
+        --data "$train_data" --val-data "$val_data" "${teacher_args[@]}" \
         --augment-dir "$augment_dir" --exp "$exp/$s" $train_opts
   done
 }
