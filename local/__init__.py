@@ -1,0 +1,1 @@
+"""Corpus-specific data preparation (run as scripts: python local/<name>.py --help)."""

@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""VoxCeleb data preparation: Kaldi data dirs for VoxCeleb2-dev (training) and VoxCeleb1 (+ O/E/H trials).
+
+Utterance ids are ``idXXXXX/<video>/<nnnnn>`` (the VoxCeleb trial-list paths without ``.wav``).
+
+    python local/voxceleb.py vox2 --src /corpora/voxceleb2 --out data/voxceleb2_dev --wav-dir /corpora/vox2_wav --nj 8
+    python local/voxceleb.py vox1 --src /corpora/voxceleb1 --out data/voxceleb1 [--trials-dir DIR]
+
+VoxCeleb2 m4a files are converted to 16 kHz mono wav with ffmpeg (in parallel, resumable); an
+already-converted wav tree is used as is.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import click
+
+from svmix.cli import user_errors
+from svmix.data.audio import audio_info
+from svmix.data.datadir import Trial, write_datadir, write_trials
+from svmix.errors import SvmixError
+from svmix.utils.fileio import check_free_space
+from svmix.utils.logging import get_logger, setup_logging
+
+log = get_logger("voxceleb")
+
+# name -> cleaned VoxCeleb1 trial list file
+VOX1_TRIAL_LISTS = {"o": "veri_test2.txt", "e": "list_test_all2.txt", "h": "list_test_hard2.txt"}
+WAV_PER_M4A_BYTES = 6  # rough size ratio of 16 kHz 16-bit wav to VoxCeleb2 AAC, for the free-space check
+
+
+def find_ffmpeg() -> str:
+    path = shutil.which("ffmpeg")
+    if path is None:
+        raise SvmixError("ffmpeg not found on PATH: install ffmpeg (e.g. 'apt-get install ffmpeg' or "
+                         "'conda install ffmpeg') to convert VoxCeleb2 m4a files, or pass a converted wav tree")
+    return path
+
+
+def scan_tree(root: Path, suffix: str) -> Dict[str, Path]:
+    """``idXXXXX/<video>/<nnnnn>`` -> file for every ``root/*/*/*.<suffix>``."""
+    return {f"{p.parent.parent.name}/{p.parent.name}/{p.stem}": p for p in sorted(root.glob(f"*/*/*.{suffix}"))}
+
+
+def locate(src: Path, subdirs: Sequence[str], suffix: str) -> Optional[Path]:
+    """The first of ``src/<subdir>`` (then ``src``) holding ``*/*/*.<suffix>`` files."""
+    for folder in [src / s for s in subdirs] + [src]:
+        if folder.is_dir() and next(folder.glob(f"*/*/*.{suffix}"), None) is not None:
+            return folder
+    return None
+
+
+def _convert_one(ffmpeg: str, src: Path, dst: Path) -> Optional[str]:
+    """Convert one file (atomically); returns an error line or None."""
+    if dst.is_file():
+        return None
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp.wav")
+    result = subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(src), "-ac", "1",
+                             "-ar", "16000", "-f", "wav", str(tmp)], capture_output=True, text=True)
+    if result.returncode != 0 or not tmp.is_file():
+        tmp.unlink(missing_ok=True)
+        return f"{src}: ffmpeg failed ({' '.join(result.stderr.split())[:200] or result.returncode})"
+    os.replace(tmp, dst)
+    return None
+
+
+def convert_m4a_tree(files: Dict[str, Path], wav_dir: Path, nj: int = 4) -> Dict[str, Path]:
+    """Convert m4a files to ``wav_dir/<utt>.wav`` with ``nj`` parallel ffmpeg processes (resumable)."""
+    from tqdm import tqdm
+
+    ffmpeg = find_ffmpeg()
+    targets = {utt: wav_dir / f"{utt}.wav" for utt in files}
+    todo = [utt for utt, dst in targets.items() if not dst.is_file()]
+    if todo:
+        check_free_space(wav_dir, WAV_PER_M4A_BYTES * sum(files[u].stat().st_size for u in todo),
+                         "converting VoxCeleb2 to wav")
+    with ThreadPoolExecutor(max(1, nj)) as pool:
+        errors = [e for e in tqdm(pool.map(lambda u: _convert_one(ffmpeg, files[u], targets[u]), todo),
+                                  total=len(todo), desc="m4a -> wav") if e]
+    if errors:
+        for e in errors:
+            log.error(e)
+        raise SvmixError(f"{len(errors)} of {len(todo)} conversions failed, first: {errors[0]}")
+    return targets
+
+
+def _durations(files: Dict[str, Path], nj: int) -> Dict[str, float]:
+    def seconds(item: Tuple[str, Path]) -> float:
+        frames, rate = audio_info(item[1], item[0])
+        return frames / rate
+
+    with ThreadPoolExecutor(max(1, nj)) as pool:
+        return dict(zip(files, pool.map(seconds, files.items())))
+
+
+def write_voxceleb_datadir(out: Path, files: Dict[str, Path], nj: int) -> None:
+    utt2spk = {utt: utt.split("/", 1)[0] for utt in files}
+    write_datadir(out, {u: str(p.resolve()) for u, p in files.items()}, utt2spk, _durations(files, nj))
+    log.info("%s: %d utterances of %d speakers", out, len(files), len(set(utt2spk.values())))
+
+
+def prepare_voxceleb2(src: Path, out: Path, wav_dir: Optional[Path] = None, nj: int = 4) -> None:
+    """VoxCeleb2-dev (``dev/aac/idXXXXX/<video>/<nnnnn>.m4a`` or a wav tree) -> Kaldi dir ``out``."""
+    src = Path(src)
+    wav_root = locate(src, ["dev/wav", "wav"], "wav")
+    if wav_root is not None:
+        files = scan_tree(wav_root, "wav")
+    else:
+        m4a_root = locate(src, ["dev/aac", "aac"], "m4a")
+        if m4a_root is None:
+            raise SvmixError(f"{src}: no VoxCeleb2 files found (expected dev/aac/idXXXXX/<video>/<nnnnn>.m4a "
+                             "or idXXXXX/<video>/<nnnnn>.wav)")
+        files = convert_m4a_tree(scan_tree(m4a_root, "m4a"), Path(wav_dir) if wav_dir else Path(out) / "wav", nj)
+    write_voxceleb_datadir(Path(out), files, nj)
+
+
+def read_voxceleb_trials(path: Path, utts: Dict[str, Path]) -> List[Trial]:
+    """A VoxCeleb trial list (``1 id/video/nnnnn.wav id/video/nnnnn.wav``) with ids made to match."""
+    trials = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 3 or parts[0] not in ("0", "1"):
+                raise SvmixError(f"{path}:{lineno}: expected '1|0 <enroll>.wav <test>.wav', got '{line.strip()}'")
+            enroll, test = (p[:-4] if p.endswith(".wav") else p for p in parts[1:])
+            for utt in (enroll, test):
+                if utt not in utts:
+                    raise SvmixError(f"{path}:{lineno}: utterance '{utt}' is not in the VoxCeleb1 wav tree "
+                                     "(need both dev and test parts for the E and H lists; see --lists)")
+            trials.append(Trial(enroll, test, int(parts[0]), lineno))
+    return trials
+
+
+def prepare_voxceleb1(srcs: Sequence[Path], out: Path, trials_dir: Optional[Path] = None,
+                      lists: str = "oeh", nj: int = 4) -> None:
+    """VoxCeleb1 (``wav/idXXXXX/<video>/<nnnnn>.wav``, dev and test possibly in separate ``srcs``) ->
+    Kaldi dir ``out`` with ``trials_o/e/h`` (Kaldi format) and ``trials_?.voxceleb``; ``trials`` = O."""
+    files: Dict[str, Path] = {}
+    for src in map(Path, srcs):
+        root = locate(src, ["wav", "dev/wav", "test/wav"], "wav")
+        if root is None:
+            raise SvmixError(f"{src}: no VoxCeleb1 wav files found (expected wav/idXXXXX/<video>/<nnnnn>.wav)")
+        files.update(scan_tree(root, "wav"))
+    out = Path(out)
+    write_voxceleb_datadir(out, files, nj)
+    search = [Path(trials_dir)] if trials_dir else [Path(s) for s in srcs]
+    for name in lists:
+        if name not in VOX1_TRIAL_LISTS:
+            raise SvmixError(f"unknown VoxCeleb1 trial list '{name}' (known: {', '.join(VOX1_TRIAL_LISTS)})")
+        found = [d / VOX1_TRIAL_LISTS[name] for d in search if (d / VOX1_TRIAL_LISTS[name]).is_file()]
+        if not found:
+            log.warning("%s not found in %s: skipping trials_%s", VOX1_TRIAL_LISTS[name],
+                        ", ".join(map(str, search)), name)
+            continue
+        trials = read_voxceleb_trials(found[0], files)
+        write_trials(out / f"trials_{name}", trials, "kaldi")
+        write_trials(out / f"trials_{name}.voxceleb", trials, "voxceleb")
+        if name == "o":
+            write_trials(out / "trials", trials, "kaldi")
+        log.info("%s: trials_%s with %d trials", out, name, len(trials))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Prepare VoxCeleb data directories."""
+    setup_logging()
+
+
+@cli.command("vox2")
+@click.option("--src", required=True, type=click.Path(exists=True, file_okay=False),
+              help="VoxCeleb2 root (with dev/aac/... m4a files) or an already-converted wav tree.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output data dir, e.g. data/voxceleb2_dev.")
+@click.option("--wav-dir", type=click.Path(file_okay=False), help="Where converted wavs go [default: OUT/wav].")
+@click.option("--nj", default=4, show_default=True, type=int, help="Parallel ffmpeg/header-reading jobs.")
+@user_errors
+def vox2_command(src: str, out: str, wav_dir: Optional[str], nj: int) -> None:
+    """VoxCeleb2-dev -> Kaldi data dir (m4a converted to 16 kHz wav with ffmpeg)."""
+    prepare_voxceleb2(Path(src), Path(out), Path(wav_dir) if wav_dir else None, nj)
+
+
+@cli.command("vox1")
+@click.option("--src", "srcs", required=True, multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="VoxCeleb1 root(s) holding wav/idXXXXX/...; repeat for separate dev and test parts.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output data dir, e.g. data/voxceleb1.")
+@click.option("--trials-dir", type=click.Path(exists=True, file_okay=False),
+              help="Folder with veri_test2.txt, list_test_all2.txt, list_test_hard2.txt [default: each --src].")
+@click.option("--lists", default="oeh", show_default=True, help="Trial lists to write: any of o, e, h.")
+@click.option("--nj", default=4, show_default=True, type=int, help="Parallel header-reading jobs.")
+@user_errors
+def vox1_command(srcs: Tuple[str, ...], out: str, trials_dir: Optional[str], lists: str, nj: int) -> None:
+    """VoxCeleb1 -> Kaldi data dir with trials_o, trials_e, trials_h."""
+    prepare_voxceleb1([Path(s) for s in srcs], Path(out), Path(trials_dir) if trials_dir else None, lists, nj)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,53 @@
+"""svmix-extract: embed utterances with a trained model into Kaldi xvector.ark/xvector.scp (stage 4)."""
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from svmix.cli import user_errors
+from svmix.inference.extract import extract_embeddings, list_inputs
+from svmix.utils.logging import setup_logging
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", required=True, type=click.Path(), help="Experiment dir (its model.pt) or checkpoint.")
+@click.option("--data", type=click.Path(file_okay=False), help="Kaldi data dir (its wav.scp).")
+@click.option("--wav-scp", type=click.Path(dir_okay=False), help="A wav.scp: '<utt-id> <path>' lines.")
+@click.option("--wav-dir", type=click.Path(file_okay=False),
+              help="All .wav/.flac files below DIR; utterance id = relative path without extension.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output dir for xvector.ark/.scp.")
+@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@click.option("--onnx", type=click.Path(dir_okay=False),
+              help="ONNX model for --runtime onnx [default: model.onnx next to the checkpoint].")
+@click.option("--average", is_flag=True,
+              help="Store one embedding per utterance (normalised mean of normalised segment embeddings) "
+                   "instead of the (segments, D) matrix.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Segments per forward pass.")
+@click.option("--num-workers", type=int, default=2, show_default=True, help="Audio-loading worker processes per job.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--num-threads", type=int, help="CPU threads per job [default: all, or cores / nj].")
+@click.option("--nj", type=int, default=1, show_default=True, help="Parallel local jobs (one shard each).")
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable audio (reported and counted) instead of stopping.")
+@click.option("--chunk-size", type=int, default=500, show_default=True,
+              help="Utterances per resumable chunk (a killed run redoes only unfinished chunks).")
+@user_errors
+def main(model: str, data: Optional[str], wav_scp: Optional[str], wav_dir: Optional[str], out: str, runtime: str,
+         onnx: Optional[str], average: bool, batch_size: int, num_workers: int, device: str,
+         num_threads: Optional[int], nj: int, skip_bad: bool, chunk_size: int) -> None:
+    """Embed every utterance into OUT/xvector.ark + OUT/xvector.scp, keyed by utterance id.
+
+    Resumable: rerun the same command after an interruption. Under torchrun each rank is one shard.
+    """
+    setup_logging(Path(out) / "extract.log")
+    stats = extract_embeddings(model, list_inputs(data, wav_scp, wav_dir), out, runtime=runtime, onnx=onnx,
+                               average=average, batch_size=batch_size, num_workers=num_workers, device=device,
+                               num_threads=num_threads, nj=nj, skip_bad=skip_bad, chunk_size=chunk_size)
+    if stats is not None:
+        rtf = "n/a" if stats["rtf"] is None else f"{stats['rtf']:.4f}"
+        click.echo(f"{out}/xvector.scp: {stats['total_utts']} utterances; real-time factor {rtf} "
+                   f"({stats['audio_seconds']:.1f} s of audio in {stats['wall_seconds']:.1f} s); "
+                   f"{stats['skipped']} skipped")
+
+
+if __name__ == "__main__":
+    main()

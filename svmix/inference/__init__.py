@@ -1,0 +1,1 @@
+"""Inference: the evaluation segmentation rule, segment embedders (PyTorch / ONNX) and extraction."""

@@ -1,0 +1,132 @@
+"""Segment embedders: (B, segment_samples) float32 segments → (B, D) embeddings, as numpy.
+
+The PyTorch :class:`SegmentEmbedder` and the ONNX ``OnnxSegmentEmbedder``
+(:mod:`svmix.export.onnx_runtime`) share one interface (``config``, ``embed_dim``,
+``segment_samples``, ``__call__``), so extraction and the Python API treat them alike.
+:func:`embed_stream` packs the fixed-length segments of many utterances (of any lengths) into
+full batches; an utterance's embeddings do not depend on what it is batched with.
+"""
+from __future__ import annotations
+
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from svmix.errors import SvmixError
+from svmix.inference.fast import prepare_for_inference
+from svmix.inference.segments import distinct_segments
+from svmix.registry import Registry
+
+RUNTIMES = Registry("runtime")
+ONNX_NAME = "model.onnx"  # the exported model next to a checkpoint
+
+
+class SegmentEmbedder:
+    """A SpeakerModel in eval mode on the fast inference path (switched in place), called on numpy segments."""
+
+    def __init__(self, model: torch.nn.Module, device: str = "cpu"):
+        self.config: Dict[str, Any] = dict(model.config)
+        self.embed_dim = int(model.embed_dim)
+        self.segment_samples = int(model.segment_samples)
+        self.device = torch.device(device)
+        self.model = prepare_for_inference(model.eval().to(self.device))
+
+    def __call__(self, segments: np.ndarray) -> np.ndarray:
+        segments = np.ascontiguousarray(segments, dtype=np.float32)
+        if segments.ndim != 2 or segments.shape[1] != self.segment_samples:
+            raise ValueError(f"expected segments of shape (B, {self.segment_samples}), got {segments.shape}")
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(segments).to(self.device))
+        return out.float().cpu().numpy()
+
+
+def num_segments(embedder: Any) -> int:
+    return int(embedder.config["num_eval_segments"])
+
+
+@RUNTIMES.register("torch")
+def _torch_runtime(model: os.PathLike, onnx: Optional[os.PathLike], device: str,
+                   num_threads: Optional[int]) -> SegmentEmbedder:
+    from svmix.checkpoint import load_model_checkpoint
+
+    if onnx is not None:
+        raise SvmixError("--onnx is only used with --runtime onnx")
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    model, _ = load_model_checkpoint(model, device=device)
+    return SegmentEmbedder(model, device=device)
+
+
+@RUNTIMES.register("onnx")
+def _onnx_runtime(model: os.PathLike, onnx: Optional[os.PathLike], device: str, num_threads: Optional[int]):
+    from svmix.export.onnx_runtime import OnnxSegmentEmbedder
+
+    if device != "cpu":
+        raise SvmixError(f"the onnx runtime runs on the CPU only, not on '{device}'")
+    return OnnxSegmentEmbedder(str(onnx_model_path(model, onnx)), num_threads=num_threads)
+
+
+def onnx_model_path(model: os.PathLike, onnx: Optional[os.PathLike]) -> Path:
+    """The ONNX file the onnx runtime uses: ``onnx`` or ``model.onnx`` next to the checkpoint."""
+    from svmix.checkpoint import resolve_checkpoint_path
+
+    path = Path(onnx) if onnx is not None else resolve_checkpoint_path(model).parent / ONNX_NAME
+    if not path.is_file():
+        raise SvmixError(f"{path}: ONNX model not found (export it with svmix-export --format onnx, or pass --onnx)")
+    return path
+
+
+def load_embedder(model: os.PathLike, runtime: str = "torch", onnx: Optional[os.PathLike] = None,
+                  device: str = "cpu", num_threads: Optional[int] = None):
+    """A segment embedder for the checkpoint (or experiment dir) ``model`` on ``runtime``."""
+    return RUNTIMES.get(runtime)(model, onnx, device, num_threads)
+
+
+Item = Tuple[Any, np.ndarray, np.ndarray]  # (key, distinct segments (U, S), index (num_segments,))
+
+
+def embed_stream(embedder: Any, items: Iterable[Item], batch_size: int) -> Iterator[Tuple[Any, np.ndarray]]:
+    """Embed utterances given as ``(key, distinct segments, index)`` and yield ``(key, (n, D))``
+    in input order, running the embedder on full batches of ``batch_size`` segments."""
+    if batch_size < 1:
+        raise SvmixError(f"batch size must be positive, got {batch_size}")
+    waiting: deque = deque()  # (key, number of distinct segments, index) with segments queued
+    queued: List[np.ndarray] = []
+    num_queued = 0
+    done: List[np.ndarray] = []  # embeddings of queued segments, in order
+    num_done = 0
+
+    def run(final: bool) -> Iterator[Tuple[Any, np.ndarray]]:
+        nonlocal queued, num_queued, num_done
+        if num_queued >= batch_size or (final and num_queued):
+            rows = np.concatenate(queued)
+            cut = len(rows) - len(rows) % batch_size if not final else len(rows)
+            for lo in range(0, cut, batch_size):
+                done.append(embedder(rows[lo:lo + batch_size]))
+            num_done += cut
+            queued = [rows[cut:]] if cut < len(rows) else []
+            num_queued = len(rows) - cut
+        while waiting and waiting[0][1] <= num_done:
+            key, count, index = waiting.popleft()
+            out = np.concatenate(done) if len(done) > 1 else done[0]
+            done[:] = [out[count:]]
+            num_done -= count
+            yield key, out[:count][index]
+
+    for key, segments, index in items:
+        waiting.append((key, len(segments), index))
+        queued.append(segments)
+        num_queued += len(segments)
+        yield from run(final=False)
+    yield from run(final=True)
+
+
+def embed_utterances(embedder: Any, wavs: Sequence[np.ndarray], batch_size: int = 32) -> List[np.ndarray]:
+    """(num_segments, D) segment embeddings of each 1-D 16 kHz waveform in ``wavs``."""
+    n = num_segments(embedder)
+    items = ((i, *distinct_segments(w, embedder.segment_samples, n)) for i, w in enumerate(wavs))
+    return [emb for _, emb in embed_stream(embedder, items, batch_size)]
