@@ -79,7 +79,7 @@ class MultiScaleChannelMixing(nn.Module):
     convolution → GELU → dense 1×1 convolution, in a pre-LN residual.
 
     ``multi_scale=False`` keeps only the full-rate path (GCM alone); ``groups=1`` makes the MLPs
-    dense (MSM alone).
+    and the merge k3 convolution dense (MSM alone; the same as group_dim = H).
     """
 
     def __init__(self, hidden: int, seq_len: int, expansion: int = 4, groups: int = 8,
@@ -145,6 +145,7 @@ class FrameEncoder(nn.Module):
     stack (B, L+1, T, H) = [block-1 input, block-1 … block-(L−1) outputs, LN(block-L output)]."""
 
     channels_first = False  # True when blocks take (B, H, T)
+    fixed_length = False    # True when blocks are sized for exactly ``seq_len`` frames
 
     def __init__(self, hidden: int, seq_len: int, num_layers: int, dropout: float = 0.1):
         super().__init__()
@@ -154,7 +155,7 @@ class FrameEncoder(nn.Module):
         self.final_norm = nn.LayerNorm(hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, H)
-        if x.shape[1] != self.seq_len and getattr(self, "fixed_length", False):
+        if self.fixed_length and x.shape[1] != self.seq_len:
             raise ValueError(f"{type(self).__name__} needs {self.seq_len} frames, got {x.shape[1]}")
         x = self.input_dropout(x)
         if self.channels_first:
@@ -184,3 +185,13 @@ class SVMixerEncoder(FrameEncoder):
             channel_dropout = 0.0 if i == num_layers - 1 else dropout
             self.blocks.append(SVMixerBlock(hidden, seq_len, group_dim, token_expansion, channel_expansion,
                                             dropout, channel_dropout, lgm, msm, gcm, lgm_mode))
+
+
+@ENCODERS.register("mlpmixer")
+class MLPMixerEncoder(SVMixerEncoder):
+    """Vanilla MLP-Mixer student (Table I/II 'none'): SV-Mixer with LGM, MSM and GCM all off."""
+
+    def __init__(self, hidden: int, seq_len: int, num_layers: int, token_expansion: int = 4,
+                 channel_expansion: int = 4, dropout: float = 0.1):
+        super().__init__(hidden, seq_len, num_layers, token_expansion=token_expansion,
+                         channel_expansion=channel_expansion, dropout=dropout, lgm=False, msm=False, gcm=False)

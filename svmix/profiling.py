@@ -1,0 +1,116 @@
+"""Parameters and MACs per encoder layer and per model part (``svmix-profile``).
+
+MACs are ``torch.utils.flop_counter.FlopCounterMode`` FLOPs / 2 for one input (batch 1), which
+counts matrix products and convolutions (not norms, activations, pooling or biases) — the
+convention of the spec §2 table. Attention products (QKᵀ and AV inside
+``scaled_dot_product_attention``) are counted with PyTorch's SDPA formula, also for the CPU
+kernel the counter does not know, and are reported separately as ``attention_gmacs``; ``gmacs``
+never includes them.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+from torch import nn
+from torch.utils import flop_counter
+
+from svmix.errors import SvmixError
+from svmix.models import build_model, resolve_model_config
+from svmix.models.frontend import num_frames
+from svmix.registry import ENCODERS
+
+GIGA = 1e9
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+ATTENTION_OPS = {_CPU_SDPA, torch.ops.aten._scaled_dot_product_flash_attention,
+                 torch.ops.aten._scaled_dot_product_efficient_attention,
+                 torch.ops.aten._scaled_dot_product_cudnn_attention}
+
+
+class MacCounts:
+    """MACs of one forward pass, by module path (``root.child.…``), split into linear and attention."""
+
+    def __init__(self, module: nn.Module, *inputs: torch.Tensor):
+        self.root = type(module).__name__
+        counter = flop_counter.FlopCounterMode(display=False, custom_mapping={_CPU_SDPA: _sdpa_flops})
+        with torch.no_grad(), counter:
+            module(*inputs)
+        self._counts = counter.get_flop_counts()
+
+    def _flops(self, path: str, attention: bool) -> int:
+        key = f"{self.root}.{path}" if path else self.root
+        ops = self._counts.get(key, {})
+        return sum(n for op, n in ops.items() if (op in ATTENTION_OPS) == attention)
+
+    def gmacs(self, path: str = "") -> float:
+        return self._flops(path, attention=False) / 2 / GIGA
+
+    def attention_gmacs(self, path: str = "") -> float:
+        return self._flops(path, attention=True) / 2 / GIGA
+
+    def summary(self, module: nn.Module, path: str = "") -> Dict[str, Any]:
+        entry = {"params": num_params(module), "gmacs": self.gmacs(path)}
+        if self.attention_gmacs(path):
+            entry["attention_gmacs"] = self.attention_gmacs(path)
+        return entry
+
+
+def num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _accepted(cls: type, kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+    names = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
+def profile_encoder_layer(name: str, hidden: int = 1024, seq_len: int = 149, group_dim: int = 128,
+                          **kw: Any) -> Dict[str, Any]:
+    """One layer of encoder ``name``: params, GMACs for one ``seq_len``-frame input, and its parts
+    (the layer's direct submodules). ``group_dim`` is ignored by encoders without groups."""
+    cls = ENCODERS.get(name)
+    options = {**_accepted(cls, {"group_dim": group_dim}), **kw}
+    try:
+        encoder = cls(hidden=hidden, seq_len=seq_len, num_layers=1, **options)
+    except (TypeError, ValueError) as e:
+        raise SvmixError(f"cannot build encoder '{name}': {e}") from e
+    layer = encoder.blocks[0].eval()
+    shape = (1, hidden, seq_len) if encoder.channels_first else (1, seq_len, hidden)
+    counts = MacCounts(layer, torch.randn(shape))
+    result = {"encoder": name, "hidden": hidden, "seq_len": seq_len, **options, **counts.summary(layer)}
+    result["parts"] = {part: counts.summary(child, part) for part, child in layer.named_children()
+                       if num_params(child) or counts.gmacs(part)}
+    return result
+
+
+def profile_model(model_config: Mapping[str, Any], seconds: Optional[float] = 3.0) -> Dict[str, Any]:
+    """A whole student for one ``seconds``-long input, by part (frontend, encoder with per-layer
+    entries, backend). Fixed-length encoders are built for that length, as they would be trained;
+    ``seconds=None`` keeps the config's ``segment_seconds``."""
+    config = resolve_model_config(copy.deepcopy(dict(model_config)))
+    if seconds is not None:
+        config["segment_seconds"] = float(seconds)
+    try:
+        model = build_model(config).eval()
+    except (TypeError, ValueError, KeyError) as e:
+        raise SvmixError(f"cannot build the model from its config: {e}") from e
+    counts = MacCounts(model, torch.randn(1, model.segment_samples))
+    parts = {name: counts.summary(getattr(model, name), name) for name in ("frontend", "encoder", "backend")}
+    parts["encoder"]["layers"] = [counts.summary(block, f"encoder.blocks.{i}")
+                                  for i, block in enumerate(model.encoder.blocks)]
+    result = {"encoder": config["encoder"]["name"], "backend": config["backend"]["name"],
+              "seconds": config["segment_seconds"], "frames": model.seq_len, **counts.summary(model),
+              "parts": parts}
+    return result
+
+
+def frames_for(seconds: float, sample_rate: int = 16000) -> int:
+    return num_frames(int(round(seconds * sample_rate)))
