@@ -1,0 +1,46 @@
+"""svmix-metrics: EER and minDCF of one or more score files on labelled trials; optional DET plot."""
+import os
+from typing import Optional, Tuple
+
+import click
+
+from svmix.cli import user_errors
+from svmix.errors import SvmixError
+from svmix.metrics import compute_metrics, plot_det
+from svmix.scoring.pipeline import read_scored_trials
+from svmix.utils.fileio import write_json
+
+PATH = click.Path(dir_okay=False)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--scores", "score_paths", required=True, multiple=True, type=PATH,
+              help="Score file '<enroll> <test> <score>' (repeat to compare systems on the same trials).")
+@click.option("--trials", required=True, type=PATH, help="Labelled trials (Kaldi or VoxCeleb format).")
+@click.option("--json", "json_path", type=PATH,
+              help="Write metrics JSON (one score file: the metrics object; several: {label: metrics}).")
+@click.option("--det-plot", type=PATH, help="Write a DET plot (PNG) of all score files.")
+@click.option("--label", "labels", multiple=True, help="Name per --scores, in order [default: file names].")
+@user_errors
+def main(score_paths: Tuple[str, ...], trials: str, json_path: Optional[str], det_plot: Optional[str],
+         labels: Tuple[str, ...]) -> None:
+    """Compute EER (%) and minDCF (p_target 0.01 and 0.05) for each score file."""
+    if labels and len(labels) != len(score_paths):
+        raise SvmixError(f"{len(labels)} --label values for {len(score_paths)} --scores files")
+    names = list(labels) or [os.path.basename(p) for p in score_paths]
+    if len(set(names)) < len(names):
+        names = list(score_paths)
+    target, all_scores = read_scored_trials(trials, score_paths)
+    results = {name: compute_metrics(scores, target) for name, scores in zip(names, all_scores)}
+    width = max(len(n) for n in names)
+    click.echo(f"{'system':<{width}}  {'EER%':>7}  {'minDCF0.01':>10}  {'minDCF0.05':>10}")
+    for name, m in results.items():
+        click.echo(f"{name:<{width}}  {m['eer']:7.3f}  {m['min_dcf']['0.01']:10.4f}  {m['min_dcf']['0.05']:10.4f}")
+    if json_path is not None:
+        write_json(json_path, results[names[0]] if len(names) == 1 else results)
+    if det_plot is not None:
+        plot_det([(name, scores, target) for name, scores in zip(names, all_scores)], det_plot)
+
+
+if __name__ == "__main__":
+    main()

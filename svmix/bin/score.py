@@ -1,0 +1,47 @@
+"""svmix-score: cosine-score a trials file from Kaldi embeddings (optionally AS-norm), write scores and metrics."""
+from typing import Optional
+
+import click
+
+from svmix.cli import user_errors
+from svmix.scoring.cosine import DEFAULT_CHUNK
+from svmix.scoring.norms import SCORE_NORMS
+from svmix.scoring.pipeline import score_file
+from svmix.utils.logging import setup_logging
+
+PATH = click.Path(dir_okay=False)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--trials", required=True, type=PATH, help="Trials (Kaldi, VoxCeleb or unlabelled format).")
+@click.option("--embeddings", "scp", required=True, type=PATH,
+              help="EMB_DIR/xvector.scp (vectors or segment matrices).")
+@click.option("--output", required=True, type=PATH, help="Score file: '<enroll> <test> <score>' per trial.")
+@click.option("--norm", type=click.Choice(SCORE_NORMS.names()), default=None,
+              help="Score normalisation [default: asnorm with --cohort, else none].")
+@click.option("--cohort", "cohort_scp", type=PATH, help="Cohort embeddings scp for AS-norm.")
+@click.option("--cohort-utt2spk", type=PATH, help="Average the cohort per speaker with this utt2spk.")
+@click.option("--top-n", type=click.IntRange(min=1), default=300, show_default=True, help="AS-norm top-N cohort size.")
+@click.option("--mean", "mean_path", type=PATH, help="Mean embedding to subtract (.npy, or scp/ark with one vector).")
+@click.option("--mean-from", type=PATH, help="Subtract the mean of these (training) embeddings (scp).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK, show_default=True,
+              help="Trials scored per block (bounds memory).")
+@click.option("--skip-missing", is_flag=True, help="Drop (and count) trials naming unknown utterances.")
+@click.option("--metrics-json", type=PATH, help="Also write the metrics as JSON (labelled trials only).")
+@user_errors
+def main(trials: str, scp: str, output: str, norm: Optional[str], cohort_scp: Optional[str],
+         cohort_utt2spk: Optional[str], top_n: int, mean_path: Optional[str], mean_from: Optional[str],
+         chunk_size: int, skip_missing: bool, metrics_json: Optional[str]) -> None:
+    """Score TRIALS with the embeddings of an scp and write one score per trial, in trial order."""
+    setup_logging()
+    metrics = score_file(trials, scp, output, norm=norm, cohort_scp=cohort_scp, cohort_utt2spk=cohort_utt2spk,
+                         top_n=top_n, mean_path=mean_path, mean_from=mean_from, chunk_size=chunk_size,
+                         skip_missing=skip_missing, metrics_json=metrics_json)
+    if metrics is not None:
+        dcf = metrics["min_dcf"]
+        click.echo(f"EER {metrics['eer']:.3f}%  minDCF(0.01) {dcf['0.01']:.4f}  minDCF(0.05) {dcf['0.05']:.4f}  "
+                   f"({metrics['n_target']} target, {metrics['n_nontarget']} non-target trials)")
+
+
+if __name__ == "__main__":
+    main()

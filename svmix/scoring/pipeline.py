@@ -1,0 +1,104 @@
+"""Scoring trials end to end: the Python API behind ``svmix-score``."""
+from __future__ import annotations
+
+import os
+from typing import Dict, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from svmix.data.datadir import read_kv
+from svmix.errors import SvmixError
+from svmix.metrics import compute_metrics
+from svmix.scoring.asnorm import cohort_vectors  # also registers "asnorm"
+from svmix.scoring.cosine import DEFAULT_CHUNK, cosine_scores, scoring_vectors
+from svmix.scoring.embeddings import Embeddings, as_embeddings, load_embeddings, load_mean
+from svmix.scoring.norms import SCORE_NORMS
+from svmix.scoring.scorefile import read_scores, write_scores
+from svmix.scoring.trials import TrialIndex, read_trial_index, trial_index_from_pairs
+from svmix.utils.fileio import write_json
+from svmix.utils.logging import get_logger
+
+log = get_logger("scoring")
+
+EmbeddingSource = Union[Embeddings, os.PathLike, str, Mapping[str, np.ndarray]]
+
+
+def _as_trial_index(trials: Union[TrialIndex, os.PathLike, str, Sequence], embeddings: Embeddings) -> TrialIndex:
+    if isinstance(trials, TrialIndex):
+        return trials
+    if isinstance(trials, (str, os.PathLike)):
+        return read_trial_index(trials, embeddings.index, source=embeddings.source)
+    return trial_index_from_pairs(trials, embeddings.index, source=embeddings.source)
+
+
+def score_trials(trials: Union[TrialIndex, os.PathLike, str, Sequence], embeddings: EmbeddingSource,
+                 norm: Optional[str] = "none", cohort: Optional[EmbeddingSource] = None,
+                 cohort_utt2spk: Optional[Mapping[str, str]] = None, top_n: int = 300,
+                 mean: Optional[np.ndarray] = None, chunk_size: int = DEFAULT_CHUNK) -> np.ndarray:
+    """Cosine scores of ``trials`` (a TrialIndex into ``embeddings``, a trials file, or
+    ``(enroll, test)`` pairs / ``Trial`` objects), in trial order.
+
+    ``mean`` is subtracted from every embedding (and cohort embedding) before normalising.
+    ``norm`` names a score normalisation (``none``, ``asnorm``); ``asnorm`` uses ``cohort``
+    (speaker means when ``cohort_utt2spk`` is given) and its ``top_n`` best scores.
+    """
+    embeddings = as_embeddings(embeddings)
+    trials = _as_trial_index(trials, embeddings)
+    vectors = scoring_vectors(embeddings, mean)
+    cohort_matrix = None
+    if cohort is not None:
+        cohort_matrix = cohort_vectors(as_embeddings(cohort), mean, cohort_utt2spk)
+    normalise = SCORE_NORMS.build({"name": norm or "none"}, cohort=cohort_matrix, top_n=top_n)
+    scores = cosine_scores(vectors, trials.enroll, trials.test, chunk_size)
+    return normalise(scores, vectors, trials.enroll, trials.test, chunk_size)
+
+
+def score_file(trials_path: os.PathLike, scp: os.PathLike, output: os.PathLike, norm: Optional[str] = None,
+               cohort_scp: Optional[os.PathLike] = None, cohort_utt2spk: Optional[os.PathLike] = None,
+               top_n: int = 300, mean_path: Optional[os.PathLike] = None,
+               mean_from: Optional[os.PathLike] = None, chunk_size: int = DEFAULT_CHUNK,
+               skip_missing: bool = False, metrics_json: Optional[os.PathLike] = None) -> Optional[Dict]:
+    """Score a trials file into ``output``; returns (and optionally writes) metrics when labelled."""
+    if mean_path is not None and mean_from is not None:
+        raise SvmixError("give either --mean or --mean-from, not both")
+    if cohort_utt2spk is not None and cohort_scp is None:
+        raise SvmixError("--cohort-utt2spk needs --cohort")
+    norm = norm or ("asnorm" if cohort_scp is not None else "none")
+    SCORE_NORMS.get(norm)
+    if (norm == "none") != (cohort_scp is None):
+        raise SvmixError(f"--norm {norm} needs --cohort" if cohort_scp is None
+                         else "--cohort is only used with a score normalisation such as --norm asnorm")
+    embeddings = load_embeddings(scp)
+    log.info("%s: %d embeddings of dimension %d%s", scp, len(embeddings), embeddings.dim,
+             " (segment matrices)" if embeddings.segmented else "")
+    trials = read_trial_index(trials_path, embeddings.index, skip_missing=skip_missing, source=str(scp))
+    log.info("%s: %d trials%s", trials_path, len(trials), "" if trials.labelled else " (unlabelled)")
+    mean = None
+    if mean_path is not None:
+        mean = load_mean(mean_path)
+    elif mean_from is not None:
+        mean = load_embeddings(mean_from).mean()
+    if mean is not None and mean.shape != (embeddings.dim,):
+        raise SvmixError(f"mean embedding has dimension {mean.shape[0]}, {scp} has {embeddings.dim}")
+    cohort = load_embeddings(cohort_scp) if cohort_scp is not None else None
+    if cohort is not None and cohort.dim != embeddings.dim:
+        raise SvmixError(f"{cohort_scp}: cohort dimension {cohort.dim} differs from {scp} ({embeddings.dim})")
+    spk_of = read_kv(cohort_utt2spk) if cohort_utt2spk is not None else None
+    scores = score_trials(trials, embeddings, norm=norm, cohort=cohort, cohort_utt2spk=spk_of, top_n=top_n,
+                          mean=mean, chunk_size=chunk_size)
+    write_scores(output, embeddings.ids, trials, scores)
+    log.info("%s: %d scores written", output, len(scores))
+    if not trials.labelled:
+        return None
+    metrics = compute_metrics(scores, trials.target_labels(str(trials_path)))
+    if metrics_json is not None:
+        write_json(metrics_json, metrics)
+    return metrics
+
+
+def read_scored_trials(trials_path: os.PathLike, score_paths: Sequence[os.PathLike]):
+    """``(labels, [scores per file])``: each score file aligned to the labelled trials by pair."""
+    vocab: Dict[str, int] = {}
+    trials = read_trial_index(trials_path, vocab, grow=True)
+    labels = trials.target_labels(str(trials_path))
+    return labels, [read_scores(path, trials, vocab) for path in score_paths]

@@ -1,0 +1,108 @@
+"""EER / minDCF against an independent scikit-learn reference, and the svmix-metrics CLI."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from scipy.interpolate import interp1d
+from scipy.optimize import brentq
+from sklearn.metrics import roc_curve
+
+from svmix.bin.metrics import main as metrics_cli
+from svmix.data.datadir import Trial, write_trials
+from svmix.errors import SvmixError
+from svmix.metrics import compute_eer, compute_metrics, compute_min_dcf, det_curve
+
+
+def reference_eer(scores, labels):
+    """SPEC §6: sklearn roc_curve, brentq on 1 - x - interp(fpr, tpr)(x), in percent."""
+    fpr, tpr, _ = roc_curve(labels, scores, pos_label=1)
+    return 100 * brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0)
+
+
+def reference_min_dcf(scores, labels, p):
+    fpr, tpr, _ = roc_curve(labels, scores, pos_label=1, drop_intermediate=False)
+    cost = p * (1 - tpr) + (1 - p) * fpr
+    return cost.min() / min(p, 1 - p)
+
+
+def random_trials(n=200_000, seed=0, separation=2.0, p_target=0.1, decimals=None):
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < p_target).astype(int)
+    scores = rng.standard_normal(n) + separation * labels
+    if decimals is not None:
+        scores = np.round(scores, decimals)  # many tied scores
+    return scores, labels
+
+
+@pytest.mark.parametrize("decimals", [None, 1])
+def test_eer_and_min_dcf_match_sklearn_reference(decimals):
+    scores, labels = random_trials(decimals=decimals)
+    assert abs(compute_eer(scores, labels) - reference_eer(scores, labels)) < 0.01
+    for p in (0.01, 0.05):
+        assert abs(compute_min_dcf(scores, labels, p) - reference_min_dcf(scores, labels, p)) < 0.001
+
+
+def test_metrics_on_known_cases():
+    assert compute_eer([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 0.0
+    assert compute_eer([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 100.0
+    # one error on each side out of two -> EER 50 %
+    assert compute_eer([0.1, 0.6, 0.5, 0.9], [0, 0, 1, 1]) == pytest.approx(50.0)
+    m = compute_metrics([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1])
+    assert m == {"eer": 0.0, "min_dcf": {"0.01": 0.0, "0.05": 0.0}, "n_target": 2, "n_nontarget": 2}
+    fpr, fnr, thr = det_curve([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1])
+    assert fpr[0] == 1 and fnr[0] == 0 and fpr[-1] == 0 and fnr[-1] == 1
+    assert np.all(np.diff(thr) > 0)
+    with pytest.raises(SvmixError, match="both target and non-target"):
+        compute_metrics([0.1, 0.2], [1, 1])
+
+
+@pytest.fixture
+def two_systems(tmp_path):
+    rng = np.random.default_rng(1)
+    trials = [Trial(f"e{i % 50}", f"t{i}", int(i % 4 == 0)) for i in range(2000)]
+    write_trials(tmp_path / "trials", trials)
+    paths = []
+    for name, sep in (("good", 3.0), ("bad", 1.0)):
+        scores = rng.standard_normal(len(trials)) + sep * np.array([t.label for t in trials])
+        rows = [f"{t.enroll} {t.test} {s:.6f}\n" for t, s in zip(trials, scores)]
+        if name == "bad":
+            rows = rows[::-1]  # another order: matched by (enroll, test)
+        path = tmp_path / f"{name}.scores"
+        path.write_text("".join(rows))
+        paths.append((path, np.array([float(f"{x:.6f}") for x in scores])))
+    return tmp_path, trials, paths
+
+
+def test_cli_json_table_and_det_plot(two_systems):
+    tmp_path, trials, paths = two_systems
+    labels = [t.label for t in trials]
+    js = tmp_path / "m.json"
+    result = CliRunner().invoke(metrics_cli, ["--scores", str(paths[0][0]), "--trials", str(tmp_path / "trials"),
+                                              "--json", str(js)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(js.read_text())
+    assert metrics == compute_metrics(paths[0][1], labels)
+    assert list(metrics["min_dcf"]) == ["0.01", "0.05"] and metrics["n_target"] == 500
+
+    png = tmp_path / "det.png"
+    result = CliRunner().invoke(metrics_cli, ["--scores", str(paths[0][0]), "--scores", str(paths[1][0]),
+                                              "--label", "good", "--label", "bad", "--trials",
+                                              str(tmp_path / "trials"), "--det-plot", str(png), "--json", str(js)])
+    assert result.exit_code == 0, result.output
+    table = result.stdout.splitlines()
+    assert table[1].startswith("good") and table[2].startswith("bad")
+    both = json.loads(js.read_text())
+    assert both["bad"]["eer"] == pytest.approx(compute_eer(paths[1][1], labels))
+    assert both["good"]["eer"] < both["bad"]["eer"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_cli_score_file_not_covering_trials_is_an_error(two_systems):
+    tmp_path, trials, paths = two_systems
+    short = tmp_path / "short.scores"
+    short.write_text("".join(paths[0][0].read_text().splitlines(keepends=True)[:-3]))
+    result = CliRunner().invoke(metrics_cli, ["--scores", str(short), "--trials", str(tmp_path / "trials")])
+    assert result.exit_code == 1
+    assert "no score for 3 of 2000 trials" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
