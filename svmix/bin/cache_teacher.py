@@ -1,0 +1,55 @@
+"""svmix-cache-teacher: stage 2, run a teacher over a data directory and cache selected layers."""
+import os
+import sys
+from typing import Optional
+
+import click
+
+from svmix.cli import parse_int_list, user_errors
+from svmix.errors import SvmixError
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--teacher", "teacher_spec", help="torchaudio bundle name, Hugging Face directory or svmix teacher checkpoint.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Kaldi data directory (wav.scp).")
+@click.option("--layers", help="Teacher layers to store, HF indexing (0 = Transformer input), e.g. 8,16,24 or 1-4.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Cache directory.")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--nj", type=int, default=1, show_default=True, help="Parallel processes (per torchrun rank).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--chunk-seconds", type=float, default=30.0, show_default=True,
+              help="Longer utterances are processed in chunks of this length (with context on both sides).")
+@click.option("--chunk-context-seconds", type=float, default=4.0, show_default=True)
+@click.option("--shard-mb", type=float, default=512.0, show_default=True, help="Target shard size.")
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable / too short audio (reported) instead of failing.")
+@click.option("--verify", is_flag=True, help="Check sizes and checksums of the finished cache "
+              "(alone: only verify OUT); exit 1 naming each bad shard.")
+@user_errors
+def main(teacher_spec: Optional[str], data_dir: Optional[str], layers: Optional[str], out_dir: str, dtype: str,
+         nj: int, device: str, chunk_seconds: float, chunk_context_seconds: float, shard_mb: float,
+         skip_bad: bool, verify: bool) -> None:
+    """Cache teacher layers for every utterance of DATA into OUT (resumable; see CONVENTIONS.md)."""
+    from svmix.cache import CacheSettings, build_cache, verify_cache
+    from svmix.utils.logging import setup_logging
+
+    setup_logging()
+    given = [teacher_spec, data_dir, layers]
+    if any(given) or not verify:
+        if not all(given):
+            raise SvmixError("--teacher, --data and --layers are required (or use --verify --out DIR alone)")
+        settings = CacheSettings(layers=parse_int_list(layers), dtype=dtype, chunk_seconds=chunk_seconds,
+                                 context_seconds=chunk_context_seconds, shard_mb=shard_mb, skip_bad=skip_bad)
+        build_cache(teacher_spec, data_dir, out_dir, settings, nj=nj, device=device)
+    if verify and int(os.environ.get("RANK", "0")) == 0:  # once under torchrun
+        problems = verify_cache(out_dir)
+        for problem in problems:
+            click.echo(f"bad shard: {problem}", err=True)
+        if problems:
+            click.echo(f"{out_dir}: {len(problems)} bad shard(s); delete them and rerun svmix-cache-teacher "
+                       "to rebuild only those", err=True)
+            sys.exit(1)
+        click.echo(f"{out_dir}: OK")
+
+
+if __name__ == "__main__":
+    main()
