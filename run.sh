@@ -16,19 +16,20 @@ data=data/mini                      # mini corpus: train/ val/ test/ Kaldi data 
 augment_dir=data/augment            # stage 1: noise / music / babble / RIR lists
 exp=exp                             # experiment root; RESULTS.md goes to $exp/RESULTS.md
 teacher_config=conf/teacher_mini.yaml
-teacher=$exp/teacher                # mini WavLM-architecture teacher, Hugging Face layout
+teacher=""                          # mini WavLM-architecture teacher, HF layout (default: $exp/teacher)
 teacher_layers=4                    # teacher layers to cache (HF indexing; the mini teacher's last)
-cache=$exp/teacher_cache
+cache=""                            # teacher feature cache (default: $exp/teacher_cache)
 train_config=conf/train_mini.yaml
 model_conf_dir=conf/model
 students="svmixer_mini transformer_mini"   # $model_conf_dir/<name>.yaml, identical training settings
 corpus_opts=""                      # extra options for local/make_mini_corpus.py (tests: a tiny corpus)
+augment_opts=""                     # extra options for svmix-prepare-augment
 teacher_opts=""                     # extra options for svmix-train-teacher
 train_opts=""                       # extra options for svmix-train (e.g. "--max-steps 20")
 extract_opts=""                     # extra options for svmix-extract
 
 recipe_options="stage stop_stage nj ngpu seed data augment_dir exp teacher_config teacher teacher_layers
-  cache train_config model_conf_dir students corpus_opts teacher_opts train_opts extract_opts"
+  cache train_config model_conf_dir students corpus_opts augment_opts teacher_opts train_opts extract_opts"
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--name value ...]
 Stages:
   0  data preparation: synthesize the mini corpus (Kaldi data dirs + trials) and validate it
@@ -43,6 +44,8 @@ Stages:
 . tools/stage_lib.sh
 . tools/recipe_stages.sh
 
+teacher=${teacher:-$exp/teacher}
+cache=${cache:-$exp/teacher_cache}
 train_data=$data/train
 val_data=$data/val
 test_data=$data/test
@@ -66,8 +69,9 @@ fi
 
 if in_stage 1; then
   svmix_log "stage 1: augmentation resources and the mini teacher"
-  run_step augment "$train_data/wav.scp" -- \
-    svmix-prepare-augment --out "$augment_dir" --synthetic --babble-data "$train_data" --seed "$seed"
+  # shellcheck disable=SC2086
+  run_step augment "$train_data/wav.scp" -- svmix-prepare-augment --out "$augment_dir" --synthetic \
+    --babble-data "$train_data" --seed "$seed" $augment_opts
   # shellcheck disable=SC2086
   run_step teacher "$train_data" "$teacher_config" -- \
     svmix-train-teacher --data "$train_data" --config "$teacher_config" --out "$teacher" \

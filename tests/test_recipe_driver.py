@@ -60,3 +60,24 @@ def test_stop_stage_underscore_spelling_is_accepted(tmp_path):
     proc = run(["--stop_stage", "-1", "--stage", "0", "--exp", str(tmp_path / "exp")])
     assert proc.returncode == 0, proc.stderr
     assert "stages 0..-1" in (tmp_path / "exp" / "run.log").read_text()
+
+
+def test_explicit_stage_redoes_its_steps_and_moves_finished_output_aside(tmp_path):
+    def script(given):
+        return f"""
+set -euo pipefail
+. {ROOT}/tools/stage_lib.sh
+done_dir={tmp_path}/done
+stage=3; stop_stage=6; svmix_given_options="{given}"
+if in_stage 3; then
+  run_step --fresh {tmp_path}/expdir train -- bash -c 'mkdir -p {tmp_path}/expdir && echo x >> {tmp_path}/expdir/log'
+fi
+"""
+    subprocess.run(["bash", "-c", script("")], check=True, capture_output=True)
+    subprocess.run(["bash", "-c", script("")], check=True, capture_output=True)  # default stage: skipped
+    assert (tmp_path / "expdir" / "log").read_text() == "x\n"
+    proc = subprocess.run(["bash", "-c", script(" stage")], check=True, capture_output=True, text=True)
+    assert "redo train" in proc.stderr
+    assert (tmp_path / "expdir" / "log").read_text() == "x\n"  # a fresh directory
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("expdir.")]
+    assert len(aside) == 1 and (aside[0] / "log").read_text() == "x\n"  # the old run is kept

@@ -2,7 +2,9 @@
 # Kaldi-style option parsing for recipes. Source it after defining the recipe's variables:
 #   --name value sets $name (dashes become underscores) if the recipe defined it;
 #   an unknown option is an error that lists the known ones; --help prints $help_message.
-# The known options are the variables the recipe lists in $recipe_options.
+# The known options are the variables the recipe lists in $recipe_options; the ones given on the
+# command line are listed in $svmix_given_options.
+svmix_given_options=""
 _svmix_known() { local v; for v in $recipe_options; do printf ' --%s' "${v//_/-}"; done; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -19,7 +21,7 @@ while [ $# -gt 0 ]; do
   esac
   _name="${_name#--}"; _name="${_name//-/_}"
   case " $recipe_options " in
-    *" $_name "*) printf -v "$_name" '%s' "$_value" ;;
+    *" $_name "*) printf -v "$_name" '%s' "$_value"; svmix_given_options+=" $_name" ;;
     *) echo "$0: unknown option --${_name//_/-}; known options:$(_svmix_known)" >&2; exit 2 ;;
   esac
 done

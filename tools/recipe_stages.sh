@@ -30,7 +30,7 @@ stage_train() {
   if [ "${teacher_mode:-cache}" = online ]; then teacher_args=(--teacher "$teacher"); inputs=(); fi
   for s in $students; do
     # shellcheck disable=SC2086
-    run_step "train_$s" "$train_config" "$model_conf_dir/$s.yaml" "${inputs[@]}" -- \
+    run_step --fresh "$exp/$s" "train_$s" "$train_config" "$model_conf_dir/$s.yaml" "${inputs[@]}" -- \
       _svmix_launch_train --config "$train_config" --model-config "$model_conf_dir/$s.yaml" \
         --data "$train_data" --val-data "$val_data" "${teacher_args[@]}" \
         --augment-dir "$augment_dir" --exp "$exp/$s" $train_opts

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Stage helpers shared by every recipe.
-#   run_step NAME INPUT... -- COMMAND...
+#   run_step [--fresh DIR] NAME INPUT... -- COMMAND...
 # runs COMMAND unless a done-marker for NAME exists whose fingerprint (the command line plus the
 # size and modification time of each INPUT file or directory tree) is unchanged. The marker is
 # written only after COMMAND succeeds, so a crashed step reruns (and its tool resumes).
+# The steps of the stage named by an explicit --stage N are redone even when complete: that is how
+# `./run.sh --stage 3` retrains. A completed step redone with --fresh DIR first moves DIR aside
+# (DIR.<timestamp>), so the tool starts over instead of resuming its finished work.
 # Each command run is appended to $commands_log when that is set (RESULTS.md lists them).
 svmix_log() { echo "[$(date '+%F %T')] $*" >&2; }
 
@@ -21,6 +24,8 @@ _svmix_fingerprint() {
 }
 
 run_step() {
+  local fresh=""
+  if [ "$1" = "--fresh" ]; then fresh="$2"; shift 2; fi
   local name="$1"; shift
   local inputs=()
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do inputs+=("$1"); shift; done
@@ -29,9 +34,19 @@ run_step() {
   local marker="$marker_dir/$name.done"
   local fp
   fp="$( { printf '%q ' "$@"; echo; _svmix_fingerprint "${inputs[@]}"; } | sha256sum | cut -c1-16)"
-  if [ -f "$marker" ] && [ "$(cat "$marker")" = "$fp" ]; then
-    svmix_log "skip $name (done; inputs unchanged)"
-    return 0
+  if [ -f "$marker" ]; then
+    if _svmix_forced_stage; then
+      svmix_log "redo $name (stage ${svmix_current_stage} requested with --stage)"
+      if [ -n "$fresh" ] && [ -e "$fresh" ]; then
+        local aside
+        aside="$fresh.$(date +%Y%m%d-%H%M%S)"
+        svmix_log "moving the finished $fresh aside to $aside"
+        mv "$fresh" "$aside"
+      fi
+    elif [ "$(cat "$marker")" = "$fp" ]; then
+      svmix_log "skip $name (done; inputs unchanged)"
+      return 0
+    fi
   fi
   svmix_log "run  $name: $*"
   [ -n "${commands_log:-}" ] && printf '%s\n' "$*" >> "$commands_log"
@@ -40,5 +55,13 @@ run_step() {
   echo "$fp" > "$marker.tmp" && mv "$marker.tmp" "$marker"
 }
 
-# in_stage N: true when N lies within --stage .. --stop-stage.
-in_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+# in_stage N: true when N lies within --stage .. --stop-stage (and makes N the current stage).
+in_stage() {
+  [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ] || return 1
+  svmix_current_stage=$1
+}
+
+# True while running the stage that --stage named explicitly on the command line.
+_svmix_forced_stage() {
+  [ "${svmix_current_stage:-}" = "${stage:-}" ] && [[ " ${svmix_given_options:-} " == *" stage "* ]]
+}
