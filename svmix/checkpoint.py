@@ -60,7 +60,11 @@ def load_model_checkpoint(path: os.PathLike, device: str = "cpu",
             raise SvmixError(f"{path}: checkpoint has model.{key}={config.get(key)!r}, "
                              f"but {value!r} was requested")
     model = build_model(config)
-    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    except RuntimeError as e:  # shape mismatches raise even when not strict
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        raise SvmixError(f"{path}: weights do not match the checkpoint's config ({first})") from None
     if missing or unexpected:
         raise SvmixError(f"{path}: weights do not match the checkpoint's config "
                          f"(missing {len(missing)}, unexpected {len(unexpected)}, e.g. {(missing or unexpected)[0]})")

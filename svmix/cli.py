@@ -11,13 +11,14 @@ from svmix.errors import SvmixError
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn ``SvmixError`` (and missing files) into ``svmix-<tool>: error: <one line>``, exit 1."""
+    """Turn ``SvmixError`` and OS errors (missing files, full disk, no permission) into
+    ``svmix-<tool>: error: <one line>``, exit 1."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (SvmixError, FileNotFoundError) as e:
+        except (SvmixError, OSError) as e:
             prog = click.get_current_context().info_name if click.get_current_context(silent=True) else "svmix"
             message = " ".join(str(e).split()) or type(e).__name__
             print(f"{prog}: error: {message}", file=sys.stderr)

@@ -6,15 +6,6 @@
 # and optionally teacher_mode=online (no stage 2; the teacher runs during training).
 # Every step goes through run_step (tools/stage_lib.sh): done-markers, resumable tools.
 
-# Launch a training tool on $ngpu GPUs with torchrun, or as one process.
-_svmix_launch_train() {
-  if [ "${ngpu:-0}" -gt 1 ]; then
-    torchrun --standalone --nproc_per_node "$ngpu" -m svmix.bin.train "$@"
-  else
-    svmix-train "$@"
-  fi
-}
-
 stage_cache() {
   svmix_log "stage 2: teacher feature caching"
   local inputs=("$train_data/wav.scp")
@@ -26,12 +17,14 @@ stage_cache() {
 
 stage_train() {
   svmix_log "stage 3: distillation"
-  local s teacher_args=(--teacher-cache "$cache") inputs=("$cache/manifest.json")
+  local s teacher_args=(--teacher-cache "$cache") inputs=("$cache/manifest.json") launcher=(svmix-train)
   if [ "${teacher_mode:-cache}" = online ]; then teacher_args=(--teacher "$teacher"); inputs=(); fi
+  # On several GPUs: torchrun, one process per GPU.
+  if [ "${ngpu:-0}" -gt 1 ]; then launcher=(torchrun --standalone --nproc_per_node "$ngpu" -m svmix.bin.train); fi
   for s in $students; do
     # shellcheck disable=SC2086
     run_step --fresh "$exp/$s" "train_$s" "$train_config" "$model_conf_dir/$s.yaml" "${inputs[@]}" -- \
-      _svmix_launch_train --config "$train_config" --model-config "$model_conf_dir/$s.yaml" \
+      "${launcher[@]}" --config "$train_config" --model-config "$model_conf_dir/$s.yaml" \
         --data "$train_data" --val-data "$val_data" "${teacher_args[@]}" \
         --augment-dir "$augment_dir" --exp "$exp/$s" $train_opts
   done

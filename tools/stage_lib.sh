@@ -4,9 +4,9 @@
 # runs COMMAND unless a done-marker for NAME exists whose fingerprint (the command line plus the
 # size and modification time of each INPUT file or directory tree) is unchanged. The marker is
 # written only after COMMAND succeeds, so a crashed step reruns (and its tool resumes).
-# The steps of the stage named by an explicit --stage N are redone even when complete: that is how
-# `./run.sh --stage 3` retrains. A completed step redone with --fresh DIR first moves DIR aside
-# (DIR.<timestamp>), so the tool starts over instead of resuming its finished work.
+# A step given --fresh DIR (training: its result depends on more than its inputs) is also redone,
+# even when complete, in the stage named explicitly by --stage N: that is how `./run.sh --stage 3`
+# retrains. DIR is moved aside first (DIR.<timestamp>), so nothing finished is lost.
 # Each command run is appended to $commands_log when that is set (RESULTS.md lists them).
 svmix_log() { echo "[$(date '+%F %T')] $*" >&2; }
 
@@ -35,9 +35,9 @@ run_step() {
   local fp
   fp="$( { printf '%q ' "$@"; echo; _svmix_fingerprint "${inputs[@]}"; } | sha256sum | cut -c1-16)"
   if [ -f "$marker" ]; then
-    if _svmix_forced_stage; then
+    if [ -n "$fresh" ] && _svmix_forced_stage; then
       svmix_log "redo $name (stage ${svmix_current_stage} requested with --stage)"
-      if [ -n "$fresh" ] && [ -e "$fresh" ]; then
+      if [ -e "$fresh" ]; then
         local aside
         aside="$fresh.$(date +%Y%m%d-%H%M%S)"
         svmix_log "moving the finished $fresh aside to $aside"

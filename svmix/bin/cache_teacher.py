@@ -29,7 +29,7 @@ def main(teacher_spec: Optional[str], data_dir: Optional[str], layers: Optional[
          nj: int, device: str, chunk_seconds: float, chunk_context_seconds: float, shard_mb: float,
          skip_bad: bool, verify: bool) -> None:
     """Cache teacher layers for every utterance of DATA into OUT (resumable; see CONVENTIONS.md)."""
-    from svmix.cache import CacheSettings, build_cache, verify_cache
+    from svmix.cache import CacheSettings, TeacherCache, build_cache, verify_cache
     from svmix.utils.logging import setup_logging
 
     setup_logging()
@@ -40,7 +40,12 @@ def main(teacher_spec: Optional[str], data_dir: Optional[str], layers: Optional[
         settings = CacheSettings(layers=parse_int_list(layers), dtype=dtype, chunk_seconds=chunk_seconds,
                                  context_seconds=chunk_context_seconds, shard_mb=shard_mb, skip_bad=skip_bad)
         build_cache(teacher_spec, data_dir, out_dir, settings, nj=nj, device=device)
-    if verify and int(os.environ.get("RANK", "0")) == 0:  # once under torchrun
+    if int(os.environ.get("RANK", "0")) != 0:  # report once under torchrun
+        return
+    if all(given):
+        manifest = TeacherCache(out_dir).manifest
+        click.echo(f"{out_dir}: {len(manifest['utts'])} utterances cached; {len(manifest['skipped'])} skipped")
+    if verify:
         problems = verify_cache(out_dir)
         for problem in problems:
             click.echo(f"bad shard: {problem}", err=True)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from svmix.cache.format import DTYPES, FORMAT, MANIFEST, PLAN, SHARD_DIR, VERSION, shard_bin, shard_marker, shard_name
-from svmix.data.audio import MIN_SAMPLES, SAMPLE_RATE, audio_info, load_audio
+from svmix.data.audio import SAMPLE_RATE, load_audio, scan_audio
 from svmix.data.datadir import DataDir
 from svmix.errors import AudioError, SvmixError
 from svmix.utils.fileio import atomic_path, check_free_space, read_json, sha256_file, write_json
@@ -70,23 +70,9 @@ def utterance_frames(teacher: torch.nn.Module, wav: np.ndarray, layers: Sequence
 # ---------------------------------------------------------------- planning
 def scan_inputs(data_dir: os.PathLike, skip_bad: bool, progress: bool = True) -> Tuple[List[Tuple[str, str, int]], Dict[str, str]]:
     """Check every utterance's audio header before any teacher work: (utt, path, est. samples), bad."""
-    from tqdm import tqdm
-
     wav_scp = DataDir(data_dir).wav_scp
-    good, bad = [], {}
-    for utt in tqdm(sorted(wav_scp), desc="checking audio", disable=not progress, leave=False):
-        path = wav_scp[utt]
-        try:
-            if not os.path.isfile(path):
-                raise AudioError(f"utterance '{utt}' ({path}): audio file not found")
-            frames, rate = audio_info(path, utt)
-            samples = frames * SAMPLE_RATE // rate
-            if samples < MIN_SAMPLES:
-                raise AudioError(f"utterance '{utt}' ({path}): audio too short ({samples} samples at 16 kHz)")
-        except AudioError as e:
-            bad[utt] = str(e)
-            continue
-        good.append((utt, path, samples))
+    samples, bad = scan_audio({utt: wav_scp[utt] for utt in sorted(wav_scp)}, progress)
+    good = [(utt, wav_scp[utt], n) for utt, n in samples.items()]
     if bad and not skip_bad:
         first = next(iter(bad.values()))
         raise SvmixError(f"{len(bad)} unusable utterance(s) in {data_dir}, first: {first}; "

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Set, Tuple
+from typing import Dict, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
@@ -79,6 +79,29 @@ def audio_info(path: os.PathLike, utt_id: Optional[str] = None) -> Tuple[int, in
     except Exception as e:
         raise AudioError(f"{_name(utt_id, path)}: cannot read audio header ({' '.join(str(e).split())})") from None
     return info.frames, info.samplerate
+
+
+def scan_audio(utts: Mapping[str, str], progress: bool = False,
+               desc: str = "checking audio") -> Tuple[Dict[str, int], Dict[str, str]]:
+    """Check every file's header without decoding, before long work: ``(utt -> samples at 16 kHz,
+    utt -> problem)``. Finds missing, unreadable, empty and too short files."""
+    from tqdm import tqdm
+
+    good, bad = {}, {}
+    for utt, path in tqdm(utts.items(), desc=desc, disable=not progress, leave=False):
+        try:
+            if not os.path.isfile(path):
+                raise AudioError(f"{_name(utt, path)}: audio file not found")
+            frames, rate = audio_info(path, utt)
+            samples = frames * SAMPLE_RATE // rate
+            if samples < MIN_SAMPLES:
+                raise AudioError(f"{_name(utt, path)}: audio too short ({samples} samples at 16 kHz, "
+                                 f"need at least {MIN_SAMPLES})")
+        except AudioError as e:
+            bad[utt] = str(e)
+            continue
+        good[utt] = samples
+    return good, bad
 
 
 def write_wav(path: os.PathLike, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:

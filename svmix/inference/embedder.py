@@ -8,6 +8,7 @@ full batches; an utterance's embeddings do not depend on what it is batched with
 """
 from __future__ import annotations
 
+import json
 import os
 from collections import deque
 from pathlib import Path
@@ -63,11 +64,19 @@ def _torch_runtime(model: os.PathLike, onnx: Optional[os.PathLike], device: str,
 
 @RUNTIMES.register("onnx")
 def _onnx_runtime(model: os.PathLike, onnx: Optional[os.PathLike], device: str, num_threads: Optional[int]):
+    from svmix.checkpoint import read_checkpoint
     from svmix.export.onnx_runtime import OnnxSegmentEmbedder
 
     if device != "cpu":
         raise SvmixError(f"the onnx runtime runs on the CPU only, not on '{device}'")
-    return OnnxSegmentEmbedder(str(onnx_model_path(model, onnx)), num_threads=num_threads)
+    path = onnx_model_path(model, onnx)
+    embedder = OnnxSegmentEmbedder(str(path), num_threads=num_threads)
+    config = json.loads(json.dumps(read_checkpoint(model)["config"]))  # as stored in the ONNX metadata
+    differ = sorted(k for k in set(config) | set(embedder.config) if config.get(k) != embedder.config.get(k))
+    if differ:
+        raise SvmixError(f"{path}: ONNX model was exported from another model than {model} "
+                         f"(config differs in {', '.join(differ)}); re-export it with svmix-export")
+    return embedder
 
 
 def onnx_model_path(model: os.PathLike, onnx: Optional[os.PathLike]) -> Path:

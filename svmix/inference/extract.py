@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from svmix.checkpoint import read_checkpoint, resolve_checkpoint_path
-from svmix.data.audio import SAMPLE_RATE, load_audio
+from svmix.data.audio import SAMPLE_RATE, load_audio, scan_audio
 from svmix.data.datadir import DataDir, read_kv
 from svmix.errors import AudioError, SvmixError
 from svmix.inference.embedder import embed_stream, load_embedder, num_segments, onnx_model_path
@@ -286,8 +286,7 @@ def prepare_output(job: ExtractJob, fp: Dict[str, Any]) -> bool:
         return False
     if config.is_file() or (out / CHUNK_DIR).exists():
         _log.warning("%s holds results of different inputs/model/options; starting over", out)
-    for name in (ARK, SCP, STATS):
-        (out / name).unlink(missing_ok=True)
+    (out / STATS).unlink(missing_ok=True)  # an older ark + scp stay usable until the merge replaces them
     shutil.rmtree(out / CHUNK_DIR, ignore_errors=True)
     (out / CHUNK_DIR).mkdir(parents=True)
     write_json(config, fp)
@@ -307,6 +306,7 @@ def merge_chunks(job: ExtractJob, resumed: Set[int], wall_seconds: float, num_th
     infos = [read_chunk(job, c) for c in range(job.num_chunks)]
     ark_final = (out / ARK).resolve()
     lines: List[str] = []
+    (out / SCP).unlink(missing_ok=True)  # an older scp must never point into the new ark
     with atomic_path(ark_final) as tmp:
         with open(tmp, "wb") as dst:
             for c, info in enumerate(infos):
@@ -359,6 +359,10 @@ def extract_embeddings(model: os.PathLike, utts: "OrderedDict[str, str]", out_di
     job = ExtractJob(str(model), str(out_dir), list(utts.items()), runtime, None if onnx is None else str(onnx),
                      average, batch_size, num_workers, device, num_threads, skip_bad, chunk_size, progress)
     fp = fingerprint(job)
+    _, bad = scan_audio(utts, progress and rank == 0)  # before touching the output directory
+    if bad and not skip_bad:
+        raise SvmixError(f"{len(bad)} unusable utterance(s), first: {next(iter(bad.values()))}; "
+                         "fix the input or rerun with --skip-bad")
     with _locked(job.out):
         if prepare_output(job, fp):
             _log.info("%s is complete already; nothing to do", job.out)

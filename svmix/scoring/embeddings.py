@@ -80,8 +80,21 @@ def _read_scp(path: str) -> Dict[str, np.ndarray]:
     except SvmixError:
         raise
     except Exception as e:  # kaldiio raises many types for a bad scp or ark
-        raise SvmixError(f"{path}: cannot read embeddings ({type(e).__name__}: {e})") from None
+        where = _scp_entry(path, len(entries))
+        raise SvmixError(f"{path}: cannot read the embedding {where} (truncated or corrupt? "
+                         f"{type(e).__name__}: {e})") from None
     return entries
+
+
+def _scp_entry(path: str, index: int) -> str:
+    """Name the ``index``-th (0-based) entry of an scp, the one ``load_scp_sequential`` failed on."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split(maxsplit=1)
+            if parts and index == 0:
+                return f"of '{parts[0]}' (line {lineno}: {parts[1].strip() if len(parts) > 1 else 'no location'})"
+            index -= bool(parts)
+    return "after the last entry"
 
 
 def load_embeddings(scp: os.PathLike) -> Embeddings:

@@ -1,0 +1,98 @@
+"""Benchmark: one SV-Mixer layer (fast inference path) vs one Transformer student layer on a CPU.
+
+Spec §2 gives 0.632 GMACs per SV-Mixer layer against 1.250 (linears) + 0.046 (attention) for the
+Transformer layer (H=1024, 16 heads, FFN 2048). This measures whether that halving shows up as time:
+H=1024, T=149, ``torch.set_num_threads(2)`` by default, batch 1 and 16, eval mode, inference_mode.
+
+Timed side by side in one run, interleaved (each round runs every layer once, in rotating order, so
+all see the same machine noise), after warm-up; prints medians of wall time (and of process CPU time,
+which is less disturbed by other processes but counts OpenMP spin-waiting) and the ratios:
+
+* ``svmixer_fast``: ``FastSVMixerBlock`` (svmix.models.svmixer_fast), (B, T, H) in and out;
+* ``transformer``: ``TransformerLayer`` from svmix.models.transformer (the project's Transformer student);
+* ``svmixer_reference``: the reference ``SVMixerBlock`` on (B, H, T), for context.
+
+    python benchmarks/bench_layer_speed.py [--runs 30] [--batches 1,16] [--threads 2] [--json FILE]
+
+Target: svmixer_fast / transformer ≤ 0.6 at batch 1 and 16.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from typing import Callable, Dict, List
+
+# Waiting OpenMP threads sleep instead of spinning: on a CPU shared with other processes, spinning
+# threads steal the cores and make timings meaningless. Export OMP_WAIT_POLICY=ACTIVE to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+from svmix.models.svmixer import SVMixerBlock  # noqa: E402
+from svmix.models.svmixer_fast import FastSVMixerBlock  # noqa: E402
+from svmix.models.transformer import TransformerLayer  # noqa: E402
+
+HIDDEN, SEQ_LEN = 1024, 149
+
+
+def time_interleaved(cases: Dict[str, Callable[[], object]], runs: int, warmup: int = 3) -> Dict[str, Dict[str, float]]:
+    """Median wall and CPU seconds per case; every round runs all cases once, in rotating order."""
+    names = list(cases)
+    for _ in range(warmup):
+        for name in names:
+            cases[name]()
+    wall: Dict[str, List[float]] = {n: [] for n in names}
+    cpu: Dict[str, List[float]] = {n: [] for n in names}
+    for r in range(runs):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            w, c = time.perf_counter(), time.process_time()
+            cases[name]()
+            cpu[name].append(time.process_time() - c)
+            wall[name].append(time.perf_counter() - w)
+    return {n: {"wall": statistics.median(wall[n]), "cpu": statistics.median(cpu[n])} for n in names}
+
+
+def build_layers(seed: int = 0):
+    torch.manual_seed(seed)
+    reference = SVMixerBlock(HIDDEN, SEQ_LEN).eval()
+    return {"svmixer_fast": FastSVMixerBlock(reference), "transformer": TransformerLayer(HIDDEN).eval(),
+            "svmixer_reference": reference}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--batches", default="1,16")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    layers = build_layers()
+    results = {}
+    print(f"one layer, H={HIDDEN}, T={SEQ_LEN}, {args.threads} threads, medians of {args.runs} interleaved runs")
+    with torch.inference_mode():
+        for batch in [int(b) for b in args.batches.split(",")]:
+            frames = torch.randn(batch, SEQ_LEN, HIDDEN)
+            channels_first = frames.transpose(1, 2).contiguous()
+            cases = {"svmixer_fast": lambda: layers["svmixer_fast"](frames),
+                     "transformer": lambda: layers["transformer"](frames),
+                     "svmixer_reference": lambda: layers["svmixer_reference"](channels_first)}
+            med = time_interleaved(cases, args.runs)
+            ratio = {kind: med["svmixer_fast"][kind] / med["transformer"][kind] for kind in ("wall", "cpu")}
+            ref_ratio = {kind: med["svmixer_reference"][kind] / med["transformer"][kind] for kind in ("wall", "cpu")}
+            results[batch] = {"median_seconds": med, "fast_over_transformer": ratio,
+                              "reference_over_transformer": ref_ratio}
+            print(f"batch {batch:2d}: " + "  ".join(f"{n} {m['wall'] * 1e3:8.2f} ms (cpu {m['cpu'] * 1e3:8.2f})"
+                                                 for n, m in med.items()))
+            print(f"          svmixer_fast / transformer = {ratio['wall']:.3f} (cpu {ratio['cpu']:.3f}); "
+                  f"reference / transformer = {ref_ratio['wall']:.3f} (cpu {ref_ratio['cpu']:.3f})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": args.threads, "runs": args.runs, "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

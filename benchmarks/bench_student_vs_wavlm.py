@@ -1,0 +1,75 @@
+"""Benchmark: end-to-end embedding time of a 5-layer SV-Mixer student vs the WavLM-Large architecture.
+
+Both with random weights (no download): the student is ``build_model`` with H=1024, 5 SV-Mixer
+layers and the ECAPA backend, on the fast inference path (``prepare_for_inference``); WavLM-Large
+is ``torchaudio.models.wavlm_large()`` (its Transformer output only, no speaker backend, which
+favours WavLM). Timed side by side, interleaved, medians, ``torch.set_num_threads(2)`` by default:
+
+* 3 s: the student embeds one 3 s segment; WavLM-Large runs on the same 3 s waveform;
+* 10 s: the student embeds the utterance the way evaluation does (spec §6: 10 segments of 3 s,
+  batched as one (10, 48000) call); WavLM-Large runs once on the 10 s waveform.
+
+    python benchmarks/bench_student_vs_wavlm.py [--runs 10] [--threads 2] [--json FILE]
+
+Target: student ≥ 5× faster than WavLM-Large on 3 s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+# Waiting OpenMP threads sleep instead of spinning: on a CPU shared with other processes, spinning
+# threads steal the cores and make timings meaningless. Export OMP_WAIT_POLICY=ACTIVE to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torchaudio  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_layer_speed import time_interleaved  # noqa: E402
+
+from svmix.inference.fast import prepare_for_inference  # noqa: E402
+from svmix.inference.segments import segment_waveform  # noqa: E402
+from svmix.models import build_model  # noqa: E402
+
+SAMPLE_RATE = 16000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    student = prepare_for_inference(build_model({"hidden": 1024, "encoder": {"name": "svmixer", "num_layers": 5},
+                                                 "backend": {"name": "ecapa"}}).eval())
+    wavlm = torchaudio.models.wavlm_large().eval()
+    segment, count = student.segment_samples, student.num_eval_segments
+    wav3, wav10 = torch.randn(3 * SAMPLE_RATE), torch.randn(10 * SAMPLE_RATE)
+    segments10 = torch.from_numpy(segment_waveform(wav10.numpy(), segment, count))  # the spec's 10 × 3 s
+    print(f"student: 5 SV-Mixer layers, H=1024, ECAPA, {sum(p.numel() for p in student.parameters()) / 1e6:.1f}M "
+          f"params; WavLM-Large: {sum(p.numel() for p in wavlm.parameters()) / 1e6:.1f}M params; "
+          f"{args.threads} threads, medians of {args.runs} interleaved runs")
+    results = {}
+    with torch.inference_mode():
+        for name, student_input, wavlm_input in [("3s", wav3[None], wav3[None]), ("10s", segments10, wav10[None])]:
+            med = time_interleaved({"student": lambda: student(student_input),
+                                    "wavlm_large": lambda: wavlm(wavlm_input)}, args.runs, warmup=2)
+            speedup = med["wavlm_large"]["wall"] / med["student"]["wall"]
+            results[name] = {"median_seconds": med, "wavlm_over_student": speedup,
+                             "student_input": list(student_input.shape), "wavlm_input": list(wavlm_input.shape)}
+            print(f"{name:>3}: student {tuple(student_input.shape)} {med['student']['wall'] * 1e3:8.1f} ms "
+                  f"(cpu {med['student']['cpu'] * 1e3:8.1f})   WavLM-Large {tuple(wavlm_input.shape)} "
+                  f"{med['wavlm_large']['wall'] * 1e3:8.1f} ms (cpu {med['wavlm_large']['cpu'] * 1e3:8.1f})   "
+                  f"student is {speedup:.2f}x faster")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": args.threads, "runs": args.runs, "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
