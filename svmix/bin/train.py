@@ -1,0 +1,44 @@
+"""svmix-train: distil a teacher into a student speaker model (stage 3)."""
+from typing import Optional, Tuple
+
+import click
+
+from svmix.cli import user_errors
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Training YAML (model: / model_config: and train: sections).")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="Training data dir.")
+@click.option("--exp", "exp_dir", required=True, type=click.Path(file_okay=False),
+              help="Experiment dir; training resumes automatically when it has a checkpoint.")
+@click.option("--teacher-cache", type=click.Path(file_okay=False), help="Teacher feature cache (stage 2).")
+@click.option("--teacher", help="Teacher spec (torchaudio bundle, HF directory or svmix teacher checkpoint): "
+                                "run online on the clean crops, or, with --teacher-cache, check the cache "
+                                "was built by it.")
+@click.option("--val-data", type=click.Path(file_okay=False), help="Held-out data dir with a labelled trials file.")
+@click.option("--augment-dir", type=click.Path(file_okay=False), help="Augmentation lists (stage 1).")
+@click.option("--model-config", type=click.Path(dir_okay=False),
+              help="Model YAML; same as --override model_config=PATH.")
+@click.option("--device", help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK when available).")
+@click.option("--max-steps", type=int, help="Override train.max_steps.")
+@click.option("--override", "overrides", multiple=True, metavar="KEY.SUB=VALUE",
+              help="Config override, YAML-parsed value; repeatable (e.g. train.batch_size=64).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@user_errors
+def main(config_path: str, data_dir: str, exp_dir: str, teacher_cache: Optional[str], teacher: Optional[str],
+         val_data: Optional[str], augment_dir: Optional[str], model_config: Optional[str], device: Optional[str],
+         max_steps: Optional[int], overrides: Tuple[str, ...], no_progress: bool) -> None:
+    """Train (or resume) EXP_DIR; writes EXP_DIR/model.pt. Multi-process: torchrun --nproc_per_node N
+    -m svmix.bin.train ... (NCCL on GPUs, gloo on CPU)."""
+    from svmix.train.config import load_train_config
+    from svmix.train.trainer import train
+
+    config = load_train_config(config_path, overrides, model_config)
+    out = train(config, data_dir, exp_dir, teacher_cache=teacher_cache, teacher=teacher, val_data=val_data,
+                augment_dir=augment_dir, device=device, max_steps=max_steps, progress=not no_progress)
+    click.echo(str(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Stage 3, distillation training: losses, data, optimisation, checkpoints and the trainer."""

@@ -1,0 +1,95 @@
+"""Training examples: a random 3 s crop (augmented for the student), its speaker label, and the
+teacher target for the *clean* crop.
+
+A crop starts at a multiple of the 320-sample frame shift, so the crop at sample 320k covers teacher
+frames k .. k+T-1 of the utterance. Utterances shorter than the crop are wrap-padded; teacher frames
+past their real end do not exist and are masked out of the KD loss (``mask`` False).
+
+Items are ``(utterance index, sample seed)`` pairs from :class:`ShardedBatchSampler`; the seed
+drives the crop and augmentation.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from svmix.data.audio import load_audio
+from svmix.train.augment import Augmenter
+
+
+def valid_frames(num_samples: int, window: int = 400, shift: int = 320) -> int:
+    """Frames whose whole receptive field lies inside ``num_samples`` samples."""
+    return max(0, (num_samples - window) // shift + 1)
+
+
+class TrainingSet(Dataset):
+    def __init__(self, utts: Sequence[str], paths: Sequence[str], labels: Sequence[int], segment_samples: int,
+                 seq_len: int, frame_shift: int = 320, cache=None, cache_layers: Sequence[int] = (),
+                 augmenter: Optional[Augmenter] = None, return_clean: bool = False, preload: bool = False,
+                 progress: bool = False):
+        self.utts, self.paths, self.labels = list(utts), list(paths), list(labels)
+        self.segment_samples, self.seq_len, self.frame_shift = segment_samples, seq_len, frame_shift
+        self.cache = cache
+        self.cache_rows = [cache.layers.index(layer) for layer in cache_layers] if cache is not None else []
+        self.augmenter = augmenter
+        self.return_clean = return_clean
+        self.by_label: Dict[int, List[int]] = {}
+        for i, label in enumerate(self.labels):
+            self.by_label.setdefault(label, []).append(i)
+        self.audio: Optional[List[np.ndarray]] = None
+        if preload:
+            self.audio = [load_audio(p, u) for u, p in tqdm(zip(self.utts, self.paths), total=len(self.utts),
+                                                             desc="loading audio", leave=False,
+                                                             disable=not progress)]
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def load(self, index: int) -> np.ndarray:
+        if self.audio is not None:
+            return self.audio[index]
+        return load_audio(self.paths[index], self.utts[index])
+
+    def crop(self, wav: np.ndarray, rng: np.random.Generator):
+        """Random crop → (segment, first teacher frame, number of valid teacher frames)."""
+        n = self.segment_samples
+        if len(wav) < n:
+            return np.resize(wav, n), 0, min(self.seq_len, valid_frames(len(wav), shift=self.frame_shift))
+        start_frame = int(rng.integers(0, (len(wav) - n) // self.frame_shift + 1))
+        start = start_frame * self.frame_shift
+        return wav[start:start + n], start_frame, self.seq_len
+
+    def other_speech(self, rng: np.random.Generator, count: int, exclude_label: int) -> List[np.ndarray]:
+        """Crops of ``count`` random utterances by speakers other than ``exclude_label`` (babble)."""
+        others = [label for label in self.by_label if label != exclude_label] or list(self.by_label)
+        waves = []
+        for _ in range(count):
+            pool = self.by_label[others[int(rng.integers(len(others)))]]
+            wav = self.load(pool[int(rng.integers(len(pool)))])
+            waves.append(self.crop(wav, rng)[0])
+        return waves
+
+    def __getitem__(self, item) -> Dict[str, torch.Tensor]:
+        index, seed = item
+        rng = np.random.default_rng(seed)
+        label = self.labels[index]
+        clean, start_frame, num_valid = self.crop(self.load(index), rng)
+        mask = torch.zeros(self.seq_len, dtype=torch.bool)
+        example = {"label": torch.tensor(label, dtype=torch.long)}
+        if self.cache is not None:
+            num_valid = max(0, min(num_valid, self.cache.num_frames(self.utts[index]) - start_frame))
+            frames = self.cache.frames(self.utts[index], start_frame, num_valid)[self.cache_rows]
+            target = np.zeros((len(self.cache_rows), self.seq_len, frames.shape[-1]), dtype=np.float32)
+            target[:, :num_valid] = frames
+            example["target"] = torch.from_numpy(target)
+        mask[:num_valid] = True
+        example["mask"] = mask
+        if self.return_clean:
+            example["clean"] = torch.from_numpy(np.ascontiguousarray(clean, dtype=np.float32))
+        wav = self.augmenter(clean, rng, label) if self.augmenter is not None else clean
+        example["wav"] = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+        return example

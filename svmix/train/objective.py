@@ -1,0 +1,35 @@
+"""What is trained: the student, the AAM-softmax classifier and the KD head(s), as one module
+(so one optimiser and one DDP wrapper cover all of them). Total loss = AAM + λ·KD (spec §4)."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+from torch import nn
+
+from svmix.registry import LOSSES
+from svmix.train import losses  # noqa: F401  (registers the losses)
+
+KD_KEYS = ("type", "layers", "lambda")
+
+
+class DistillationObjective(nn.Module):
+    def __init__(self, student: nn.Module, class_counts: Sequence[int], aam_config: Dict[str, Any],
+                 kd_config: Dict[str, Any], teacher_hidden: Optional[int] = None):
+        super().__init__()
+        self.student = student
+        self.aam = LOSSES.build(aam_config, embed_dim=student.embed_dim, num_classes=len(class_counts),
+                                class_counts=list(class_counts))
+        self.kd_lambda = float(kd_config.get("lambda", 1.0))
+        self.kd = None
+        if kd_config.get("type"):
+            extra = {k: v for k, v in kd_config.items() if k not in KD_KEYS}
+            self.kd = LOSSES.build({"name": kd_config["type"], **extra}, student_hidden=int(student.config["hidden"]),
+                                   teacher_hidden=teacher_hidden, num_targets=len(kd_config["layers"]))
+
+    def forward(self, wav: torch.Tensor, labels: torch.Tensor, targets: Optional[torch.Tensor] = None,
+                mask: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        states = self.student.hidden_states(wav)
+        aam = self.aam(self.student.backend(states), labels)
+        kd = self.kd(states, targets, mask) if self.kd is not None else aam.new_zeros(())
+        return {"loss": aam + self.kd_lambda * kd, "aam": aam.detach(), "kd": kd.detach()}

@@ -1,0 +1,429 @@
+"""Stage 3: distil a teacher into a student speaker model (``svmix-train``).
+
+``train(config, data_dir, exp_dir, teacher_cache=... | teacher=...)`` runs single-process or under
+torchrun (DDP), resumes exactly from ``EXP/checkpoints/last.pt`` when it exists, validates on a
+held-out trials list every ``val_every`` steps, keeps the best checkpoints and finally writes
+``EXP/model.pt`` (the average of the ``average`` best, or the final weights without validation).
+
+Outputs in EXP: ``config.yaml`` (resolved), ``train.log``, ``metrics.jsonl`` (one JSON object per
+log interval, ``"type": "train"``, and per validation, ``"type": "val"``), ``checkpoints/``,
+``model.pt``, and TensorBoard events in ``tb/`` when TensorBoard is installed.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from svmix.checkpoint import save_model
+from svmix.data.datadir import DataDir
+from svmix.errors import SvmixError
+from svmix.models import build_model
+from svmix.train.augment import AugmentResources, Augmenter
+from svmix.train.checkpointing import (BestCheckpoints, average_checkpoints, load_training_state, rng_state,
+                                       save_training_state, set_rng_state)
+from svmix.train.dataset import TrainingSet
+from svmix.train.distributed import DistContext, init_distributed, shutdown
+from svmix.train.objective import DistillationObjective
+from svmix.train.optim import (EarlyStopping, build_optimizer, build_schedule, optimizer_config_at, set_lr)
+from svmix.train.sampler import ShardedBatchSampler
+from svmix.train.validation import Validator
+from svmix.utils.fileio import atomic_open
+from svmix.utils.logging import get_logger, setup_logging
+
+_log = get_logger("train")
+
+
+class TeacherTargets:
+    """Where KD targets come from: a feature cache (read by the dataset) or an online teacher run
+    here on the clean crops. ``layers`` are HF-indexed teacher layers (any subset of the cached
+    ones). Given both a cache and a teacher spec, the cache is used after checking it was built
+    by that teacher."""
+
+    def __init__(self, kd_cfg: Dict[str, Any], cache_dir: Optional[os.PathLike],
+                 teacher: Union[None, str, torch.nn.Module], device: torch.device):
+        self.cache, self.teacher = None, None
+        if not kd_cfg.get("type"):
+            self.layers: List[int] = []
+            self.hidden_size, self.frame_shift = None, 320
+            return
+        if cache_dir is not None:
+            from svmix.cache import TeacherCache
+
+            self.cache = TeacherCache(cache_dir)
+            if teacher is not None:
+                self.cache.check_compatible(teacher_spec=teacher)
+            available = list(self.cache.layers)
+            self.hidden_size, self.frame_shift = int(self.cache.hidden_size), int(self.cache.frame_shift)
+        elif teacher is not None:
+            if isinstance(teacher, (str, os.PathLike)):
+                from svmix.teachers import load_teacher
+
+                teacher = load_teacher(teacher, str(device))
+            self.teacher = teacher.to(device).eval()
+            available = list(range(teacher.num_layers + 1))
+            self.hidden_size, self.frame_shift = int(teacher.hidden_size), int(teacher.frame_shift)
+        else:
+            raise SvmixError(f"kd.type '{kd_cfg['type']}' needs --teacher-cache or --teacher "
+                             "(or set train.kd.type to null to train without distillation)")
+        layers = kd_cfg.get("layers")
+        self.layers = [max(available)] if layers is None else [int(x) for x in layers]
+        missing = [x for x in self.layers if x not in available]
+        if missing:
+            raise SvmixError(f"teacher layer(s) {missing} not available (teacher has {available})")
+
+    def check_utterances(self, utts: Sequence[str]) -> None:
+        if self.cache is None:
+            return
+        cached = set(self.cache.utt_ids)
+        missing = [u for u in utts if u not in cached]
+        if missing:
+            raise SvmixError(f"teacher cache lacks {len(missing)} training utterance(s), e.g. '{missing[0]}'; "
+                             "rerun svmix-cache-teacher on this data dir")
+
+    def online(self, clean: torch.Tensor, seq_len: int) -> torch.Tensor:
+        """(B, K, T, H) targets from the online teacher on the clean crops."""
+        with torch.no_grad():
+            outs = self.teacher(clean)
+        targets = torch.stack([outs[layer] for layer in self.layers], dim=1).float()
+        if targets.shape[2] != seq_len:
+            raise SvmixError(f"teacher gives {targets.shape[2]} frames per crop, the student {seq_len}")
+        return targets
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (append per record) with TensorBoard mirroring when available."""
+
+    def __init__(self, exp_dir: Path, enabled: bool):
+        self.path = exp_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(exp_dir / "tb"))
+            except ImportError:
+                pass
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past ``step`` (written after the checkpoint we resume from)."""
+        if not self.enabled or not self.path.is_file():
+            return
+        with open(self.path) as f:
+            keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        with atomic_open(self.path) as f:
+            f.writelines(keep)
+
+    def write(self, record: Dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{record['type']}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _training_data(data_dir: os.PathLike):
+    data = DataDir(data_dir)
+    wav_scp, utt2spk = data.wav_scp, data.utt2spk
+    utts = sorted(wav_scp)
+    missing = [u for u in utts if u not in utt2spk]
+    if missing:
+        raise SvmixError(f"{data.file('utt2spk')}: no speaker for utterance '{missing[0]}'")
+    speakers = sorted({utt2spk[u] for u in utts})
+    if len(speakers) < 2:
+        raise SvmixError(f"{data_dir}: training needs at least 2 speakers, found {len(speakers)}")
+    index = {s: i for i, s in enumerate(speakers)}
+    labels = [index[utt2spk[u]] for u in utts]
+    return utts, [wav_scp[u] for u in utts], labels, speakers
+
+
+def _worker_init(worker_id: int) -> None:
+    # Data randomness comes from per-item seeds; seed the global generators anyway for any library use.
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _write_config(exp_dir: Path, config: Dict[str, Any]) -> None:
+    with atomic_open(exp_dir / "config.yaml") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+
+
+def train(config: Dict[str, Any], data_dir: os.PathLike, exp_dir: os.PathLike,
+          teacher_cache: Optional[os.PathLike] = None, teacher: Union[None, str, torch.nn.Module] = None,
+          val_data: Optional[os.PathLike] = None, augment_dir: Optional[os.PathLike] = None,
+          device: Optional[str] = None, max_steps: Optional[int] = None, progress: bool = True) -> Path:
+    """Train (or resume) the experiment in ``exp_dir``; returns the path of ``EXP/model.pt``.
+
+    ``config`` is a resolved config (:func:`svmix.train.config.load_train_config`)."""
+    ctx = init_distributed(device)
+    try:
+        return _Trainer(copy.deepcopy(config), ctx, Path(exp_dir), data_dir, teacher_cache, teacher, val_data,
+                        augment_dir, max_steps, progress).run()
+    finally:
+        shutdown(ctx)
+
+
+class _Trainer:
+    def __init__(self, config, ctx: DistContext, exp_dir: Path, data_dir, teacher_cache, teacher, val_data,
+                 augment_dir, max_steps, progress):
+        self.ctx, self.exp = ctx, exp_dir
+        cfg = config["train"]
+        if max_steps is not None:
+            cfg["max_steps"] = int(max_steps)
+        self.cfg, self.progress = cfg, progress and ctx.is_main
+        if ctx.is_main:
+            exp_dir.mkdir(parents=True, exist_ok=True)
+            setup_logging(exp_dir / "train.log")
+        ctx.barrier()
+        seed = int(cfg["seed"])
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+        utts, paths, labels, self.speakers = _training_data(data_dir)
+        self.targets = TeacherTargets(cfg["kd"], teacher_cache, teacher, ctx.device)
+        self.targets.check_utterances(utts)
+        cfg["kd"]["layers"] = self.targets.layers or None
+        self.config = config
+
+        student = build_model(config["model"])
+        if self.targets.layers and student.frontend.hop != self.targets.frame_shift:
+            raise SvmixError(f"the student's frame shift ({student.frontend.hop} samples) differs from the "
+                             f"teacher's ({self.targets.frame_shift}); KD needs aligned frames")
+        counts = np.bincount(labels, minlength=len(self.speakers))
+        self.objective = DistillationObjective(student, counts, cfg["aam"], cfg["kd"],
+                                               self.targets.hidden_size).to(ctx.device)
+        if ctx.rank:
+            torch.manual_seed(seed + ctx.rank)  # different dropout per rank; same initial weights
+        self.model = (DistributedDataParallel(self.objective, find_unused_parameters=cfg["find_unused_parameters"])
+                      if ctx.distributed else self.objective)
+
+        self.dataset = TrainingSet(utts, paths, labels, student.segment_samples, student.seq_len,
+                                   self.targets.frame_shift, self.targets.cache, self.targets.layers,
+                                   return_clean=self.targets.teacher is not None, preload=cfg["preload_audio"],
+                                   progress=self.progress)
+        if cfg["augment"] and float(cfg["augment"].get("p", 0)) > 0:  # babble draws on the dataset
+            self.dataset.augmenter = Augmenter(cfg["augment"], AugmentResources(augment_dir, self.dataset.other_speech))
+        self.sampler = ShardedBatchSampler(labels, int(cfg["batch_size"]), seed, ctx.rank, ctx.world_size,
+                                           cfg["speaker_balanced"])
+        workers = int(cfg["num_workers"])
+        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
+                                 worker_init_fn=_worker_init, generator=torch.Generator().manual_seed(seed),
+                                 persistent_workers=workers > 0, pin_memory=ctx.device.type == "cuda")
+        self.validating, self.validator = val_data is not None, None
+        if self.validating and ctx.is_main:
+            self.validator = Validator(val_data, int(cfg["val_segments"]), int(cfg["val_batch_size"]),
+                                       preload=cfg["preload_audio"])
+
+        self.schedule = build_schedule(cfg)
+        es = cfg["early_stopping"]
+        self.early_stopping = EarlyStopping(es.get("patience") if es else None)
+        self.amp = bool(cfg["amp"]) and ctx.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.best = BestCheckpoints(exp_dir, int(cfg["keep_best"]))
+        self.metrics = MetricsLog(exp_dir, ctx.is_main)
+        self.step, self.epoch, self.batch_in_epoch, self.stopped, self.last_validated = 0, 0, 0, False, -1
+        self.optimizer_cfg = optimizer_config_at(cfg, 0)
+        self.optimizer = build_optimizer(self.objective.parameters(), self.optimizer_cfg)
+        self._resume()
+        if ctx.is_main:
+            _write_config(exp_dir, self.config)
+
+    # -- state ---------------------------------------------------------------------------------
+    def _state(self) -> Dict[str, Any]:
+        rngs = self.ctx.all_gather(rng_state())
+        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "stopped": self.stopped, "last_validated": self.last_validated, "config": self.config,
+                "speakers": self.speakers, "world_size": self.ctx.world_size, "objective": self.objective.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "optimizer_config": self.optimizer_cfg,
+                "schedule": self.schedule.state_dict(), "early_stopping": self.early_stopping.state_dict(),
+                "scaler": self.scaler.state_dict(), "best": self.best.entries, "rng": rngs}
+
+    def _save(self) -> None:
+        state = self._state()  # collective: every rank takes part
+        if self.ctx.is_main:
+            save_training_state(self.exp, state)
+            self.best.commit(self.exp)
+        self.ctx.barrier()
+
+    def _resume(self) -> None:
+        state = load_training_state(self.exp)
+        if state is None:  # a fresh start; clear what a run killed before its first checkpoint left
+            if self.ctx.is_main:
+                self.metrics.truncate_after(0)
+                self.best.remove_strays(self.exp)
+            return
+        if state["config"]["model"] != self.config["model"]:
+            raise SvmixError(f"{self.exp}: existing checkpoint has a different model config; "
+                             "use a new experiment directory")
+        if state["speakers"] != self.speakers:
+            raise SvmixError(f"{self.exp}: existing checkpoint was trained on different speakers")
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer_cfg = state["optimizer_config"]
+        self.optimizer = build_optimizer(self.objective.parameters(), self.optimizer_cfg)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.early_stopping.load_state_dict(state["early_stopping"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.stopped, self.last_validated = state["stopped"], state["last_validated"]
+        self.best = BestCheckpoints(self.exp, int(self.cfg["keep_best"]), state["best"])
+        if state["world_size"] == self.ctx.world_size:
+            set_rng_state(state["rng"][self.ctx.rank])
+        else:
+            _log.warning("resuming with %d processes instead of %d: dropout RNG streams restart",
+                         self.ctx.world_size, state["world_size"])
+        if self.ctx.is_main:
+            self.best.remove_strays(self.exp)
+            self.metrics.truncate_after(self.step)
+            _log.info("resumed %s at step %d (epoch %d)", self.exp, self.step, self.epoch)
+
+    # -- loop ----------------------------------------------------------------------------------
+    def _finished(self) -> bool:
+        cfg = self.cfg
+        if self.stopped:
+            return True
+        if cfg["max_steps"] is not None and self.step >= int(cfg["max_steps"]):
+            return True
+        return cfg["epochs"] is not None and self.epoch >= int(cfg["epochs"])
+
+    def _total_steps(self) -> int:
+        cfg = self.cfg
+        totals = [int(cfg["max_steps"])] if cfg["max_steps"] is not None else []
+        if cfg["epochs"] is not None:
+            totals.append(int(cfg["epochs"]) * self.sampler.batches_per_epoch)
+        return min(totals)
+
+    def _interval(self, value: Union[int, str]) -> int:
+        """A step interval; ``"epoch"`` means the number of batches per epoch."""
+        return self.sampler.batches_per_epoch if value == "epoch" else int(value)
+
+    def _train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        dev = self.ctx.device
+        wav, labels = batch["wav"].to(dev, non_blocking=True), batch["label"].to(dev, non_blocking=True)
+        mask = batch["mask"].to(dev, non_blocking=True)
+        if self.targets.teacher is not None:
+            targets = self.targets.online(batch["clean"].to(dev, non_blocking=True), mask.shape[1])
+        else:
+            targets = batch["target"].to(dev, non_blocking=True) if "target" in batch else None
+        wanted = optimizer_config_at(self.cfg, self.step)
+        if wanted != self.optimizer_cfg:
+            _log.info("step %d: switching optimizer to %s", self.step, wanted["name"])
+            self.optimizer_cfg, self.optimizer = wanted, build_optimizer(self.objective.parameters(), wanted)
+        set_lr(self.optimizer, self.schedule.lr(self.step))
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        with autocast:
+            out = self.model(wav, labels, targets, mask)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out["loss"]).backward()
+        if self.cfg["grad_clip"]:
+            self.scaler.unscale_(self.optimizer)
+            out["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.objective.parameters(),
+                                                              float(self.cfg["grad_clip"])).detach()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {k: v.detach().float() for k, v in out.items()}
+
+    def _validate(self) -> Optional[float]:
+        eer = None
+        self.last_validated = self.step
+        if self.validator is not None:
+            started = time.time()
+            eer = self.validator(self.objective.student, self.ctx.device)
+            self.metrics.write({"type": "val", "step": self.step, "epoch": self.epoch, "eer": eer,
+                                "seconds": round(time.time() - started, 2)})
+            _log.info("step %d: validation EER %.3f%%", self.step, eer)
+            self.best.offer(self.step, eer, self.objective.student, self._model_extra(eer))
+        eer = self.ctx.broadcast(eer)
+        if eer is not None:
+            self.schedule.on_validation(eer)
+            self.early_stopping.update(eer)
+            if self.early_stopping.should_stop:
+                _log.info("step %d: early stopping (no improvement in %d validations)", self.step,
+                          self.early_stopping.patience)
+                self.stopped = True
+        return eer
+
+    def _model_extra(self, eer: Optional[float]) -> Dict[str, Any]:
+        return {"num_speakers": len(self.speakers), "step": self.step, "val_eer": eer,
+                "train_config": self.cfg, "kd_layers": self.targets.layers}
+
+    def run(self) -> Path:
+        cfg = self.cfg
+        log_every, val_every, ckpt_every = (self._interval(cfg[k])
+                                            for k in ("log_every", "val_every", "checkpoint_every"))
+        if self.ctx.is_main:
+            _log.info("training %s: %d utterances, %d speakers, %d process(es), batch %d, %d batches/epoch",
+                      self.exp, len(self.dataset), len(self.speakers), self.ctx.world_size, cfg["batch_size"],
+                      self.sampler.batches_per_epoch)
+        bar = tqdm(total=self._total_steps(), initial=self.step, desc="train", disable=not self.progress,
+                   dynamic_ncols=True)
+        sums: Dict[str, torch.Tensor] = {}
+        count, started = 0, time.time()
+        last_saved = self.step
+        self.objective.train()
+        while not self._finished():
+            self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+            for batch in self.loader:
+                out = self._train_step(batch)
+                self.step += 1
+                self.batch_in_epoch += 1
+                if self.batch_in_epoch == self.sampler.batches_per_epoch:
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                for k, v in out.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                bar.update(1)
+                if self.step % log_every == 0:
+                    means = {k: float(self.ctx.mean(v / count)) for k, v in sums.items()}
+                    record = {"type": "train", "step": self.step, "epoch": self.epoch,
+                              "lr": self.optimizer.param_groups[0]["lr"],
+                              "steps_per_s": round(count / max(time.time() - started, 1e-9), 3), **means}
+                    self.metrics.write(record)
+                    if self.ctx.is_main:
+                        _log.info("step %d: %s", self.step, " ".join(f"{k} {v:.4g}" for k, v in means.items()))
+                    bar.set_postfix(loss=f"{means['loss']:.3f}", aam=f"{means['aam']:.3f}", kd=f"{means['kd']:.3f}")
+                    sums, count, started = {}, 0, time.time()
+                if self.step % val_every == 0:
+                    self._validate()
+                if self.step % ckpt_every == 0 or self.step == self.last_validated or self._finished():
+                    self._save()
+                    last_saved = self.step
+                if self._finished():
+                    break
+        bar.close()
+        if self.validating and self.last_validated != self.step:  # the final weights compete too
+            self._validate()
+            self._save()
+        elif last_saved != self.step:
+            self._save()
+        out = self.exp / "model.pt"
+        if self.ctx.is_main:
+            if self.best.entries:
+                average_checkpoints(self.exp, int(cfg["average"]) or 1, out)
+            else:
+                save_model(out, self.objective.student, self._model_extra(None))
+                _log.info("wrote %s (final weights; no validation data)", out)
+            self.metrics.close()
+        self.ctx.barrier()
+        return out
