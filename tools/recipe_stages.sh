@@ -77,3 +77,24 @@ stage_report() {
   svmix-report "${args[@]}" --emb-name "$(basename "$test_data")" --commands "$commands_log" --out "$out"
   cat "$out"
 }
+
+# Start a recipe run: done-markers and the command log in $exp, everything also to $exp/run.log.
+recipe_begin() {
+  done_dir=$exp/.done
+  commands_log=$exp/commands.log
+  mkdir -p "$exp"
+  exec > >(tee -a "$exp/run.log") 2>&1
+  svmix_log "$0 $* (stages $stage..$stop_stage)"
+}
+
+# Stages 2-6 within --stage..--stop-stage, then RESULTS.md at $1. (`if`, not `&&`: bash ignores
+# `set -e` inside functions called from an && list.)
+run_shared_stages() {
+  if in_stage 2 && [ "${teacher_mode:-cache}" = cache ]; then stage_cache; fi
+  if in_stage 3; then stage_train; fi
+  if in_stage 4; then stage_extract; fi
+  if in_stage 5; then stage_score; fi
+  if in_stage 6; then stage_export; fi
+  if [ "$stop_stage" -ge 5 ]; then stage_report "$1"; fi
+  svmix_log "done"
+}

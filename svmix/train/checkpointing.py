@@ -109,7 +109,11 @@ def best_entries(exp_dir: os.PathLike) -> List[Dict[str, Any]]:
     path = checkpoint_dir(exp_dir) / "best.json"
     if not path.is_file():
         raise SvmixError(f"{exp_dir}: no checkpoints/best.json (no validation has run yet)")
-    return read_json(path)
+    entries = read_json(path)
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and {"step", "eer", "path"} <= set(e) for e in entries):
+        raise SvmixError(f"{path}: expected a list of {{step, eer, path}} entries")
+    return entries
 
 
 def average_state_dicts(state_dicts: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
@@ -134,6 +138,10 @@ def average_checkpoints(exp_dir: os.PathLike, num: Optional[int] = None, out: Op
         raise SvmixError(f"{exp_dir}: checkpoints/best.json lists no checkpoints")
     entries = entries[: num or len(entries)]
     ckpts = [read_checkpoint(Path(exp_dir) / e["path"]) for e in entries]
+    for entry, ckpt in zip(entries[1:], ckpts[1:]):
+        if ckpt["config"] != ckpts[0]["config"]:
+            raise SvmixError(f"{Path(exp_dir) / entry['path']}: model config differs from "
+                             f"{entries[0]['path']}; cannot average them")
     model = build_model(ckpts[0]["config"])
     model.load_state_dict(average_state_dicts([c["state_dict"] for c in ckpts]))
     extra = {k: v for k, v in ckpts[0].items() if k not in ("format", "svmix_version", "config", "state_dict")}

@@ -17,7 +17,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from svmix.data.audio import load_audio
+from svmix.data.audio import load_audio, scan_audio
+from svmix.errors import AudioError
 from svmix.train.augment import Augmenter
 
 
@@ -41,7 +42,14 @@ class TrainingSet(Dataset):
         for i, label in enumerate(self.labels):
             self.by_label.setdefault(label, []).append(i)
         self.audio: Optional[List[np.ndarray]] = None
-        if preload:
+        if not preload:
+            # Find missing or unreadable files now, not hours into training.
+            _, bad = scan_audio(dict(zip(self.utts, self.paths)), progress=progress)
+            if bad:
+                utt = next(iter(bad))
+                raise AudioError(f"{bad[utt]} ({len(bad)} bad training file(s); "
+                                 "svmix-validate-data --fix drops them)")
+        else:
             self.audio = [load_audio(p, u) for u, p in tqdm(zip(self.utts, self.paths), total=len(self.utts),
                                                              desc="loading audio", leave=False,
                                                              disable=not progress)]

@@ -121,8 +121,15 @@ class MetricsLog:
         """Drop records past ``step`` (written after the checkpoint we resume from)."""
         if not self.enabled or not self.path.is_file():
             return
+        keep = []
         with open(self.path) as f:
-            keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by the kill
+                if record["step"] <= step:
+                    keep.append(json.dumps(record, sort_keys=True) + "\n")
         with atomic_open(self.path) as f:
             f.writelines(keep)
 
