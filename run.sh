@@ -51,11 +51,7 @@ val_data=$data/val
 test_data=$data/test
 trials_names=trials
 teacher_eval=$teacher
-done_dir=$exp/.done
-commands_log=$exp/commands.log
-mkdir -p "$exp"
-exec > >(tee -a "$exp/run.log") 2>&1
-svmix_log "$0 $* (stages $stage..$stop_stage)"
+recipe_begin "$@"
 
 if in_stage 0; then
   svmix_log "stage 0: data preparation"
@@ -78,11 +74,4 @@ if in_stage 1; then
       --trials-data "$test_data" --seed "$seed" $teacher_opts
 fi
 
-# `if` rather than `&&`: bash ignores `set -e` inside functions called from an && list.
-if in_stage 2; then stage_cache; fi
-if in_stage 3; then stage_train; fi
-if in_stage 4; then stage_extract; fi
-if in_stage 5; then stage_score; fi
-if in_stage 6; then stage_export; fi
-if [ "$stop_stage" -ge 5 ]; then stage_report "$exp/RESULTS.md"; fi
-svmix_log "done"
+run_shared_stages "$exp/RESULTS.md"

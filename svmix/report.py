@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -59,8 +60,15 @@ def teacher_row(teacher_dir: os.PathLike) -> Optional[Dict[str, object]]:
     evaluation = _read_json(teacher_dir / "eval.json")
     if evaluation is None:
         return None
-    return {"system": f"teacher ({teacher_dir.name})", "trials": evaluation.get("trials", ""),
-            "eer": evaluation.get("eer"), "params_m": (evaluation.get("params") or 0) / 1e6 or None}
+    weights = teacher_dir / "model.safetensors"
+    params = None
+    if weights.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    return {"system": f"teacher ({teacher_dir.name})", "trials": Path(evaluation.get("trials", "")).name,
+            "eer": evaluation.get("eer"), "params_m": params / 1e6 if params else None}
 
 
 def render(rows: Sequence[Dict[str, object]], teacher: Optional[Dict[str, object]], emb_name: str,

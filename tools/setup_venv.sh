@@ -11,10 +11,13 @@ _svmix_want="$(cat "$SVMIX_ROOT/setup.cfg" "$SVMIX_ROOT/pyproject.toml" | sha256
 if [ ! -f "$_svmix_stamp" ] || [ "$(cat "$_svmix_stamp")" != "$_svmix_want" ]; then
   echo "[setup] preparing $_svmix_venv (first run takes about two minutes)" >&2
   [ -x "$_svmix_venv/bin/python" ] || python3 -m venv "$_svmix_venv" || return 1 2>/dev/null || exit 1
-  "$_svmix_venv/bin/python" -m pip install -q --disable-pip-version-check $SVMIX_TORCH_PINS \
-    && "$_svmix_venv/bin/python" -m pip install -q --disable-pip-version-check -e "$SVMIX_ROOT[test]" \
+  _svmix_log="$_svmix_venv/install.log"
+  { "$_svmix_venv/bin/python" -m pip install --disable-pip-version-check $SVMIX_TORCH_PINS \
+      && "$_svmix_venv/bin/python" -m pip install --disable-pip-version-check -e "$SVMIX_ROOT[test]"; } \
+    > "$_svmix_log" 2>&1 \
     && echo "$_svmix_want" > "$_svmix_stamp" \
-    || { echo "[setup] installation failed" >&2; return 1 2>/dev/null || exit 1; }
+    || { tail -n 20 "$_svmix_log" >&2; echo "[setup] installation failed; see $_svmix_log" >&2
+         return 1 2>/dev/null || exit 1; }
 fi
 # shellcheck disable=SC1091
 . "$_svmix_venv/bin/activate"

@@ -51,11 +51,7 @@ trials_names=trials
 augment_dir=data/augment
 cache=$exp/teacher_cache
 if [ "$teacher" = mini ]; then teacher=$exp/teacher; teacher_eval=$teacher; train_teacher=true; else train_teacher=false; fi
-done_dir=$exp/.done
-commands_log=$exp/commands.log
-mkdir -p "$exp"
-exec > >(tee -a "$exp/run.log") 2>&1
-svmix_log "$0 $* (stages $stage..$stop_stage)"
+recipe_begin "$@"
 
 if in_stage 0; then
   [ -n "$corpus" ] || { echo "$0: --corpus DIR is required (a folder per speaker)" >&2; exit 2; }
@@ -78,10 +74,4 @@ if in_stage 1; then
   fi
 fi
 
-if in_stage 2; then stage_cache; fi
-if in_stage 3; then stage_train; fi
-if in_stage 4; then stage_extract; fi
-if in_stage 5; then stage_score; fi
-if in_stage 6; then stage_export; fi
-if [ "$stop_stage" -ge 5 ]; then stage_report RESULTS.md; fi
-svmix_log "done"
+run_shared_stages RESULTS.md

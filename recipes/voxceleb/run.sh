@@ -54,11 +54,7 @@ test_data=data/voxceleb1
 trials_names="trials_o trials_e trials_h"
 augment_dir=data/augment
 cache=$exp/teacher_cache
-done_dir=$exp/.done
-commands_log=$exp/commands.log
-mkdir -p "$exp"
-exec > >(tee -a "$exp/run.log") 2>&1
-svmix_log "$0 $* (stages $stage..$stop_stage)"
+recipe_begin "$@"
 
 if in_stage 0; then
   svmix_log "stage 0: data preparation"
@@ -74,10 +70,4 @@ if in_stage 1; then
   run_step augment -- svmix-prepare-augment --out "$augment_dir" --musan "$musan" --rirs "$rirs_noises"
 fi
 
-if in_stage 2 && [ "$teacher_mode" = cache ]; then stage_cache; fi
-if in_stage 3; then stage_train; fi
-if in_stage 4; then stage_extract; fi
-if in_stage 5; then stage_score; fi
-if in_stage 6; then stage_export; fi
-if [ "$stop_stage" -ge 5 ]; then stage_report RESULTS.md; fi
-svmix_log "done"
+run_shared_stages RESULTS.md
