@@ -53,5 +53,14 @@ def make_datadir(root: Path, num_speakers: int = 4, utts_per_speaker: int = 3, s
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread: on a busy shared machine, thread spin-waits dominate tiny models."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny_datadir(tmp_path) -> Path:
     return make_datadir(tmp_path)

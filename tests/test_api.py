@@ -7,7 +7,9 @@ import svmix
 from svmix.data.audio import load_audio
 from svmix.errors import SvmixError
 from svmix.inference.segments import mean_embedding, segment_pair_score, segment_waveform
-from test_extract import make_checkpoint, one_thread  # noqa: F401  (autouse fixture)
+from test_extract import make_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +18,7 @@ def setup(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("api")
     ckpt = make_checkpoint(root / "exp" / "model.pt")
-    data = make_datadir(root, num_speakers=2, utts_per_speaker=1, seconds=(2.0, 5.0), seed=7, trials=False)
+    make_datadir(root, num_speakers=2, utts_per_speaker=1, seconds=(2.0, 5.0), seed=7, trials=False)
     wavs = sorted((root / "wav").glob("*.wav"))
     return ckpt, wavs
 

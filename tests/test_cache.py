@@ -34,14 +34,6 @@ def tiny_wavlm_dir(path: Path, seed: int = 0, extractor: str = "layer_norm", sta
     return path
 
 
-@pytest.fixture
-def one_thread():
-    """The CI machine is shared: multi-threaded BLAS under load is far slower than one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture
 def setup(tmp_path, one_thread):

@@ -28,13 +28,7 @@ TINY = {"hidden": 32, "embed_dim": 16, "frontend": {"channels": 32},
         "encoder": {"name": "svmixer", "num_layers": 2, "group_dim": 8}, "backend": {"name": "linear"}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a busy shared machine, thread spin-waits dominate tiny models."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_checkpoint(path: Path, seed: int = 0) -> Path:

@@ -47,12 +47,7 @@ EXTRACT_OPTS = ["--num-workers", "0", "--num-threads", "1"]
 BAD = "zz-bad"  # sorts last, so it falls into the last cache shard
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,6 @@ def tiny_config(tmp_path):
     return load_config(path)
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_mini_teacher_trains_saves_hf_layout_and_evaluates(tmp_path, tiny_config, one_thread):
     data = make_datadir(tmp_path / "corpus", num_speakers=3, utts_per_speaker=2, seconds=(1.2, 2.0))

@@ -40,6 +40,7 @@ run_step demo {tmp_path}/input -- bash -c 'echo ran >> {tmp_path}/count'
     time.sleep(1.1)
     (tmp_path / "input").write_text("changed")
     proc = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True)
+    assert "run  demo" in proc.stderr
     assert (tmp_path / "count").read_text().count("ran") == 2
     assert "bash -c" in (tmp_path / "commands.log").read_text()
 

@@ -168,3 +168,17 @@ def test_online_teacher_mode_and_training_without_validation(setup, tmp_path):
     assert len(kd) == 2 and all(0 < x < 100 for x in kd)
     with pytest.raises(SvmixError, match="needs --teacher-cache or --teacher"):
         train(config, setup["data"], tmp_path / "none", progress=False)
+
+
+def test_frontend_initialised_from_the_cached_teacher(setup, tmp_path):
+    from svmix.train.config import resolve_config
+    from svmix.train.trainer import train
+
+    config = resolve_config({"model": TINY_MODEL, "train": {
+        **TINY_TRAIN, "max_steps": 1, "num_workers": 0, "init_frontend_from_teacher": True,
+        "optimizer": {"name": "adamw", "lr": 0.0, "weight_decay": 0.0}}})
+    out = train(config, setup["data"], tmp_path / "init", teacher_cache=setup["cache"], progress=False)
+    model, _ = load_model_checkpoint(out)
+    teacher = tiny_teacher()
+    for i, layer in enumerate(model.frontend.feature_extractor.conv_layers):
+        torch.testing.assert_close(layer.conv.weight, teacher.model.feature_extractor.conv_layers[i].conv.weight)

@@ -30,6 +30,7 @@ DEFAULT_TRAIN_CONFIG: Dict[str, Any] = {
     "early_stopping": {"patience": 10},  # in validations without improvement; null disables
     "grad_clip": 10.0,            # max gradient norm; null disables
     "amp": False,                 # mixed precision (CUDA only)
+    "init_frontend_from_teacher": False,  # copy the teacher's conv frontend where shapes match (DistilHuBERT)
     "kd": {"type": "last_mse", "layers": None, "lambda": 1.0},  # layers null: the last teacher layer
     "aam": {"name": "aam_topk", "margin": 0.2, "scale": 30.0, "top_k": 5, "negative_margin": 0.1,
             "impostor_weight": 1.0, "class_weighted": True},

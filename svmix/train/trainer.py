@@ -30,7 +30,7 @@ from tqdm import tqdm
 from svmix.checkpoint import save_model
 from svmix.data.datadir import DataDir
 from svmix.errors import SvmixError
-from svmix.models import build_model
+from svmix.models import build_model, init_frontend_from_teacher
 from svmix.train.augment import AugmentResources, Augmenter
 from svmix.train.checkpointing import (BestCheckpoints, average_checkpoints, load_training_state, rng_state,
                                        save_training_state, set_rng_state)
@@ -92,6 +92,16 @@ class TeacherTargets:
         if missing:
             raise SvmixError(f"teacher cache lacks {len(missing)} training utterance(s), e.g. '{missing[0]}'; "
                              "rerun svmix-cache-teacher on this data dir")
+
+    def teacher_module(self) -> torch.nn.Module:
+        """The teacher itself: the online one, or the one the cache was built with."""
+        if self.teacher is not None:
+            return self.teacher
+        if self.cache is None:
+            raise SvmixError("init_frontend_from_teacher needs --teacher-cache or --teacher")
+        from svmix.teachers import load_teacher
+
+        return load_teacher(self.cache.manifest["teacher"]["spec"])
 
     def online(self, clean: torch.Tensor, seq_len: int) -> torch.Tensor:
         """(B, K, T, H) targets from the online teacher on the clean crops."""
@@ -217,6 +227,9 @@ class _Trainer:
         if self.targets.layers and student.frontend.hop != self.targets.frame_shift:
             raise SvmixError(f"the student's frame shift ({student.frontend.hop} samples) differs from the "
                              f"teacher's ({self.targets.frame_shift}); KD needs aligned frames")
+        if cfg["init_frontend_from_teacher"]:
+            copied = init_frontend_from_teacher(student, self.targets.teacher_module().model)
+            _log.info("initialised %d frontend tensor(s) from the teacher", len(copied))
         counts = np.bincount(labels, minlength=len(self.speakers))
         self.objective = DistillationObjective(student, counts, cfg["aam"], cfg["kd"],
                                                self.targets.hidden_size).to(ctx.device)
