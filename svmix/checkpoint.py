@@ -9,7 +9,7 @@ import torch
 
 from svmix import __version__
 from svmix.errors import SvmixError
-from svmix.utils.fileio import torch_save_atomic
+from svmix.utils.fileio import torch_load, torch_save_atomic
 
 FORMAT = "svmix-model"
 FINAL_NAME = "model.pt"  # an experiment dir's model for extraction/export
@@ -37,10 +37,7 @@ def resolve_checkpoint_path(path: os.PathLike) -> Path:
 
 def read_checkpoint(path: os.PathLike) -> Dict[str, Any]:
     path = resolve_checkpoint_path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise SvmixError(f"{path}: cannot read checkpoint ({' '.join(str(e).split())[:200]})") from None
+    obj = torch_load(path, "checkpoint")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise SvmixError(f"{path}: not an svmix model checkpoint")
     return obj

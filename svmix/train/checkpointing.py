@@ -20,7 +20,7 @@ import torch
 
 from svmix.checkpoint import read_checkpoint, save_model
 from svmix.errors import SvmixError
-from svmix.utils.fileio import read_json, torch_save_atomic, write_json
+from svmix.utils.fileio import read_json, torch_load, torch_save_atomic, write_json
 from svmix.utils.logging import get_logger
 
 STATE_FORMAT = "svmix-train-state"
@@ -59,10 +59,7 @@ def load_training_state(exp_dir: os.PathLike) -> Optional[Dict[str, Any]]:
     path = last_state_path(exp_dir)
     if not path.is_file():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise SvmixError(f"{path}: cannot read training state ({' '.join(str(e).split())[:200]})") from None
+    state = torch_load(path, "training state")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise SvmixError(f"{path}: not an svmix training state")
     return state

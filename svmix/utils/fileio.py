@@ -67,6 +67,16 @@ def torch_save_atomic(obj: Any, path: PathLike) -> None:
         torch.save(obj, tmp)
 
 
+def torch_load(path: PathLike, what: str) -> Any:
+    """``torch.load`` onto the CPU; an unreadable file is a one-line error naming it and ``what`` it is."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise SvmixError(f"{path}: cannot read {what} ({' '.join(str(e).split())[:200]})") from None
+
+
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
