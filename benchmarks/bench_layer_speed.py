@@ -5,14 +5,20 @@ Transformer layer (H=1024, 16 heads, FFN 2048). This measures whether that halvi
 H=1024, T=149, ``torch.set_num_threads(2)`` by default, batch 1 and 16, eval mode, inference_mode.
 
 Timed side by side in one run, interleaved (each round runs every layer once, in rotating order, so
-all see the same machine noise), after warm-up; prints medians of wall time (and of process CPU time,
-which is less disturbed by other processes but counts OpenMP spin-waiting) and the ratios:
+all see the same machine noise), after warm-up; prints medians of wall time (and of process CPU time)
+and the ratios:
 
-* ``svmixer_fast``: ``FastSVMixerBlock`` (svmix.models.svmixer_fast), (B, T, H) in and out;
-* ``transformer``: ``TransformerLayer`` from svmix.models.transformer (the project's Transformer student);
+* ``svmixer_fast``: ``FastSVMixerBlock`` (svmix.models.svmixer_fast) on time-major (T, B, H) frames,
+  the layout the encoder keeps between fast blocks (converted once per utterance batch, not per layer);
+* ``transformer``: ``TransformerLayer`` from svmix.models.transformer (the project's Transformer
+  student: fused QKV projection, ``scaled_dot_product_attention``) on (B, T, H);
 * ``svmixer_reference``: the reference ``SVMixerBlock`` on (B, H, T), for context.
 
     python benchmarks/bench_layer_speed.py [--runs 30] [--batches 1,16] [--threads 2] [--json FILE]
+
+OpenMP threads keep the runtime's default waiting policy (spin, then sleep), as in a deployment.
+On a machine shared with other busy processes, ``export OMP_WAIT_POLICY=PASSIVE`` first: spinning
+threads then fight the other processes for the cores, and every layer gets slower.
 
 Target: svmixer_fast / transformer ≤ 0.6 at batch 1 and 16.
 """
@@ -20,20 +26,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from typing import Callable, Dict, List
 
-# Waiting OpenMP threads sleep instead of spinning: on a CPU shared with other processes, spinning
-# threads steal the cores and make timings meaningless. Export OMP_WAIT_POLICY=ACTIVE to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch
 
-import torch  # noqa: E402
-
-from svmix.models.svmixer import SVMixerBlock  # noqa: E402
-from svmix.models.svmixer_fast import FastSVMixerBlock  # noqa: E402
-from svmix.models.transformer import TransformerLayer  # noqa: E402
+from svmix.models.svmixer import SVMixerBlock
+from svmix.models.svmixer_fast import FastSVMixerBlock
+from svmix.models.transformer import TransformerLayer
 
 HIDDEN, SEQ_LEN = 1024, 149
 
@@ -77,7 +78,8 @@ def main() -> None:
         for batch in [int(b) for b in args.batches.split(",")]:
             frames = torch.randn(batch, SEQ_LEN, HIDDEN)
             channels_first = frames.transpose(1, 2).contiguous()
-            cases = {"svmixer_fast": lambda: layers["svmixer_fast"](frames),
+            time_major = frames.transpose(0, 1).contiguous()
+            cases = {"svmixer_fast": lambda: layers["svmixer_fast"](time_major),
                      "transformer": lambda: layers["transformer"](frames),
                      "svmixer_reference": lambda: layers["svmixer_reference"](channels_first)}
             med = time_interleaved(cases, args.runs)

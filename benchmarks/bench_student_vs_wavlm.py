@@ -11,6 +11,8 @@ favours WavLM). Timed side by side, interleaved, medians, ``torch.set_num_thread
 
     python benchmarks/bench_student_vs_wavlm.py [--runs 10] [--threads 2] [--json FILE]
 
+OpenMP threads keep the runtime's default waiting policy; see bench_layer_speed.py.
+
 Target: student ≥ 5× faster than WavLM-Large on 3 s.
 """
 from __future__ import annotations
@@ -20,12 +22,8 @@ import json
 import os
 import sys
 
-# Waiting OpenMP threads sleep instead of spinning: on a CPU shared with other processes, spinning
-# threads steal the cores and make timings meaningless. Export OMP_WAIT_POLICY=ACTIVE to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import torch  # noqa: E402
-import torchaudio  # noqa: E402
+import torch
+import torchaudio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_layer_speed import time_interleaved  # noqa: E402

@@ -20,6 +20,7 @@ from torch.utils import flop_counter
 from svmix.errors import SvmixError
 from svmix.models import build_model, resolve_model_config
 from svmix.models.frontend import num_frames
+from svmix.models.svmixer import BLOCK_LAYOUTS
 from svmix.registry import ENCODERS
 
 GIGA = 1e9
@@ -83,7 +84,7 @@ def profile_encoder_layer(name: str, hidden: int = 1024, seq_len: int = 149, gro
     except (TypeError, ValueError) as e:
         raise SvmixError(f"cannot build encoder '{name}': {e}") from e
     layer = encoder.blocks[0].eval()
-    shape = (1, hidden, seq_len) if encoder.channels_first else (1, seq_len, hidden)
+    shape = tuple((1, seq_len, hidden)[i] for i in BLOCK_LAYOUTS[encoder.block_layout])
     counts = MacCounts(layer, torch.randn(shape))
     result = {"encoder": name, "hidden": hidden, "seq_len": seq_len, **options, **counts.summary(layer)}
     result["parts"] = {part: counts.summary(child, part) for part, child in layer.named_children()

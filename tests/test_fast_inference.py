@@ -7,6 +7,7 @@ import torch
 from svmix.inference.fast import prepare_for_inference, uses_fast_path
 from svmix.models import build_model
 from svmix.models import svmixer_fast
+from svmix.models.frontend_fast import FastConvFrontend
 from svmix.models.svmixer import SVMixerBlock, SVMixerEncoder
 from svmix.models.svmixer_fast import FastSVMixerBlock
 
@@ -25,6 +26,11 @@ def _randomise(module: torch.nn.Module, seed: int) -> None:
             p.copy_(torch.randn(p.shape, generator=g) * (0.3 / max(1, p[0].numel()) ** 0.5 if p.dim() > 1 else 0.2))
 
 
+def _time_major(x: torch.Tensor) -> torch.Tensor:
+    """(B, T, H) → the fast blocks' (T, B, H)."""
+    return x.transpose(0, 1).contiguous()
+
+
 def _compare_block(hidden, seq_len, group_dim, batch, variant, seed=0):
     lgm, msm, gcm, mode = variant
     ref = SVMixerBlock(hidden, seq_len, group_dim, lgm=lgm, msm=msm, gcm=gcm, lgm_mode=mode).eval()
@@ -33,7 +39,7 @@ def _compare_block(hidden, seq_len, group_dim, batch, variant, seed=0):
     x = torch.randn(batch, seq_len, hidden, generator=torch.Generator().manual_seed(seed + 1))
     with torch.inference_mode():
         expected = ref(x.transpose(1, 2)).transpose(1, 2)
-        got = fast(x)
+        got = fast(_time_major(x)).transpose(0, 1)
     assert got.shape == expected.shape
     assert (got - expected).abs().max().item() <= TOL
     return expected
@@ -50,25 +56,35 @@ def test_fast_block_matches_reference_at_full_size():
     _compare_block(1024, 149, 128, 2, VARIANTS[0])
 
 
-def test_batch_chunking_gives_the_same_result(monkeypatch):
-    ref = SVMixerBlock(32, 37, 8).eval()
+@pytest.mark.parametrize("variant", VARIANTS[:2] + [(False, False, False, "parallel")],
+                         ids=["lgm-parallel", "lgm-sequential", "vanilla"])
+def test_tiles_and_reused_workspace_give_the_same_result(monkeypatch, variant):
+    """Uneven tiles (a short last one), several batch sizes in turn (the workspace keeps buffers per
+    shape, constant parts written once) and results that never alias the workspace."""
+    lgm, msm, gcm, mode = variant
+    ref = SVMixerBlock(48, 37, 8, lgm=lgm, msm=msm, gcm=gcm, lgm_mode=mode).eval()
     _randomise(ref, 3)
     fast = FastSVMixerBlock(ref)
-    x = torch.randn(5, 37, 32)
+    # batch 5: a group's hidden is 5·37 frames × 32 = 5920 elements → 6 groups in tiles of 4 + 2
+    # (a power of two per tile); one dense group (vanilla) → tiles of 125 + 60 frames;
+    # 5·48 = 240 columns → time tiles of 70, 70, 70, 30
+    monkeypatch.setattr(svmixer_fast, "HIDDEN_TILE", 24000)
+    monkeypatch.setattr(svmixer_fast, "COLUMN_TILE", 70)
     with torch.inference_mode():
-        whole = fast(x)
-        monkeypatch.setattr(svmixer_fast, "CHUNK_ROWS", 80)  # 2 utterances per chunk → 3 chunks
-        assert len(svmixer_fast._batch_chunks(5, 37)) == 3
-        chunked = fast(x)
-        expected = ref(x.transpose(1, 2)).transpose(1, 2)
-    assert (whole - expected).abs().max() <= TOL
-    assert (chunked - expected).abs().max() <= TOL
+        results = []
+        for batch in (5, 2, 5, 1):
+            x = torch.randn(batch, 37, 48)
+            got = fast(_time_major(x)).transpose(0, 1)
+            results.append((got, got.clone(), ref(x.transpose(1, 2)).transpose(1, 2)))
+    for got, copy, expected in results:
+        assert torch.equal(got, copy)  # later calls did not overwrite an earlier result
+        assert (got - expected).abs().max() <= TOL
 
 
 def test_fast_block_runs_outside_inference_mode_without_gradients():
     ref = SVMixerBlock(32, 37, 8).eval()
     fast = FastSVMixerBlock(ref)
-    x = torch.randn(2, 37, 32)
+    x = torch.randn(37, 2, 32)
     with torch.inference_mode():
         first = fast(x)  # caches derived weights inside inference mode
     again = fast(x)  # grad mode: must still work
@@ -80,7 +96,7 @@ def test_fast_block_refuses_training_mode():
     fast = FastSVMixerBlock(SVMixerBlock(32, 37, 8).eval())
     fast.train()
     with pytest.raises(RuntimeError, match="inference only"):
-        fast(torch.randn(1, 37, 32))
+        fast(torch.randn(37, 1, 32))
 
 
 TINY = {"hidden": 32, "embed_dim": 8, "segment_seconds": 1.0, "frontend": {"channels": 16},
@@ -107,6 +123,7 @@ def test_prepare_for_inference_keeps_embeddings_and_states():
         states, emb = model.hidden_states(wav), model(wav)
     assert uses_fast_path(model)
     assert all(isinstance(b, FastSVMixerBlock) for b in model.encoder.blocks)
+    assert isinstance(model.frontend.feature_extractor, FastConvFrontend)
     assert list(model.state_dict()) == keys  # checkpoints still load into / save from it
     assert (states - ref_states).abs().max() <= TOL
     assert (emb - ref_emb).abs().max() <= TOL
@@ -121,10 +138,16 @@ def test_prepare_for_inference_on_bare_encoder_and_other_encoders():
     assert (got - expected).abs().max() <= TOL
 
     transformer = _tiny_model({**TINY, "encoder": {"name": "transformer", "num_layers": 1, "num_heads": 4}})
-    before = {k: v.clone() for k, v in transformer.state_dict().items()}
-    prepare_for_inference(transformer)
-    assert not uses_fast_path(transformer)
+    wav = torch.randn(2, transformer.segment_samples)
+    with torch.inference_mode():
+        expected = transformer(wav)
+        before = {k: v.clone() for k, v in transformer.state_dict().items()}
+        prepare_for_inference(transformer)
+        got = transformer(wav)
+    assert isinstance(transformer.frontend.feature_extractor, FastConvFrontend)  # every student's CNN
+    assert not any(isinstance(m, FastSVMixerBlock) for m in transformer.modules())
     assert all(torch.equal(before[k], v) for k, v in transformer.state_dict().items())
+    assert (got - expected).abs().max() <= TOL
 
 
 def test_prepare_for_inference_refuses_training_mode():

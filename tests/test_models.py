@@ -6,7 +6,7 @@ import torchaudio
 from svmix.models import build_model, init_frontend_from_teacher
 from svmix.models.cyclemlp import CycleFC
 from svmix.models.frontend import Frontend
-from svmix.models.svmixer import SVMixerBlock
+from svmix.models.svmixer import BLOCK_LAYOUTS, SVMixerBlock
 from svmix.models.transformer import SelfAttention
 from svmix.registry import BACKENDS, ENCODERS
 
@@ -58,12 +58,13 @@ def test_stack_is_block_inputs_then_final_norm(name):
     encoder = tiny_encoder(name, num_layers=2).eval()
     x = torch.randn(2, T, H)
     states = encoder(x)
-    h = x.transpose(1, 2) if encoder.channels_first else x
+    permutation = BLOCK_LAYOUTS[encoder.block_layout]
+    h = x.permute(permutation)
     for i, block in enumerate(encoder.blocks):
-        got = states[:, i].transpose(1, 2) if encoder.channels_first else states[:, i]
+        got = states[:, i].permute(permutation)
         assert torch.allclose(got, h, atol=1e-5), f"state {i} is not the input of block {i}"
         h = block(h)
-    h = h.transpose(1, 2) if encoder.channels_first else h
+    h = h.permute(permutation)
     assert torch.allclose(states[:, -1], encoder.final_norm(h), atol=1e-5)
 
 

@@ -34,7 +34,7 @@ class ConvMixerBlock(nn.Module):
 
 @ENCODERS.register("convmixer")
 class ConvMixerEncoder(FrameEncoder):
-    channels_first = True
+    block_layout = "BHT"
 
     def __init__(self, hidden: int, seq_len: int, num_layers: int, kernel: int = 9, expansion: int = 4,
                  dropout: float = 0.1):

@@ -57,7 +57,7 @@ class CycleMLPBlock(nn.Module):
 
 @ENCODERS.register("cyclemlp")
 class CycleMLPEncoder(FrameEncoder):
-    channels_first = True
+    block_layout = "BHT"
 
     def __init__(self, hidden: int, seq_len: int, num_layers: int, stepsize: int = 7, expansion: int = 4,
                  dropout: float = 0.1):

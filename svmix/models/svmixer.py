@@ -140,11 +140,19 @@ class SVMixerBlock(nn.Module):
         return self.channel_mixing(self.token_mixing(x))
 
 
+# How blocks want their frames, as a permutation of (B, T, H) (each is its own inverse)
+BLOCK_LAYOUTS = {"BTH": (0, 1, 2), "BHT": (0, 2, 1), "TBH": (1, 0, 2)}
+
+
 class FrameEncoder(nn.Module):
     """Base for students: input dropout, L blocks, final LayerNorm; returns the spec's hidden-state
-    stack (B, L+1, T, H) = [block-1 input, block-1 … block-(L−1) outputs, LN(block-L output)]."""
+    stack (B, L+1, T, H) = [block-1 input, block-1 … block-(L−1) outputs, LN(block-L output)].
 
-    channels_first = False  # True when blocks take (B, H, T)
+    ``block_layout`` says how the blocks take frames: (B, T, H), channels-first (B, H, T), or
+    time-major (T, B, H) (the fast inference blocks); frames are permuted once on the way in, and
+    the final stacking copies the states back to (B, T, H)."""
+
+    block_layout = "BTH"
     fixed_length = False    # True when blocks are sized for exactly ``seq_len`` frames
 
     def __init__(self, hidden: int, seq_len: int, num_layers: int, dropout: float = 0.1):
@@ -157,23 +165,21 @@ class FrameEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, H)
         if self.fixed_length and x.shape[1] != self.seq_len:
             raise ValueError(f"{type(self).__name__} needs {self.seq_len} frames, got {x.shape[1]}")
-        x = self.input_dropout(x)
-        if self.channels_first:
-            x = x.transpose(1, 2)
+        permutation = BLOCK_LAYOUTS[self.block_layout]
+        x = self.input_dropout(x).permute(permutation)
+        if self.block_layout == "TBH":
+            x = x.contiguous()
         states = []
         for block in self.blocks:
-            states.append(x)
+            states.append(x.permute(permutation))
             x = block(x)
-        if self.channels_first:
-            states = [s.transpose(1, 2) for s in states]
-            x = x.transpose(1, 2)
-        states.append(self.final_norm(x))
+        states.append(self.final_norm(x.permute(permutation)))
         return torch.stack(states, dim=1)
 
 
 @ENCODERS.register("svmixer")
 class SVMixerEncoder(FrameEncoder):
-    channels_first = True
+    block_layout = "BHT"
     fixed_length = True
 
     def __init__(self, hidden: int, seq_len: int, num_layers: int, group_dim: int = 128,

@@ -1,303 +1,302 @@
 """Inference-only SV-Mixer blocks that compute what ``svmix.models.svmixer`` computes, faster on a CPU.
 
-Where the reference loses time (torch.profiler, 2-core CPU): grouped 1×1 and depthwise convolutions
-in (B, H, T) run far below GEMM speed; out-of-place GELUs and bias broadcasts are extra passes over
-the 4H-wide hiddens; tensors above glibc's 32 MB mmap threshold (a 4H hidden of 16 utterances)
-page-fault on every call. The fast blocks instead:
+A reference block spends its time (torch.profiler, 2-core CPU) in grouped 1×1 and depthwise
+convolutions that run far below GEMM speed, in transposes, in passes over 4H-wide hiddens that no
+longer sit in cache, and in page faults of large fresh tensors. A fast block instead:
 
-- keep frames (B, T, H) (channels-last) between blocks; every grouped 1×1 conv is one ``bmm`` over
-  groups on a strided (G, B·T, H/G) view (no copy), the dense 1×1 one ``addmm``;
-- token mixing: LN, one transpose to (B, H, T), where the time MLP's first layer is a single GEMM
-  over all utterances and channels and the depthwise convs are native; its second layer writes
-  (B, T, H) directly through a transposed ``baddbmm``;
-- fold biases into GEMMs as an extra input column of ones (for the 4H-wide outputs), the avg-pool's
-  ½ into the first low-rate weights, linear interpolation into a fixed (T × T/2) matrix applied by
-  the GEMM that also adds the full-rate path, the k3 merge conv into one GEMM of depth 3·H/G over
-  zero-padded frames of all utterances; GELUs run in place;
-- run the batch in chunks of ≤ ``CHUNK_ROWS`` frames so intermediates stay below the mmap threshold.
+- works on **time-major** frames (T, B, H) (the encoder converts once, see ``FrameEncoder``): the
+  time MLP of token mixing is then two dense GEMMs over all utterances and channels at once,
+  (4T × T)·(T × B·H) and (T × 4T)·(4T × B·H), with no transpose; a time shift of one frame is a
+  shift of B rows, so the merge k3 convolution is three accumulating GEMMs on shifted views of one
+  zero-padded buffer, and the linear upsampling of the half-rate path is one (T × T/2) GEMM per group;
+- runs every grouped 1×1 convolution as a batched GEMM over groups on strided views, biases folded in
+  as an input column (or row) of ones, the avg-pool's ½ folded into the half-rate weights;
+- processes the 4H-wide hiddens in tiles (``HIDDEN_TILE`` elements of whole groups, ``COLUMN_TILE``
+  columns of the time MLP) so each is activated (in-place exact GELU) and consumed while still in cache;
+- keeps its scratch buffers in the per-thread workspace (``svmix.models.fast_common``), reused across
+  calls and blocks, whose constant parts (ones, zero padding) are written once; results never alias it.
 
 Derived weights (transposed, augmented, folded) are cached and recomputed when a parameter's
-version changes. A fast module shares the reference module's children under the same names, so
-``state_dict()`` keys and values are unchanged. Fast blocks take and return (B, T, H) (the reference
-takes (B, H, T)), ignore dropout and compute no gradients: eval-mode inference only. While
-tracing/exporting (torch.jit.trace, ONNX, torch.export) they use out-of-place ops with static shapes
-and no chunking, so the batch axis stays dynamic.
-``FAST_MODULES`` maps each reference module class to its fast class.
+version changes. A fast block shares the reference block's modules under the same names, so
+``state_dict()`` keys and values are unchanged. It ignores dropout and computes no gradients
+(eval-mode inference only). While tracing/exporting (torch.jit.trace, ONNX, torch.export) it runs the
+reference modules, whose graph keeps the batch axis dynamic.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Dict, Optional, Type
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svmix.models.svmixer import (ChannelMLP, LocalGlobalMixing, MultiScaleChannelMixing, SVMixerBlock,
-                                  TokenMixing)
+from svmix.models.fast_common import WORKSPACE, DerivedWeights, gelu_, tracing
+from svmix.models.svmixer import ChannelMLP, MultiScaleChannelMixing, SVMixerBlock
 
-# Largest number of frames (rows) one chunk processes: its biggest intermediate, the 4H-wide grouped
-# hidden, is then 4·1024·4 B · 1200 ≈ 20 MB, below glibc's 32 MB mmap threshold.
-CHUNK_ROWS = 1200
-
-FAST_MODULES: Dict[Type[nn.Module], Type[nn.Module]] = {}
-
-
-def fast_version_of(reference_cls: Type[nn.Module]) -> Callable[[Type[nn.Module]], Type[nn.Module]]:
-    def decorator(cls: Type[nn.Module]) -> Type[nn.Module]:
-        FAST_MODULES[reference_cls] = cls
-        return cls
-
-    return decorator
-
-
-def build_fast(reference: nn.Module) -> nn.Module:
-    try:
-        return FAST_MODULES[type(reference)](reference)
-    except KeyError:
-        raise TypeError(f"no fast inference version of {type(reference).__name__}") from None
-
-
-def _adopt_children(fast: nn.Module, reference: nn.Module) -> None:
-    """Register the reference's children on ``fast`` under the same names (shared parameters)."""
-    for name, child in reference.named_children():
-        fast.add_module(name, child)
-
-
-def _tracing() -> bool:
-    """True while torch.jit.trace, torch.export/ONNX or torch.compile records the graph: then plain
-    out-of-place ops with static shapes are used, and the batch is not chunked."""
-    return (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
-            or torch.onnx.is_in_onnx_export())
-
-
-def _gelu_(x: torch.Tensor) -> torch.Tensor:
-    """Exact (erf) GELU in place; out of place while tracing/exporting, where in-place ops buy nothing."""
-    if _tracing() or x.requires_grad:
-        return F.gelu(x)
-    return torch.ops.aten.gelu_(x)
+HIDDEN_TILE = 1 << 21  # elements of a grouped channel MLP's hidden processed at once (8 MB in float32)
+COLUMN_TILE = 4096     # (utterance, channel) columns per tile of the time MLP (its 4T hidden: 9.8 MB at T=149)
 
 
 def _layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
-def _batch_chunks(batch: int, rows_per_item: int):
-    """Slices of the batch whose chunks hold at most ``CHUNK_ROWS`` frames (one chunk while tracing)."""
-    if _tracing():
-        return [slice(0, batch)]
-    per_chunk = max(1, CHUNK_ROWS // rows_per_item)
-    n_chunks = math.ceil(batch / per_chunk)
-    size = math.ceil(batch / n_chunks)
-    return [slice(s, min(s + size, batch)) for s in range(0, batch, size)]
-
-
-def _conv(conv: nn.Conv1d, y: torch.Tensor) -> torch.Tensor:
-    return F.conv1d(y, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
-def _with_ones(x: torch.Tensor, groups: int, size: int) -> torch.Tensor:
-    """(R, groups·size) → (R, groups, size+1) with a column of ones after each group, so a GEMM
-    against :func:`_bias_row` weights adds the bias with no separate pass over its (wider) output.
-    Sizes are passed as Python ints so that traced graphs keep them static."""
-    grouped = x.view(-1, groups, size)
-    if _tracing():
-        return torch.cat([grouped, torch.ones_like(grouped[..., :1])], dim=-1)
-    out = x.new_empty(grouped.shape[0], groups, size + 1)
-    out[..., -1] = 1.0
-    out[..., :-1] = grouped
+def _layer_norm_into(norm: nn.LayerNorm, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """LN(x) over the last axis, written into ``out``: x's shape with that axis split as (G, H/G),
+    typically a strided view into a GEMM's input buffer."""
+    groups, size = out.shape[-2:]
+    lead = tuple(x.shape[:-1])
+    stats = WORKSPACE.get("layer_norm_stats", (2,) + lead + (1, 1), x)
+    torch.ops.aten.native_layer_norm.out(x.view(lead + (groups, size)), [groups, size], norm.weight.view(groups, size),
+                                         norm.bias.view(groups, size), norm.eps, out0=out, out1=stats[0], out2=stats[1])
     return out
 
 
-def _bias_row(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """(..., K, N) weights and (..., 1, N) bias → (..., K+1, N): the bias as the last input row."""
-    return torch.cat([weight, bias], dim=-2)
+def _tiles(size: int, tile: int):
+    for start in range(0, size, tile):
+        yield start, min(size, start + tile)
 
 
-class _DerivedWeights:
-    """Weights derived from parameters (transposed, augmented, folded), recomputed only when a source
-    parameter changes (its version counter moves, e.g. after ``load_state_dict``)."""
-
-    def __init__(self):
-        self._cache: Dict[str, tuple] = {}
-
-    def get(self, name: str, make: Callable[[], torch.Tensor], *sources: torch.Tensor) -> torch.Tensor:
-        if _tracing():
-            return make()
-        key = tuple((p.data_ptr(), p._version) for p in sources)
-        hit = self._cache.get(name)
-        if hit is None or hit[0] != key:
-            with torch.inference_mode(False), torch.no_grad():  # usable in and out of inference mode
-                hit = self._cache[name] = (key, make().contiguous())
-        return hit[1]
+def _ones_last(buffer: torch.Tensor) -> None:
+    """Initialise a (..., K+1) input buffer whose last column multiplies a bias row."""
+    buffer[..., -1] = 1.0
 
 
-def _token_mixing(derived: _DerivedWeights, x: torch.Tensor, norm: nn.LayerNorm, mlp: nn.Sequential,
-                  local: Optional[Callable[[torch.Tensor], torch.Tensor]], sequential: bool) -> torch.Tensor:
-    """x + [local(y) +] MLP_time(y), or x + MLP_time(local(y)) when ``sequential``, with y = LN(x).
-
-    The normalised frames are transposed once to (B, H, T): there the first time GEMM runs over all
-    utterances and channels at once and the depthwise convolutions are native; the second GEMM
-    writes (B, T, H) directly."""
-    first, last = mlp[0], mlp[2]
-    hidden_size, t = norm.normalized_shape[0], first.in_features
-    y = _layer_norm(norm, x).transpose(1, 2).contiguous()  # (B, H, T)
-    if sequential:
-        y = local(y)
-    w1 = derived.get("time1", lambda: _bias_row(first.weight.t(), first.bias[None]), first.weight, first.bias)
-    hidden = _gelu_(torch.matmul(_with_ones(y.view(-1, t), 1, t).view(-1, hidden_size, t + 1), w1))  # (B, H, eT)
-    if local is None or sequential:
-        acc = x + last.bias[:, None]
-    else:
-        acc = x + local(y).add_(last.bias).transpose(1, 2)
-    if _tracing():
-        return acc + torch.matmul(last.weight, hidden.transpose(1, 2))
-    return acc.baddbmm_(last.weight.expand(x.shape[0], -1, -1), hidden.transpose(1, 2))
+def _with_bias(weight: torch.Tensor, bias: torch.Tensor, dim: int) -> torch.Tensor:
+    """Append ``bias`` to ``weight`` along ``dim`` (the input axis), to be met by a column/row of ones."""
+    return torch.cat([weight, bias.unsqueeze(dim)], dim=dim)
 
 
-@fast_version_of(LocalGlobalMixing)
-class FastLocalGlobalMixing(nn.Module):
-    """x + local(LN x) + global(LN x) (parallel) or x + global(local(LN x)) (sequential), (B, T, H)."""
+def _channels_last(y: torch.Tensor) -> torch.Tensor:
+    """Time-major (T, B, H) frames seen as a channels-last (1, H, T, B) image (no copy)."""
+    t, b, h = y.shape
+    return y.view(1, t, b, h).permute(0, 3, 1, 2)
 
-    def __init__(self, reference: LocalGlobalMixing):
+
+def _time_major(image: torch.Tensor) -> torch.Tensor:
+    _, h, t, b = image.shape
+    return image.permute(0, 2, 3, 1).reshape(t, b, h)
+
+
+def _depthwise(conv: nn.Conv1d, y: torch.Tensor) -> torch.Tensor:
+    """Depthwise Conv1d over time on time-major (T, B, H) frames: a (k × 1) conv2d on the same
+    memory seen as channels-last (1, H, T, B), so no transpose is needed."""
+    h, k = conv.out_channels, conv.kernel_size[0]
+    return _time_major(F.conv2d(_channels_last(y), conv.weight.view(h, 1, k, 1), conv.bias,
+                                padding=(conv.padding[0], 0), groups=h))
+
+
+try:  # oneDNN convolutions with fused element-wise epilogues (what torch.compile's CPU backend uses)
+    _conv_pointwise = torch.ops.mkldnn._convolution_pointwise
+except (AttributeError, RuntimeError):
+    _conv_pointwise = None
+
+
+def _local_mixing(first: nn.Conv1d, second: nn.Conv1d, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x + second(GELU(first(y))) for depthwise convs on (T, B, H); on a CPU with oneDNN the GELU and
+    the residual sum run inside the convolutions (two passes over the frames instead of four)."""
+    if _conv_pointwise is None or y.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return _depthwise(second, gelu_(_depthwise(first, y))).add_(x)
+    h = first.out_channels
+    common = ([1, 1], [1, 1], h)  # stride, dilation, groups
+    hidden = _conv_pointwise(_channels_last(y), first.weight.view(h, 1, -1, 1), first.bias,
+                             [first.padding[0], 0], *common, "gelu", [], "none")
+    return _time_major(_conv_pointwise.binary(hidden, _channels_last(x), second.weight.view(h, 1, -1, 1), second.bias,
+                                              [second.padding[0], 0], *common, "add", None, None, [], None))
+
+
+class _FastModule(nn.Module):
+    """Holds a reference module's children under their own names (shared parameters, same
+    ``state_dict()`` keys) and can still run the reference computation (``reference_forward``)."""
+
+    def __init__(self, reference: nn.Module):
         super().__init__()
-        _adopt_children(self, reference)
-        self.mode = reference.mode
-        self.derived = _DerivedWeights()
+        for name, child in reference.named_children():
+            self.add_module(name, child)
+        self._reference_forward = type(reference).forward
+        self.mode = getattr(reference, "mode", None)
+        self.derived = DerivedWeights()
 
-    def _local(self, y: torch.Tensor) -> torch.Tensor:
-        if self.mode == "sequential":
-            return _conv(self.local, y)
-        return _conv(self.local[2], _gelu_(_conv(self.local[0], y)))
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference module's forward on (B, H, T) frames."""
+        return self._reference_forward(self, x)
+
+
+class FastTokenMixing(_FastModule):
+    """LGM (parallel: x + local(y) + global(y); sequential: x + global(k3(y))) or the vanilla token
+    MLP (x + global(y)), y = LN(x), on (T, B, H); the time MLP runs in column tiles."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _token_mixing(self.derived, x, self.norm, self.global_mlp, self._local, self.mode == "sequential")
+        mode = self.mode
+        mlp = self.global_mlp if mode is not None else self.mlp
+        first, last = mlp[0], mlp[2]
+        t, b, h = x.shape
+        columns = b * h
+        inputs = WORKSPACE.get("time_in", (t + 1, columns), x, lambda buf: buf[-1].fill_(1.0))
+        y = inputs[:t].view(t, b, h)
+        if mode == "sequential":
+            y.copy_(_depthwise(self.local, _layer_norm(self.norm, x)))
+        else:
+            _layer_norm_into(self.norm, x, y.view(t, b, 1, h))
+        if mode == "parallel":
+            acc = _local_mixing(self.local[0], self.local[2], y, x)
+        else:
+            acc = x.clone()
+        w1 = self.derived.get("w1", lambda: _with_bias(first.weight, first.bias, 1), first.weight, first.bias)
+        w2 = self.derived.get("w2", lambda: _with_bias(last.weight, last.bias, 1), last.weight, last.bias)
+        expanded = w1.shape[0]
+        acc_flat = acc.view(t, columns)
+        for start, stop in _tiles(columns, COLUMN_TILE):
+            hidden = WORKSPACE.get("time_hidden", (expanded + 1, stop - start), x, lambda buf: buf[-1].fill_(1.0))
+            torch.mm(w1, inputs[:, start:stop], out=hidden[:expanded])
+            gelu_(hidden[:expanded])
+            acc_flat[:, start:stop].addmm_(w2, hidden)
+        return acc
 
 
-@fast_version_of(TokenMixing)
-class FastTokenMixing(nn.Module):
-    """Vanilla MLP-Mixer token mixing on (B, T, H)."""
-
-    def __init__(self, reference: TokenMixing):
-        super().__init__()
-        _adopt_children(self, reference)
-        self.derived = _DerivedWeights()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _token_mixing(self.derived, x, self.norm, self.mlp, None, False)
-
-
-def _grouped(conv: nn.Conv1d):
-    """A grouped 1×1 Conv1d as (G, in/G, out/G) weights (a transposed view) and (G, 1, out/G) bias."""
+def _grouped(conv: nn.Conv1d, scale: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A grouped 1×1 Conv1d as (G, in/G, out/G) weights (times ``scale``) and (G, out/G) bias."""
     g = conv.groups
     out_ch, in_per_group = conv.weight.shape[:2]
-    weight = conv.weight.view(g, out_ch // g, in_per_group).transpose(1, 2)
-    return weight, conv.bias.view(g, 1, out_ch // g)
+    weight = conv.weight.view(g, out_ch // g, in_per_group).transpose(1, 2) * scale
+    return weight, conv.bias.view(g, out_ch // g)
 
 
-@fast_version_of(MultiScaleChannelMixing)
-class FastMultiScaleChannelMixing(nn.Module):
-    """MSM + GCM on (B, T, H): every map is one batched GEMM over groups on strided views."""
+class _GroupedMLP:
+    """A reference ``GroupedMLP`` (1×1 grouped conv → GELU → 1×1 grouped conv) as batched GEMMs over
+    tiles of whole groups (or of rows, when one group's hidden alone is larger than ``HIDDEN_TILE``),
+    so that each tile's output is a contiguous block (one batched GEMM call, no per-group loop)."""
+
+    def __init__(self, derived: DerivedWeights, name: str, mlp: nn.Sequential, input_scale: float = 1.0):
+        first, last = mlp[0], mlp[2]
+        self.groups = first.groups
+        self.w1 = derived.get(name + "1", lambda: _with_bias(*_grouped(first, input_scale), 1),
+                              first.weight, first.bias)  # (G, h+1, eh)
+        self.w2 = derived.get(name + "2", lambda: _grouped(last)[0], last.weight)  # (G, eh, h)
+        self.b2 = last.bias.view(self.groups, 1, -1)
+
+    def __call__(self, inputs: torch.Tensor, out: torch.Tensor, accumulate: bool = False) -> None:
+        """``inputs`` (R, G, h+1) with ones in the last column → ``out`` (G, R, h), contiguous:
+        written (with bias), or added to when ``accumulate`` (bias left to the caller)."""
+        rows, expanded = inputs.shape[0], self.w1.shape[-1]
+        # a power of two: an odd batch of GEMMs leaves one of two threads idle at the end
+        groups_per_tile = 1 << max(0, (HIDDEN_TILE // (rows * expanded)).bit_length() - 1)
+        row_tile = rows if self.groups > 1 else max(1, HIDDEN_TILE // expanded)
+        for g0, g1 in _tiles(self.groups, groups_per_tile):
+            for r0, r1 in _tiles(rows, row_tile):
+                hidden = WORKSPACE.get("channel_hidden", (g1 - g0, r1 - r0, expanded), inputs)
+                torch.bmm(inputs[r0:r1, g0:g1].transpose(0, 1), self.w1[g0:g1], out=hidden)
+                gelu_(hidden)
+                if accumulate:
+                    out[g0:g1, r0:r1].baddbmm_(hidden, self.w2[g0:g1])
+                else:
+                    torch.baddbmm(self.b2[g0:g1], hidden, self.w2[g0:g1], out=out[g0:g1, r0:r1])
+
+
+def _grouped_inputs(name: str, norm: nn.LayerNorm, x: torch.Tensor, groups: int) -> torch.Tensor:
+    """(R, G, h+1) workspace holding LN(x) group by group (R = all frames), with a column of ones."""
+    hidden = x.shape[-1]
+    inputs = WORKSPACE.get(name, (x.numel() // hidden, groups, hidden // groups + 1), x, _ones_last)
+    _layer_norm_into(norm, x, inputs[..., :-1].view(tuple(x.shape[:-1]) + (groups, -1)))
+    return inputs
+
+
+def _zero_frames_and_ones(buffer: torch.Tensor) -> None:
+    """Initialise the merge input (G, (T+2)·B, h+1): zero frames, and a ones column that meets the
+    bias row of the centre tap (zero in the other taps, so the zero frames add nothing)."""
+    buffer.zero_()
+    buffer[..., -1] = 1.0
+
+
+def _merge_taps(conv: nn.Conv1d, groups: int) -> torch.Tensor:
+    """A grouped k3 Conv1d as (3, G, h+1, h) tap weights, the bias as the last input row of the centre tap."""
+    h = conv.out_channels // groups
+    taps = conv.weight.view(groups, h, h, 3).permute(3, 0, 2, 1)  # (3, G, in, out)
+    bias_rows = torch.zeros(3, groups, 1, h, dtype=taps.dtype, device=taps.device)
+    bias_rows[1, :, 0] = conv.bias.view(groups, h)
+    return torch.cat([taps, bias_rows], dim=2)
+
+
+class FastMultiScaleChannelMixing(_FastModule):
+    """MSM + GCM on (T, B, H): x + dense(GELU(merge_k3(full(y) + upsample(low(pool(y)))))), y = LN(x)."""
 
     def __init__(self, reference: MultiScaleChannelMixing):
-        super().__init__()
-        _adopt_children(self, reference)
+        super().__init__(reference)
+        self.seq_len = reference.seq_len
         if reference.low_rate is None:
             self.low_rate = None
-        self.seq_len = reference.seq_len
-        self.groups = reference.full_rate[0].groups
-        # linear interpolation low_len → seq_len (align_corners=False) as a fixed (T, T/2) matrix
-        low_len = self.seq_len // 2
-        weights = F.interpolate(torch.eye(low_len)[None], size=self.seq_len, mode="linear", align_corners=False)[0]
-        self.register_buffer("upsample", weights.t().contiguous(), persistent=False)
-        self.derived = _DerivedWeights()
+        low_len = reference.seq_len // 2
+        # linear interpolation low_len → seq_len (align_corners=False) as a fixed (T, T/2) matrix, one
+        # copy per group (a batched GEMM over groups runs as one call only on a materialised batch)
+        upsample = F.interpolate(torch.eye(low_len)[None], size=reference.seq_len, mode="linear",
+                                 align_corners=False)[0].t()
+        self.register_buffer("upsample", upsample.expand(reference.full_rate[0].groups, -1, -1).contiguous(),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t, hidden = self.seq_len, self.norm.normalized_shape[0]
-        g, h = self.groups, hidden // self.groups
-        x_norm = _layer_norm(self.norm, x)
-        full1, full2 = self.full_rate[0], self.full_rate[2]
-        w1 = self.derived.get("full1", lambda: _bias_row(*_grouped(full1)), full1.weight, full1.bias)
-        w2 = self.derived.get("full2", lambda: _grouped(full2)[0], full2.weight)
-        b2 = _grouped(full2)[1]
-        y = _with_ones(x_norm.view(-1, hidden), g, h).transpose(0, 1)  # (G, B·T, h+1)
-        z = torch.baddbmm(b2, _gelu_(torch.bmm(y, w1)), w2)  # (G, B·T, h)
+        t, b, hidden = x.shape
+        groups = self.full_rate[0].groups
+        h, rows = hidden // groups, t * b
+        full_in = _grouped_inputs("full_in", self.norm, x, groups)
+        y = full_in[..., :h].view(t, b, groups, h)  # LN(x)
+        # z = full(y) + upsample(low(pool(y))), written between zero frames: (G, (T+2)·B, h)
+        padded = WORKSPACE.get("merge_in", (groups, (t + 2) * b, h + 1), x, _zero_frames_and_ones)
+        z = WORKSPACE.get("full_out", (groups, rows, h), x)
+        _GroupedMLP(self.derived, "full", self.full_rate)(full_in, z)
         if self.low_rate is not None:
             low_len = t // 2
-            low1, low2 = self.low_rate[0], self.low_rate[2]
-            pooled = x_norm[:, 0:2 * low_len:2] + x_norm[:, 1:2 * low_len:2]
-            # the avg-pool's ½ is folded into the first low-rate weights
-            lw1 = self.derived.get("low1", lambda: _bias_row(_grouped(low1)[0] * 0.5, _grouped(low1)[1]),
-                                   low1.weight, low1.bias)
-            lw2 = self.derived.get("low2", lambda: _grouped(low2)[0], low2.weight)
-            lb2 = _grouped(low2)[1]
-            low = torch.baddbmm(lb2, _gelu_(torch.bmm(_with_ones(pooled.view(-1, hidden), g, h).transpose(0, 1), lw1)),
-                                lw2)
-            low = low.view(-1, low_len, h)
-        merge_conv, dense = self.merge[0], self.merge[2]
-        if _tracing():  # the reference grouped convolution keeps every traced shape static
-            if self.low_rate is not None:
-                z = z.view(-1, t, h) + torch.matmul(self.upsample, low)
-            merged = _gelu_(_conv(merge_conv, z.view(g, -1, t, h).permute(1, 0, 3, 2).reshape(-1, hidden, t)))
-            return x + F.linear(merged.transpose(1, 2), dense.weight.view(hidden, hidden), dense.bias)
-
-        # z = full + upsampled low, written into frames zero-padded by one on each side of every utterance
-        padded = z.new_empty(g, z.shape[1] // t, t + 2, h)
-        padded[:, :, 0] = 0.0
-        padded[:, :, -1] = 0.0
-        inner = padded[:, :, 1:t + 1].flatten(0, 1)  # (G·B, T, h) view
-        if self.low_rate is not None:
-            torch.baddbmm(z.view(-1, t, h), self.upsample.expand(low.shape[0], -1, -1), low, out=inner)
-        else:
-            inner.copy_(z.view(-1, t, h))
-        # grouped k3 convolution: the three taps side by side (one copy), then one GEMM of depth 3·h
-        # per group over the padded frames of all utterances (the rows between utterances are discarded)
-        padded = padded.view(g, -1, h)
-        windows = torch.cat([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], dim=2)  # (G, N-2, 3h)
-        taps = self.derived.get("merge", lambda: merge_conv.weight.view(g, h, h, 3).permute(0, 3, 2, 1)
-                                .reshape(g, 3 * h, h), merge_conv.weight)
-        merged = torch.baddbmm(merge_conv.bias.view(g, 1, h), windows, taps)  # padded rows 1 … N-2
-        merged = _gelu_(merged).transpose(0, 1).reshape(-1, hidden)
-        mixed = x.new_empty(x.shape[0], t + 2, hidden)
-        torch.addmm(dense.bias, merged, dense.weight.view(hidden, hidden).t(), out=mixed.view(-1, hidden)[1:-1])
-        return x + mixed[:, 1:t + 1]
+            low_in = WORKSPACE.get("low_in", (low_len * b, groups, h + 1), x, _ones_last)
+            torch.add(y[0:2 * low_len:2], y[1:2 * low_len:2],
+                      out=low_in[..., :h].view(low_len, b, groups, h))  # the pool's ½ is in the weights
+            low = WORKSPACE.get("low_out", (groups, low_len * b, h), x)
+            _GroupedMLP(self.derived, "low", self.low_rate, 0.5)(low_in, low)
+            z.view(groups, t, b * h).baddbmm_(self.upsample, low.view(groups, low_len, b * h))
+        padded[:, b:b + rows, :h].copy_(z)
+        # merge: grouped k3 conv over time = three GEMMs on views shifted by one frame (B rows)
+        conv, dense = self.merge[0], self.merge[2]
+        taps = self.derived.get("taps", lambda: _merge_taps(conv, groups), conv.weight, conv.bias)
+        merged = WORKSPACE.get("merged", (groups, rows, h), x)
+        torch.bmm(padded[:, :rows], taps[0], out=merged)
+        merged.baddbmm_(padded[:, b:b + rows], taps[1])
+        merged.baddbmm_(padded[:, 2 * b:2 * b + rows], taps[2])
+        merged = gelu_(merged).transpose(0, 1).reshape(rows, hidden)
+        dense_t = self.derived.get("dense", lambda: dense.weight.view(hidden, hidden).t(), dense.weight)
+        out = x + dense.bias
+        out.view(rows, hidden).addmm_(merged, dense_t)
+        return out
 
 
-@fast_version_of(ChannelMLP)
-class FastChannelMLP(nn.Module):
-    """Vanilla MLP-Mixer channel MLP on (B, T, H)."""
-
-    def __init__(self, reference: ChannelMLP):
-        super().__init__()
-        _adopt_children(self, reference)
+class FastChannelMLP(_FastModule):
+    """Vanilla MLP-Mixer channel MLP on (T, B, H): x + MLP(LN(x)), a one-group tiled MLP."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first, last = self.mlp[0], self.mlp[2]
-        hidden = _gelu_(F.linear(_layer_norm(self.norm, x), first.weight.squeeze(-1), first.bias))
-        return x + F.linear(hidden, last.weight.squeeze(-1), last.bias)
+        hidden = x.shape[-1]
+        rows = x.numel() // hidden
+        inputs = _grouped_inputs("mlp_in", self.norm, x, 1)
+        out = x + self.mlp[2].bias
+        _GroupedMLP(self.derived, "mlp", self.mlp)(inputs, out.view(1, rows, hidden), accumulate=True)
+        return out
 
 
-@fast_version_of(SVMixerBlock)
+FAST_CHANNEL_MIXING = {MultiScaleChannelMixing: FastMultiScaleChannelMixing, ChannelMLP: FastChannelMLP}
+
+
 class FastSVMixerBlock(nn.Module):
-    """Token mixing then channel mixing on (B, T, H) frames; same parameters as the reference block."""
+    """Token mixing then channel mixing on time-major (T, B, H) frames; the reference block's parameters."""
 
-    channels_first = False
+    layout = "TBH"  # what ``FrameEncoder`` feeds it
 
     def __init__(self, reference: SVMixerBlock):
         super().__init__()
-        self.token_mixing = build_fast(reference.token_mixing)
-        self.channel_mixing = build_fast(reference.channel_mixing)
+        self.token_mixing = FastTokenMixing(reference.token_mixing)
+        self.channel_mixing = FAST_CHANNEL_MIXING[type(reference.channel_mixing)](reference.channel_mixing)
         self.train(reference.training)
 
-    @torch.no_grad()  # inference only: no gradients (in-place and out= ops)
+    @torch.no_grad()  # inference only: in-place and out= ops
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             raise RuntimeError("fast SV-Mixer blocks are for inference only (they ignore dropout)")
-        chunks = _batch_chunks(x.shape[0], x.shape[1])
-        if len(chunks) == 1:
-            return self.channel_mixing(self.token_mixing(x))
-        out = torch.empty_like(x)
-        for chunk in chunks:
-            out[chunk] = self.channel_mixing(self.token_mixing(x[chunk]))
-        return out
-
+        if tracing():
+            mixed = self.token_mixing.reference_forward(x.permute(1, 2, 0))  # on (B, H, T)
+            return self.channel_mixing.reference_forward(mixed).permute(2, 0, 1)
+        return self.channel_mixing(self.token_mixing(x.contiguous()))
