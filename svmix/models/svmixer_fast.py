@@ -163,9 +163,10 @@ def _grouped(conv: nn.Conv1d, scale: float = 1.0) -> Tuple[torch.Tensor, torch.T
 
 
 class _GroupedMLP:
-    """A reference ``GroupedMLP`` (1×1 grouped conv → GELU → 1×1 grouped conv) as batched GEMMs over
-    tiles of whole groups (or of rows, when one group's hidden alone is larger than ``HIDDEN_TILE``),
-    so that each tile's output is a contiguous block (one batched GEMM call, no per-group loop)."""
+    """A reference ``GroupedMLP`` (1×1 grouped conv → GELU → 1×1 grouped conv), without its output
+    bias (``bias``, (G, 1, h), for the caller to add), as batched GEMMs over tiles of whole groups (or
+    of rows, when one group's hidden alone is larger than ``HIDDEN_TILE``), so that each tile's
+    output is a contiguous block (one batched GEMM call, no per-group loop)."""
 
     def __init__(self, derived: DerivedWeights, name: str, mlp: nn.Sequential, input_scale: float = 1.0):
         first, last = mlp[0], mlp[2]
@@ -173,11 +174,11 @@ class _GroupedMLP:
         self.w1 = derived.get(name + "1", lambda: _with_bias(*_grouped(first, input_scale), 1),
                               first.weight, first.bias)  # (G, h+1, eh)
         self.w2 = derived.get(name + "2", lambda: _grouped(last)[0], last.weight)  # (G, eh, h)
-        self.b2 = last.bias.view(self.groups, 1, -1)
+        self.bias = last.bias.view(self.groups, 1, -1)
 
     def __call__(self, inputs: torch.Tensor, out: torch.Tensor, accumulate: bool = False) -> None:
         """``inputs`` (R, G, h+1) with ones in the last column → ``out`` (G, R, h), contiguous:
-        written (with bias), or added to when ``accumulate`` (bias left to the caller)."""
+        written, or added to when ``accumulate``."""
         rows, expanded = inputs.shape[0], self.w1.shape[-1]
         # a power of two: an odd batch of GEMMs leaves one of two threads idle at the end
         groups_per_tile = 1 << max(0, (HIDDEN_TILE // (rows * expanded)).bit_length() - 1)
@@ -190,7 +191,7 @@ class _GroupedMLP:
                 if accumulate:
                     out[g0:g1, r0:r1].baddbmm_(hidden, self.w2[g0:g1])
                 else:
-                    torch.baddbmm(self.b2[g0:g1], hidden, self.w2[g0:g1], out=out[g0:g1, r0:r1])
+                    torch.bmm(hidden, self.w2[g0:g1], out=out[g0:g1, r0:r1])
 
 
 def _grouped_inputs(name: str, norm: nn.LayerNorm, x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -242,16 +243,20 @@ class FastMultiScaleChannelMixing(_FastModule):
         # z = full(y) + upsample(low(pool(y))), written between zero frames: (G, (T+2)·B, h)
         padded = WORKSPACE.get("merge_in", (groups, (t + 2) * b, h + 1), x, _zero_frames_and_ones)
         z = WORKSPACE.get("full_out", (groups, rows, h), x)
-        _GroupedMLP(self.derived, "full", self.full_rate)(full_in, z)
+        full = _GroupedMLP(self.derived, "full", self.full_rate)
+        full(full_in, z)
+        bias = full.bias
         if self.low_rate is not None:
             low_len = t // 2
             low_in = WORKSPACE.get("low_in", (low_len * b, groups, h + 1), x, _ones_last)
             torch.add(y[0:2 * low_len:2], y[1:2 * low_len:2],
                       out=low_in[..., :h].view(low_len, b, groups, h))  # the pool's ½ is in the weights
             low = WORKSPACE.get("low_out", (groups, low_len * b, h), x)
-            _GroupedMLP(self.derived, "low", self.low_rate, 0.5)(low_in, low)
+            low_mlp = _GroupedMLP(self.derived, "low", self.low_rate, 0.5)
+            low_mlp(low_in, low)
             z.view(groups, t, b * h).baddbmm_(self.upsample, low.view(groups, low_len, b * h))
-        padded[:, b:b + rows, :h].copy_(z)
+            bias = bias + low_mlp.bias  # interpolation weights sum to 1: upsample(low + c) = upsample(low) + c
+        torch.add(z, bias, out=padded[:, b:b + rows, :h])
         # merge: grouped k3 conv over time = three GEMMs on views shifted by one frame (B rows)
         conv, dense = self.merge[0], self.merge[2]
         taps = self.derived.get("taps", lambda: _merge_taps(conv, groups), conv.weight, conv.bias)
@@ -273,8 +278,9 @@ class FastChannelMLP(_FastModule):
         hidden = x.shape[-1]
         rows = x.numel() // hidden
         inputs = _grouped_inputs("mlp_in", self.norm, x, 1)
-        out = x + self.mlp[2].bias
-        _GroupedMLP(self.derived, "mlp", self.mlp)(inputs, out.view(1, rows, hidden), accumulate=True)
+        mlp = _GroupedMLP(self.derived, "mlp", self.mlp)
+        out = x + mlp.bias[0, 0]
+        mlp(inputs, out.view(1, rows, hidden), accumulate=True)
         return out
 
 
