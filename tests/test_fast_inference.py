@@ -166,3 +166,16 @@ def test_weights_loaded_after_prepare_are_used():
         after, expected = model(wav), other(wav)
     assert (before - expected).abs().max() > 1e-3
     assert (after - expected).abs().max() <= TOL
+
+
+def test_model_built_under_inference_mode():
+    """Parameters created under inference_mode are inference tensors (no version counter)."""
+    reference = _tiny_model(seed=2)
+    wav = torch.randn(2, reference.segment_samples)
+    with torch.inference_mode():
+        model = build_model(TINY).eval()
+        model.load_state_dict(reference.state_dict())
+        assert next(model.parameters()).is_inference()
+        got = prepare_for_inference(model)(wav)
+        expected = reference(wav)
+    assert (got - expected).abs().max() <= TOL
