@@ -46,7 +46,7 @@ class Workspace(threading.local):
     overwrites. The least recently used buffers are dropped beyond ``capacity`` (a few batch shapes).
     """
 
-    capacity = 32
+    capacity = 48
 
     def __init__(self):
         self.buffers: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
