@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from svmix.models.ecapa import ECAPABackend, Res2NetSEBlock
-from svmix.models.fast_common import WORKSPACE, DerivedWeights, tracing
+from svmix.models.fast_common import WORKSPACE, DerivedWeights, adopt_children, tracing
 
 
 def _zero(buffer: torch.Tensor) -> None:
@@ -73,8 +73,7 @@ class FastECAPABackend(nn.Module):
 
     def __init__(self, reference: ECAPABackend):
         super().__init__()
-        for name, child in reference.named_children():  # shared parameters, same state_dict() keys
-            self.add_module(name, child)
+        adopt_children(self, reference)
         self.noise_std = reference.noise_std  # read by the reference forward (tracing)
         # zero frames around each utterance in the Res2Net convs' input, enough for all of them
         self.res2_pad = max((res2[0].padding[0] for block in self.blocks for res2 in block.res2), default=0)

@@ -1,5 +1,6 @@
 """Machinery shared by the inference-only fast modules (``svmixer_fast``, ``frontend_fast``).
 
+- :func:`adopt_children`: a fast module holds the reference's submodules (shared parameters);
 - :func:`tracing`: whether a graph is being recorded (then fast modules run the reference code);
 - :class:`DerivedWeights`: weights derived from parameters, cached until a parameter changes;
 - :class:`Workspace` / ``WORKSPACE``: per-thread scratch buffers reused across calls and modules;
@@ -12,8 +13,16 @@ from collections import OrderedDict
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
+from torch import nn
 
 gelu_ = torch.ops.aten.gelu_  # exact (erf) GELU in place
+
+
+def adopt_children(fast: nn.Module, reference: nn.Module) -> None:
+    """Register ``reference``'s children on ``fast`` under the same names: shared parameters, and the
+    same ``state_dict()`` keys (checkpoints load into and save from either)."""
+    for name, child in reference.named_children():
+        fast.add_module(name, child)
 
 
 def tracing() -> bool:

@@ -32,8 +32,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from svmix.models.fast_common import DerivedWeights, adopt_children, gelu_, tracing
 from svmix.models.frontend import ConvFrontend, hop_length, num_frames, receptive_field
-from svmix.models.fast_common import DerivedWeights, gelu_, tracing
 
 # Most elements of the largest intermediate of one chunk (28 MB in float32: below the mmap threshold).
 CHUNK_ELEMENTS = 7 * 2 ** 20
@@ -44,8 +44,7 @@ class FastConvFrontend(nn.Module):
 
     def __init__(self, reference: ConvFrontend):
         super().__init__()
-        for name, child in reference.named_children():  # shared parameters, same state_dict() keys
-            self.add_module(name, child)
+        adopt_children(self, reference)
         self.kernels, self.strides = reference.kernels, reference.strides
         self.out_channels = reference.out_channels
         self.hop, self.receptive_field = hop_length(self.strides), receptive_field(self.kernels, self.strides)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svmix.models.fast_common import WORKSPACE, DerivedWeights, gelu_, tracing
+from svmix.models.fast_common import WORKSPACE, DerivedWeights, adopt_children, gelu_, tracing
 from svmix.models.svmixer import ChannelMLP, MultiScaleChannelMixing, SVMixerBlock
 
 HIDDEN_TILE = 1 << 21  # elements of a grouped channel MLP's hidden processed at once (8 MB in float32)
@@ -111,8 +111,7 @@ class _FastModule(nn.Module):
 
     def __init__(self, reference: nn.Module):
         super().__init__()
-        for name, child in reference.named_children():
-            self.add_module(name, child)
+        adopt_children(self, reference)
         self._reference_forward = type(reference).forward
         self.mode = getattr(reference, "mode", None)
         self.derived = DerivedWeights()
