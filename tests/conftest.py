@@ -1,4 +1,5 @@
-"""Shared fixtures: small synthetic data directories made on the fly (no downloads)."""
+"""Shared fixtures and helpers: small synthetic data directories made on the fly (no downloads), and a
+scale-relative tensor comparison for the fast inference modules."""
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,16 @@ sys.path.insert(0, str(ROOT))  # makes `local` importable for data-preparation t
 import torch  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def assert_close_to_scale(got: torch.Tensor, expected: torch.Tensor, tol: float, min_scale: float) -> None:
+    """Same shape, finite, and max |got − expected| ≤ tol × max |expected|, where max |expected| >
+    ``min_scale`` (so the comparison is not between near-zero tensors)."""
+    assert got.shape == expected.shape
+    assert torch.isfinite(got).all()
+    scale = expected.abs().max().item()
+    assert scale > min_scale
+    assert (got - expected).abs().max().item() <= tol * scale
 
 
 def synth_voice(rng: np.random.Generator, f0: float, seconds: float, sr: int = 16000) -> np.ndarray:

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from conftest import assert_close_to_scale
 from svmix.inference.fast import prepare_for_inference, uses_fast_path
 from svmix.models import build_model
 from svmix.models.ecapa import ECAPABackend
@@ -40,11 +41,7 @@ def _states(batch, num_states, frames, hidden, seed=1) -> torch.Tensor:
 
 
 def _assert_close(got, expected):
-    assert got.shape == expected.shape
-    assert torch.isfinite(got).all()
-    scale = expected.abs().max().item()
-    assert scale > 0.5  # the comparison is not between near-zero tensors
-    assert (got - expected).abs().max().item() <= TOL * scale
+    assert_close_to_scale(got, expected, TOL, min_scale=0.5)
 
 
 def _compare(ref, states, fast=None):

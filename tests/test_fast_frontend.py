@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from conftest import assert_close_to_scale
 from svmix.models.frontend import ConvFrontend
 from svmix.models.frontend_fast import FastConvFrontend
 
@@ -29,12 +30,8 @@ def _wav(batch, samples, seed=1) -> torch.Tensor:
     return 0.1 * torch.randn(batch, samples, generator=torch.Generator().manual_seed(seed))
 
 
-def _assert_close(got, expected, tol=TOL):
-    assert got.shape == expected.shape
-    assert torch.isfinite(got).all()
-    scale = expected.abs().max().item()
-    assert scale > 0.05  # the comparison is not between near-zero tensors
-    assert (got - expected).abs().max().item() <= tol * scale
+def _assert_close(got, expected):
+    assert_close_to_scale(got, expected, TOL, min_scale=0.05)
 
 
 def _compare(ref, wav, fast=None):
