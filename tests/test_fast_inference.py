@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from svmix.inference.fast import prepare_for_inference, uses_fast_path
-from svmix.models import build_model
-from svmix.models import svmixer_fast
+from svmix.models import build_model, cpu_kernels, svmixer_fast
 from svmix.models.frontend_fast import FastConvFrontend
 from svmix.models.svmixer import SVMixerBlock, SVMixerEncoder
 from svmix.models.svmixer_fast import FastSVMixerBlock
@@ -16,6 +15,16 @@ TOL = 1e-5
 VARIANTS = [(True, True, True, "parallel"), (True, True, True, "sequential")] + [
     (lgm, msm, gcm, "parallel") for lgm, msm, gcm in itertools.product((True, False), repeat=3)
     if not (lgm and msm and gcm)]
+
+
+@pytest.fixture(params=["fused", "pytorch"])
+def kernel_path(request, monkeypatch):
+    """Run once with the fused CPU kernels and once with their PyTorch fallbacks."""
+    if request.param == "pytorch":
+        monkeypatch.setattr(cpu_kernels, "usable", lambda x: None)
+    elif cpu_kernels.kernels() is None:
+        pytest.skip("the fused CPU kernels are not available here")
+    return request.param
 
 
 def _randomise(module: torch.nn.Module, seed: int) -> None:
@@ -47,18 +56,18 @@ def _compare_block(hidden, seq_len, group_dim, batch, variant, seed=0):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "lgm{:d}-msm{:d}-gcm{:d}-{}".format(*v))
 @pytest.mark.parametrize("seq_len", [37, 20])  # odd: the average pool drops the last frame
-def test_fast_block_matches_reference_for_every_variant(variant, seq_len):
+def test_fast_block_matches_reference_for_every_variant(variant, seq_len, kernel_path):
     expected = _compare_block(32, seq_len, 8, 3, variant)
     assert expected.abs().max() > 0.5  # the comparison is not between near-zero tensors
 
 
-def test_fast_block_matches_reference_at_full_size():
+def test_fast_block_matches_reference_at_full_size(kernel_path):
     _compare_block(1024, 149, 128, 2, VARIANTS[0])
 
 
 @pytest.mark.parametrize("variant", VARIANTS[:2] + [(False, False, False, "parallel")],
                          ids=["lgm-parallel", "lgm-sequential", "vanilla"])
-def test_tiles_and_reused_workspace_give_the_same_result(monkeypatch, variant):
+def test_tiles_and_reused_workspace_give_the_same_result(monkeypatch, variant, kernel_path):
     """Uneven tiles (a short last one), several batch sizes in turn (the workspace keeps buffers per
     shape, constant parts written once) and results that never alias the workspace."""
     lgm, msm, gcm, mode = variant

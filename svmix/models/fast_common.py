@@ -3,11 +3,13 @@
 - :func:`adopt_children`: a fast module holds the reference's submodules (shared parameters);
 - :func:`tracing`: whether a graph is being recorded (then fast modules run the reference code);
 - :class:`DerivedWeights`: weights derived from parameters, cached until a parameter changes;
-- :class:`Workspace` / ``WORKSPACE``: per-thread scratch buffers reused across calls and modules;
+- :class:`Workspace` / ``WORKSPACE``: per-thread scratch buffers reused across calls and modules
+  (``get``: one buffer per name and shape; ``scratch``: one memory region shared by several uses);
 - :func:`gelu_`: the exact (erf) GELU in place.
 """
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from typing import Callable, Dict, Optional, Tuple
@@ -63,16 +65,35 @@ class Workspace(threading.local):
     def get(self, name: str, shape: Tuple[int, ...], like: torch.Tensor,
             init: Optional[Callable[[torch.Tensor], object]] = None) -> torch.Tensor:
         key = (name, tuple(shape), like.dtype, like.device)
-        buffer = self.buffers.get(key)
+        buffer = self._lookup(key)
         if buffer is None:
-            with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
-                buffer = self.buffers[key] = like.new_empty(shape)
-                if init is not None:
+            buffer = self._allocate(key, shape, like)
+            if init is not None:
+                with torch.inference_mode(False):
                     init(buffer)
-            while len(self.buffers) > self.capacity:
-                self.buffers.popitem(last=False)
-        else:
+        return buffer
+
+    def scratch(self, name: str, shape: Tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A view of shape ``shape`` into one flat buffer per ``name`` (grown to the largest request),
+        contents undefined: uses with disjoint lifetimes share its memory, which stays in cache."""
+        numel = math.prod(shape)
+        key = (name, None, like.dtype, like.device)
+        buffer = self._lookup(key)
+        if buffer is None or buffer.numel() < numel:
+            buffer = self._allocate(key, (numel,), like)
+        return buffer[:numel].view(shape)
+
+    def _lookup(self, key: tuple) -> Optional[torch.Tensor]:
+        buffer = self.buffers.get(key)
+        if buffer is not None:
             self.buffers.move_to_end(key)
+        return buffer
+
+    def _allocate(self, key: tuple, shape: Tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
+            buffer = self.buffers[key] = like.new_empty(shape)
+        while len(self.buffers) > self.capacity:
+            self.buffers.popitem(last=False)
         return buffer
 
 

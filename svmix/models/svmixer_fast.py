@@ -8,13 +8,21 @@ longer sit in cache, and in page faults of large fresh tensors. A fast block ins
   time MLP of token mixing is then two dense GEMMs over all utterances and channels at once,
   (4T × T)·(T × B·H) and (T × 4T)·(4T × B·H), with no transpose; a time shift of one frame is a
   shift of B rows, so the merge k3 convolution is three accumulating GEMMs on shifted views of one
-  zero-padded buffer, and the linear upsampling of the half-rate path is one (T × T/2) GEMM per group;
+  zero-padded buffer;
 - runs every grouped 1×1 convolution as a batched GEMM over groups on strided views, biases folded in
   as an input column (or row) of ones, the avg-pool's ½ folded into the half-rate weights;
 - processes the 4H-wide hiddens in tiles (``HIDDEN_TILE`` elements of whole groups, ``COLUMN_TILE``
   columns of the time MLP) so each is activated (in-place exact GELU) and consumed while still in cache;
 - keeps its scratch buffers in the per-thread workspace (``svmix.models.fast_common``), reused across
-  calls and blocks, whose constant parts (ones, zero padding) are written once; results never alias it.
+  calls and blocks, whose constant parts (ones, zero padding) are written once; all MLP hiddens share
+  one region, so its memory is still in cache when the next MLP writes it; results never alias it;
+- adds the channel-mixing result to the token-mixing output in place (no new block output);
+- on a CPU, runs the element-wise chains as fused C++ kernels (``svmix.models.cpu_kernels``), one pass
+  each: LayerNorm written straight into the GEMM input buffers, the whole LGM local branch (depthwise
+  conv → GELU → depthwise conv → residual), full-rate path + linear upsampling of the half-rate path
+  + biases, and GELU + transpose before the dense layer. Without them (``SVMIX_CPU_KERNELS=0``, no
+  compiler, another device) the same steps run as PyTorch ops: the upsampling as one (T × T/2) GEMM
+  per group, the depthwise convs as oneDNN convolutions.
 
 Derived weights (transposed, augmented, folded) are cached and recomputed when a parameter's
 version changes. A fast block shares the reference block's modules under the same names, so
@@ -30,11 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svmix.models import cpu_kernels
 from svmix.models.fast_common import WORKSPACE, DerivedWeights, adopt_children, gelu_, tracing
 from svmix.models.svmixer import ChannelMLP, MultiScaleChannelMixing, SVMixerBlock
 
 HIDDEN_TILE = 1 << 21  # elements of a grouped channel MLP's hidden processed at once (8 MB in float32)
 COLUMN_TILE = 4096     # (utterance, channel) columns per tile of the time MLP (its 4T hidden: 9.8 MB at T=149)
+HIDDEN_SCRATCH = "mlp_hidden"  # the one workspace region all MLP hiddens use in turn (it stays in cache)
 
 
 def _layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -42,12 +52,15 @@ def _layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
 
 
 def _layer_norm_into(norm: nn.LayerNorm, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """LN(x) over the last axis, written into ``out``: x's shape with that axis split as (G, H/G),
-    typically a strided view into a GEMM's input buffer."""
-    groups, size = out.shape[-2:]
-    lead = tuple(x.shape[:-1])
-    stats = WORKSPACE.get("layer_norm_stats", (2,) + lead + (1, 1), x)
-    torch.ops.aten.native_layer_norm.out(x.view(lead + (groups, size)), [groups, size], norm.weight.view(groups, size),
+    """LN(x) over the last axis, written into ``out`` (R, G, H/G) (R = all frames), typically a strided
+    view into a GEMM's input buffer."""
+    rows, groups, size = out.shape
+    kernels = cpu_kernels.usable(x)
+    if kernels is not None:
+        kernels.layer_norm_into(x.view(rows, -1), norm.weight, norm.bias, norm.eps, out)
+        return out
+    stats = WORKSPACE.get("layer_norm_stats", (2, rows, 1, 1), x)
+    torch.ops.aten.native_layer_norm.out(x.view(rows, groups, size), [groups, size], norm.weight.view(groups, size),
                                          norm.bias.view(groups, size), norm.eps, out0=out, out1=stats[0], out2=stats[1])
     return out
 
@@ -86,23 +99,16 @@ def _depthwise(conv: nn.Conv1d, y: torch.Tensor) -> torch.Tensor:
                                 padding=(conv.padding[0], 0), groups=h))
 
 
-try:  # oneDNN convolutions with fused element-wise epilogues (what torch.compile's CPU backend uses)
-    _conv_pointwise = torch.ops.mkldnn._convolution_pointwise
-except (AttributeError, RuntimeError):
-    _conv_pointwise = None
-
-
-def _local_mixing(first: nn.Conv1d, second: nn.Conv1d, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """x + second(GELU(first(y))) for depthwise convs on (T, B, H); on a CPU with oneDNN the GELU and
-    the residual sum run inside the convolutions (two passes over the frames instead of four)."""
-    if _conv_pointwise is None or y.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+def _local_mixing(derived: DerivedWeights, first: nn.Conv1d, second: nn.Conv1d, y: torch.Tensor,
+                  x: torch.Tensor) -> torch.Tensor:
+    """x + second(GELU(first(y))) for depthwise convs on (T, B, H): one fused pass with the CPU
+    kernels, else three PyTorch passes (measured faster than oneDNN's fused GELU/sum epilogues)."""
+    kernels = cpu_kernels.usable(x)
+    if kernels is None:
         return _depthwise(second, gelu_(_depthwise(first, y))).add_(x)
-    h = first.out_channels
-    common = ([1, 1], [1, 1], h)  # stride, dilation, groups
-    hidden = _conv_pointwise(_channels_last(y), first.weight.view(h, 1, -1, 1), first.bias,
-                             [first.padding[0], 0], *common, "gelu", [], "none")
-    return _time_major(_conv_pointwise.binary(hidden, _channels_last(x), second.weight.view(h, 1, -1, 1), second.bias,
-                                              [second.padding[0], 0], *common, "add", None, None, [], None))
+    taps = [derived.get(name, lambda conv=conv: conv.weight.view(conv.out_channels, -1).t(), conv.weight)
+            for name, conv in (("local_taps1", first), ("local_taps2", second))]
+    return kernels.local_mixing(x, y, taps[0], first.bias, taps[1], second.bias)
 
 
 class _FastModule(nn.Module):
@@ -136,9 +142,9 @@ class FastTokenMixing(_FastModule):
         if mode == "sequential":
             y.copy_(_depthwise(self.local, _layer_norm(self.norm, x)))
         else:
-            _layer_norm_into(self.norm, x, y.view(t, b, 1, h))
+            _layer_norm_into(self.norm, x, y.view(t * b, 1, h))
         if mode == "parallel":
-            acc = _local_mixing(self.local[0], self.local[2], y, x)
+            acc = _local_mixing(self.derived, self.local[0], self.local[2], y, x)
         else:
             acc = x.clone()
         w1 = self.derived.get("w1", lambda: _with_bias(first.weight, first.bias, 1), first.weight, first.bias)
@@ -146,7 +152,8 @@ class FastTokenMixing(_FastModule):
         expanded = w1.shape[0]
         acc_flat = acc.view(t, columns)
         for start, stop in _tiles(columns, COLUMN_TILE):
-            hidden = WORKSPACE.get("time_hidden", (expanded + 1, stop - start), x, lambda buf: buf[-1].fill_(1.0))
+            hidden = WORKSPACE.scratch(HIDDEN_SCRATCH, (expanded + 1, stop - start), x)
+            hidden[-1].fill_(1.0)
             torch.mm(w1, inputs[:, start:stop], out=hidden[:expanded])
             gelu_(hidden[:expanded])
             acc_flat[:, start:stop].addmm_(w2, hidden)
@@ -184,7 +191,7 @@ class _GroupedMLP:
         row_tile = rows if self.groups > 1 else max(1, HIDDEN_TILE // expanded)
         for g0, g1 in _tiles(self.groups, groups_per_tile):
             for r0, r1 in _tiles(rows, row_tile):
-                hidden = WORKSPACE.get("channel_hidden", (g1 - g0, r1 - r0, expanded), inputs)
+                hidden = WORKSPACE.scratch(HIDDEN_SCRATCH, (g1 - g0, r1 - r0, expanded), inputs)
                 torch.bmm(inputs[r0:r1, g0:g1].transpose(0, 1), self.w1[g0:g1], out=hidden)
                 gelu_(hidden)
                 if accumulate:
@@ -197,8 +204,17 @@ def _grouped_inputs(name: str, norm: nn.LayerNorm, x: torch.Tensor, groups: int)
     """(R, G, h+1) workspace holding LN(x) group by group (R = all frames), with a column of ones."""
     hidden = x.shape[-1]
     inputs = WORKSPACE.get(name, (x.numel() // hidden, groups, hidden // groups + 1), x, _ones_last)
-    _layer_norm_into(norm, x, inputs[..., :-1].view(tuple(x.shape[:-1]) + (groups, -1)))
+    _layer_norm_into(norm, x, inputs[..., :-1])
     return inputs
+
+
+def _gelu_transpose_into(src: torch.Tensor, out: torch.Tensor) -> None:
+    """``out`` (R, G, h) = GELU(``src`` (G, R, h))."""
+    kernels = cpu_kernels.usable(src)
+    if kernels is not None:
+        kernels.gelu_transpose_into(src, out)
+    else:
+        out.copy_(gelu_(src).transpose(0, 1))
 
 
 def _zero_frames_and_ones(buffer: torch.Tensor) -> None:
@@ -232,8 +248,13 @@ class FastMultiScaleChannelMixing(_FastModule):
                                  align_corners=False)[0].t()
         self.register_buffer("upsample", upsample.expand(reference.full_rate[0].groups, -1, -1).contiguous(),
                              persistent=False)
+        # the same interpolation as (T, 2) source frames and weights, for the fused CPU kernel
+        weights, index = upsample.topk(2, dim=1)
+        self.register_buffer("upsample_index", index, persistent=False)
+        self.register_buffer("upsample_weight", weights, persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual_in_place: bool = False) -> torch.Tensor:
+        """``residual_in_place``: add the mixing result to ``x`` itself (which the caller owns)."""
         t, b, hidden = x.shape
         groups = self.full_rate[0].groups
         h, rows = hidden // groups, t * b
@@ -253,9 +274,16 @@ class FastMultiScaleChannelMixing(_FastModule):
             low = WORKSPACE.get("low_out", (groups, low_len * b, h), x)
             low_mlp = _GroupedMLP(self.derived, "low", self.low_rate, 0.5)
             low_mlp(low_in, low)
-            z.view(groups, t, b * h).baddbmm_(self.upsample, low.view(groups, low_len, b * h))
             bias = bias + low_mlp.bias  # interpolation weights sum to 1: upsample(low + c) = upsample(low) + c
-        torch.add(z, bias, out=padded[:, b:b + rows, :h])
+            kernels = cpu_kernels.usable(x)
+            if kernels is not None:
+                kernels.upsample_add_into(z, low, self.upsample_index, self.upsample_weight, bias,
+                                          padded[:, b:b + rows, :h])
+            else:
+                z.view(groups, t, b * h).baddbmm_(self.upsample, low.view(groups, low_len, b * h))
+                torch.add(z, bias, out=padded[:, b:b + rows, :h])
+        else:
+            torch.add(z, bias, out=padded[:, b:b + rows, :h])
         # merge: grouped k3 conv over time = three GEMMs on views shifted by one frame (B rows)
         conv, dense = self.merge[0], self.merge[2]
         taps = self.derived.get("taps", lambda: _merge_taps(conv, groups), conv.weight, conv.bias)
@@ -263,22 +291,25 @@ class FastMultiScaleChannelMixing(_FastModule):
         torch.bmm(padded[:, :rows], taps[0], out=merged)
         merged.baddbmm_(padded[:, b:b + rows], taps[1])
         merged.baddbmm_(padded[:, 2 * b:2 * b + rows], taps[2])
-        merged = gelu_(merged).transpose(0, 1).reshape(rows, hidden)
-        dense_t = self.derived.get("dense", lambda: dense.weight.view(hidden, hidden).t(), dense.weight)
-        out = x + dense.bias
-        out.view(rows, hidden).addmm_(merged, dense_t)
+        # dense 1×1 conv on channels-last frames, its bias met by a column of ones
+        dense_in = WORKSPACE.get("dense_in", (rows, hidden + 1), x, _ones_last)
+        _gelu_transpose_into(merged, dense_in[:, :hidden].view(rows, groups, h))
+        dense_t = self.derived.get("dense", lambda: _with_bias(dense.weight.view(hidden, hidden).t(), dense.bias, 0),
+                                   dense.weight, dense.bias)
+        out = x if residual_in_place else x.clone()
+        out.view(rows, hidden).addmm_(dense_in, dense_t)
         return out
 
 
 class FastChannelMLP(_FastModule):
     """Vanilla MLP-Mixer channel MLP on (T, B, H): x + MLP(LN(x)), a one-group tiled MLP."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual_in_place: bool = False) -> torch.Tensor:
         hidden = x.shape[-1]
         rows = x.numel() // hidden
         inputs = _grouped_inputs("mlp_in", self.norm, x, 1)
         mlp = _GroupedMLP(self.derived, "mlp", self.mlp)
-        out = x + mlp.bias[0, 0]
+        out = x.add_(mlp.bias[0, 0]) if residual_in_place else x + mlp.bias[0, 0]
         mlp(inputs, out.view(1, rows, hidden), accumulate=True)
         return out
 
@@ -304,4 +335,4 @@ class FastSVMixerBlock(nn.Module):
         if tracing():
             mixed = self.token_mixing.reference_forward(x.permute(1, 2, 0))  # on (B, H, T)
             return self.channel_mixing.reference_forward(mixed).permute(2, 0, 1)
-        return self.channel_mixing(self.token_mixing(x.contiguous()))
+        return self.channel_mixing(self.token_mixing(x.contiguous()), residual_in_place=True)

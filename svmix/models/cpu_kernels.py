@@ -1,0 +1,61 @@
+"""Fused float32 CPU kernels for the fast SV-Mixer path (``cpu_kernels.cpp``), compiled on first use.
+
+``kernels()`` builds the C++ file once per machine with ``torch.utils.cpp_extension`` (a C++ compiler
+with OpenMP, and ninja; about 15 s) for the instruction set PyTorch itself uses here, caches the build
+(``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), and returns the
+``torch.ops.svmix_cpu`` namespace:
+
+- ``layer_norm_into(x, weight, bias, eps, out)``: LayerNorm of (R, H) rows written straight into a
+  strided (R, G, H/G) view of a GEMM input buffer (PyTorch's ``.out`` variant stages a copy);
+- ``local_mixing(x, y, first_taps, first_bias, second_taps, second_bias)``: the LGM local branch,
+  x + conv(GELU(conv(y))) with depthwise convs over time, in one pass over (T, B, H) frames;
+- ``gelu_transpose_into(src, out)``: GELU of (G, R, h) written as (R, G, h).
+
+It returns None, after one warning, when the build fails or ``SVMIX_CPU_KERNELS=0`` is set; the fast
+modules then run their PyTorch fallbacks, which compute the same.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
+ISA_FLAGS = {  # what ATen's own kernels for each capability are compiled with
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
+    "AVX2": ["-mavx2", "-mfma", "-mf16c"],
+}
+
+
+@functools.lru_cache(maxsize=None)
+def kernels() -> Optional[object]:
+    """The compiled ``torch.ops.svmix_cpu`` kernels, or None (then use the PyTorch fallbacks)."""
+    if os.environ.get("SVMIX_CPU_KERNELS", "1") == "0":
+        return None
+    capability = torch.backends.cpu.get_cpu_capability()
+    name = f"svmix_cpu_kernels_{capability.lower()}"  # one build per instruction set (shared home dirs)
+    try:
+        from torch.utils import cpp_extension
+
+        cpp_extension.load(name=name, sources=[str(SOURCE)], is_python_module=False,
+                           extra_cflags=["-O3", "-fopenmp", *ISA_FLAGS.get(capability, [])],
+                           extra_ldflags=["-fopenmp"])
+    except Exception as error:  # no compiler, no ninja, no OpenMP, ...: the fallbacks compute the same
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        reason = next((line for line in lines if "error:" in line), lines[0]).strip()  # the compiler's diagnostic
+        logger.warning("svmix: fused CPU kernels unavailable (%s); using the PyTorch fallbacks", reason)
+        return None
+    return torch.ops.svmix_cpu
+
+
+def usable(x: torch.Tensor) -> Optional[object]:
+    """The kernels when they can process ``x`` (a float32 CPU tensor), else None."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return None
+    return kernels()
