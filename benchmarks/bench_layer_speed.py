@@ -9,7 +9,8 @@ all see the same machine noise), after warm-up; prints medians of wall time (and
 and the ratios:
 
 * ``svmixer_fast``: ``FastSVMixerBlock`` (svmix.models.svmixer_fast) on time-major (T, B, H) frames,
-  the layout the encoder keeps between fast blocks (converted once per utterance batch, not per layer);
+  the layout the encoder keeps between fast blocks (converted once per utterance batch, not per layer),
+  with the fused CPU kernels when they build (printed; ``SVMIX_CPU_KERNELS=0``: PyTorch ops only);
 * ``transformer``: ``TransformerLayer`` from svmix.models.transformer (the project's Transformer
   student: fused QKV projection, ``scaled_dot_product_attention``) on (B, T, H);
 * ``svmixer_reference``: the reference ``SVMixerBlock`` on (B, H, T), for context.
@@ -32,6 +33,7 @@ from typing import Callable, Dict, List
 
 import torch
 
+from svmix.models import cpu_kernels
 from svmix.models.svmixer import SVMixerBlock
 from svmix.models.svmixer_fast import FastSVMixerBlock
 from svmix.models.transformer import TransformerLayer
@@ -56,6 +58,10 @@ def time_interleaved(cases: Dict[str, Callable[[], object]], runs: int, warmup: 
     return {n: {"wall": statistics.median(wall[n]), "cpu": statistics.median(cpu[n])} for n in names}
 
 
+def kernels_in_use() -> str:
+    return "fused CPU kernels: " + ("yes" if cpu_kernels.kernels() is not None else "no (PyTorch ops)")
+
+
 def build_layers(seed: int = 0):
     torch.manual_seed(seed)
     reference = SVMixerBlock(HIDDEN, SEQ_LEN).eval()
@@ -73,7 +79,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     layers = build_layers()
     results = {}
-    print(f"one layer, H={HIDDEN}, T={SEQ_LEN}, {args.threads} threads, medians of {args.runs} interleaved runs")
+    print(f"one layer, H={HIDDEN}, T={SEQ_LEN}, {args.threads} threads, medians of {args.runs} interleaved runs; "
+          f"{kernels_in_use()}")
     with torch.inference_mode():
         for batch in [int(b) for b in args.batches.split(",")]:
             frames = torch.randn(batch, SEQ_LEN, HIDDEN)
@@ -93,7 +100,7 @@ def main() -> None:
                   f"reference / transformer = {ref_ratio['wall']:.3f} (cpu {ref_ratio['cpu']:.3f})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "runs": args.runs, "results": results}, f, indent=2)
+            json.dump({"threads": args.threads, "runs": args.runs, "kernels": kernels_in_use(), "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

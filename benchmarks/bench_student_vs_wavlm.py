@@ -26,7 +26,7 @@ import torch
 import torchaudio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_layer_speed import time_interleaved  # noqa: E402
+from bench_layer_speed import kernels_in_use, time_interleaved  # noqa: E402
 
 from svmix.inference.fast import prepare_for_inference  # noqa: E402
 from svmix.inference.segments import segment_waveform  # noqa: E402
@@ -51,7 +51,7 @@ def main() -> None:
     segments10 = torch.from_numpy(segment_waveform(wav10.numpy(), segment, count))  # the spec's 10 × 3 s
     print(f"student: 5 SV-Mixer layers, H=1024, ECAPA, {sum(p.numel() for p in student.parameters()) / 1e6:.1f}M "
           f"params; WavLM-Large: {sum(p.numel() for p in wavlm.parameters()) / 1e6:.1f}M params; "
-          f"{args.threads} threads, medians of {args.runs} interleaved runs")
+          f"{args.threads} threads, medians of {args.runs} interleaved runs; {kernels_in_use()}")
     results = {}
     with torch.inference_mode():
         for name, student_input, wavlm_input in [("3s", wav3[None], wav3[None]), ("10s", segments10, wav10[None])]:
@@ -66,7 +66,7 @@ def main() -> None:
                   f"student is {speedup:.2f}x faster")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "runs": args.runs, "results": results}, f, indent=2)
+            json.dump({"threads": args.threads, "runs": args.runs, "kernels": kernels_in_use(), "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ def kernels() -> Optional[object]:
         return None
     capability = torch.backends.cpu.get_cpu_capability()
     name = f"svmix_cpu_kernels_{capability.lower()}"  # one build per instruction set (shared home dirs)
+    logger.info("svmix: loading the fused CPU kernels (%s; compiled on first use on a machine, about 10 s)", name)
     try:
         from torch.utils import cpp_extension
 
