@@ -26,17 +26,28 @@ def _gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.mark.parametrize("rows,groups,size", [(7, 1, 64), (5, 8, 16), (3, 4, 5), (149, 8, 128)])
-def test_layer_norm_into_strided_groups(ops, rows, groups, size):
-    g = _gen(rows)
-    hidden = groups * size
-    x = torch.randn(rows, hidden, generator=g) * 3 + 1
+@pytest.mark.parametrize("frames,batch,groups,size", [(7, 1, 1, 64), (5, 2, 8, 16), (3, 3, 4, 5), (149, 1, 8, 128)])
+@pytest.mark.parametrize("pool", [False, True])
+def test_layer_norm_into_strided_groups(ops, frames, batch, groups, size, pool):
+    """LN rows into a buffer with a ones column after each group, and (odd T: the last frame alone)
+    the sums of frame pairs for the half-rate path."""
+    g = _gen(frames * size)
+    hidden, rows = groups * size, frames * batch
+    x = torch.randn(frames, batch, hidden, generator=g) * 3 + 1
     weight, bias = torch.randn(hidden, generator=g), torch.randn(hidden, generator=g)
     buffer = torch.full((rows, groups, size + 1), 7.0)  # a ones column's place must stay untouched
-    ops.layer_norm_into(x, weight, bias, 1e-5, buffer[..., :size])
-    expected = F.layer_norm(x, (hidden,), weight, bias, 1e-5).view(rows, groups, size)
-    assert (buffer[..., :size] - expected).abs().max().item() <= TOL
+    pooled = torch.full((frames // 2 * batch, groups, size + 1), 7.0)
+    ops.layer_norm_into(x.view(rows, hidden), weight, bias, 1e-5, buffer[..., :size],
+                        pooled[..., :size] if pool else None, batch)
+    expected = F.layer_norm(x, (hidden,), weight, bias, 1e-5).view(frames, batch, groups, size)
+    assert (buffer[..., :size] - expected.view(rows, groups, size)).abs().max().item() <= TOL
     assert torch.all(buffer[..., size] == 7.0)
+    pairs = (expected[0:frames - frames % 2:2] + expected[1::2]).view(-1, groups, size)
+    if pool:
+        assert (pooled[..., :size] - pairs).abs().max().item() <= TOL
+        assert torch.all(pooled[..., size] == 7.0)
+    else:
+        assert torch.all(pooled == 7.0)
 
 
 @pytest.mark.parametrize("frames,batch,hidden,kernel", [(9, 1, 64, 7), (9, 3, 80, 7), (12, 2, 5, 5), (2, 2, 70, 7),
@@ -94,7 +105,8 @@ def test_kernels_reject_wrong_inputs(ops):
     with pytest.raises(RuntimeError, match="float32"):
         ops.gelu_transpose_into(torch.zeros(2, 3, 4, dtype=torch.float64), torch.zeros(3, 2, 4))
     with pytest.raises(RuntimeError, match="unit inner stride"):
-        ops.layer_norm_into(torch.zeros(3, 8), torch.ones(8), torch.zeros(8), 1e-5, torch.zeros(3, 4, 2).transpose(1, 2))
+        ops.layer_norm_into(torch.zeros(3, 8), torch.ones(8), torch.zeros(8), 1e-5, torch.zeros(3, 4, 2).transpose(1, 2),
+                            None, 1)
 
 
 def test_fast_path_uses_the_kernels_only_for_float32_cpu(ops):

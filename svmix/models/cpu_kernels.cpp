@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 namespace {
@@ -43,10 +44,34 @@ void check_float_cpu(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, name, " must be a float32 CPU tensor");
 }
 
-// out[r, g, :] = LayerNorm(x[r])[g*h:(g+1)*h] for x (R, H) contiguous and out (R, G, h) with unit
-// inner stride, e.g. a view into a GEMM input buffer that has a ones column after every group.
+struct RowStats {
+  float mean, rstd;
+};
+
+inline RowStats row_stats(const float* xr, int64_t hidden, float eps) {
+  Vec acc(0.0f);
+  int64_t i = 0;
+  for (; i + kLanes <= hidden; i += kLanes) acc += Vec::loadu(xr + i);
+  float total = sum_lanes(acc);
+  for (; i < hidden; ++i) total += xr[i];
+  const float mean = total / hidden;
+  const Vec mean_vec(mean);
+  acc = Vec(0.0f);
+  for (i = 0; i + kLanes <= hidden; i += kLanes) {
+    const Vec d = Vec::loadu(xr + i) - mean_vec;
+    acc = at::vec::fmadd(d, d, acc);
+  }
+  float squares = sum_lanes(acc);
+  for (; i < hidden; ++i) squares += (xr[i] - mean) * (xr[i] - mean);
+  return {mean, 1.0f / std::sqrt(squares / hidden + eps)};
+}
+
+// out[r, g, :] = LayerNorm(x[r])[g*h:(g+1)*h] for x (R, H) contiguous (R = T*B time-major frames) and
+// out (R, G, h) with unit inner stride, e.g. a view into a GEMM input buffer that has a ones column
+// after every group. With `pooled` ((T/2)*B, G, h), also the sum of each pair of frames 2l, 2l+1 (the
+// half-rate path's average pool, its 1/2 being folded into the weights that follow).
 void layer_norm_into(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps,
-                     at::Tensor out) {
+                     at::Tensor out, const std::optional<at::Tensor>& pooled, int64_t batch) {
   check_float_cpu(x, "x");
   check_float_cpu(out, "out");
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be contiguous (R, H)");
@@ -55,39 +80,61 @@ void layer_norm_into(const at::Tensor& x, const at::Tensor& weight, const at::Te
   TORCH_CHECK(weight.is_contiguous() && bias.is_contiguous() && weight.numel() == x.size(1) &&
                   bias.numel() == x.size(1), "weight and bias must be contiguous (H)");
   const int64_t rows = x.size(0), hidden = x.size(1), groups = out.size(1), size = out.size(2);
+  TORCH_CHECK(batch > 0 && rows % batch == 0, "batch must divide the rows");
+  const int64_t frames = rows / batch;
+  float* pp = nullptr;
+  int64_t pooled_row_stride = 0, pooled_group_stride = 0;
+  if (pooled.has_value()) {
+    check_float_cpu(*pooled, "pooled");
+    TORCH_CHECK(pooled->dim() == 3 && pooled->stride(2) == 1 && pooled->size(0) == (frames / 2) * batch &&
+                    pooled->size(1) == groups && pooled->size(2) == size,
+                "pooled must be (T/2 * B, G, H/G) with unit inner stride");
+    pp = pooled->data_ptr<float>();
+    pooled_row_stride = pooled->stride(0);
+    pooled_group_stride = pooled->stride(1);
+  }
   const int64_t row_stride = out.stride(0), group_stride = out.stride(1);
   const float* xp = x.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
   const float* bp = bias.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float* xr = xp + r * hidden;
-      Vec acc(0.0f);
-      int64_t i = 0;
-      for (; i + kLanes <= hidden; i += kLanes) acc += Vec::loadu(xr + i);
-      float total = sum_lanes(acc);
-      for (; i < hidden; ++i) total += xr[i];
-      const float mean = total / hidden;
-      const Vec mean_vec(mean);
-      acc = Vec(0.0f);
-      for (i = 0; i + kLanes <= hidden; i += kLanes) {
-        const Vec d = Vec::loadu(xr + i) - mean_vec;
-        acc = at::vec::fmadd(d, d, acc);
-      }
-      float squares = sum_lanes(acc);
-      for (; i < hidden; ++i) squares += (xr[i] - mean) * (xr[i] - mean);
-      const float rstd = 1.0f / std::sqrt(squares / hidden + static_cast<float>(eps));
-      const Vec rstd_vec(rstd);
+  const float eps_f = static_cast<float>(eps);
+  // one task: frames 2p and 2p+1 of one utterance (the last task of an odd T has one frame)
+  at::parallel_for(0, (frames + 1) / 2 * batch, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t p = task / batch, b = task % batch;
+      const int64_t r0 = 2 * p * batch + b, r1 = r0 + batch;
+      const bool pair = 2 * p + 1 < frames;
+      const float* x0 = xp + r0 * hidden;
+      const float* x1 = pair ? xp + r1 * hidden : x0;
+      const RowStats s0 = row_stats(x0, hidden, eps_f);
+      const RowStats s1 = pair ? row_stats(x1, hidden, eps_f) : s0;
+      const Vec m0(s0.mean), q0(s0.rstd), m1(s1.mean), q1(s1.rstd);
       for (int64_t g = 0; g < groups; ++g) {
         const int64_t c0 = g * size;
-        float* og = op + r * row_stride + g * group_stride;
+        float* o0 = op + r0 * row_stride + g * group_stride;
+        float* o1 = pair ? op + r1 * row_stride + g * group_stride : o0;
+        float* po = pp == nullptr ? nullptr : pp + (p * batch + b) * pooled_row_stride + g * pooled_group_stride;
         int64_t j = 0;
         for (; j + kLanes <= size; j += kLanes) {
-          const Vec n = (Vec::loadu(xr + c0 + j) - mean_vec) * rstd_vec;
-          at::vec::fmadd(n, Vec::loadu(wp + c0 + j), Vec::loadu(bp + c0 + j)).store(og + j);
+          const Vec w = Vec::loadu(wp + c0 + j), c = Vec::loadu(bp + c0 + j);
+          const Vec n0 = at::vec::fmadd((Vec::loadu(x0 + c0 + j) - m0) * q0, w, c);
+          n0.store(o0 + j);
+          if (pair) {
+            const Vec n1 = at::vec::fmadd((Vec::loadu(x1 + c0 + j) - m1) * q1, w, c);
+            n1.store(o1 + j);
+            if (po != nullptr) (n0 + n1).store(po + j);
+          }
         }
-        for (; j < size; ++j) og[j] = (xr[c0 + j] - mean) * rstd * wp[c0 + j] + bp[c0 + j];
+        for (; j < size; ++j) {
+          const float n0 = (x0[c0 + j] - s0.mean) * s0.rstd * wp[c0 + j] + bp[c0 + j];
+          o0[j] = n0;
+          if (pair) {
+            const float n1 = (x1[c0 + j] - s1.mean) * s1.rstd * wp[c0 + j] + bp[c0 + j];
+            o1[j] = n1;
+            if (po != nullptr) po[j] = n0 + n1;
+          }
+        }
       }
     }
   });

@@ -1,7 +1,7 @@
 """Fused float32 CPU kernels for the fast SV-Mixer path (``cpu_kernels.cpp``), compiled on first use.
 
 ``kernels()`` builds the C++ file once per machine with ``torch.utils.cpp_extension`` (a C++ compiler
-with OpenMP, and ninja; about 15 s) for the instruction set PyTorch itself uses here, caches the build
+with OpenMP, and ninja; about 10 s) for the instruction set PyTorch itself uses here, caches the build
 (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), and returns the
 ``torch.ops.svmix_cpu`` namespace:
 
@@ -9,6 +9,8 @@ with OpenMP, and ninja; about 15 s) for the instruction set PyTorch itself uses 
   strided (R, G, H/G) view of a GEMM input buffer (PyTorch's ``.out`` variant stages a copy);
 - ``local_mixing(x, y, first_taps, first_bias, second_taps, second_bias)``: the LGM local branch,
   x + conv(GELU(conv(y))) with depthwise convs over time, in one pass over (T, B, H) frames;
+- ``upsample_add_into(z, low, index, weight, bias, out)``: the merge input of multi-scale mixing, the
+  full-rate path z plus the linearly upsampled half-rate path plus the biases, into a strided view;
 - ``gelu_transpose_into(src, out)``: GELU of (G, R, h) written as (R, G, h).
 
 It returns None, after one warning, when the build fails or ``SVMIX_CPU_KERNELS=0`` is set; the fast
@@ -50,7 +52,7 @@ def kernels() -> Optional[object]:
     except Exception as error:  # no compiler, no ninja, no OpenMP, ...: the fallbacks compute the same
         lines = str(error).strip().splitlines() or [type(error).__name__]
         reason = next((line for line in lines if "error:" in line), lines[0]).strip()  # the compiler's diagnostic
-        logger.warning("svmix: fused CPU kernels unavailable (%s); using the PyTorch fallbacks", reason)
+        logger.warning("svmix: fused CPU kernels unavailable (%s); using the PyTorch fallbacks", reason[:300])
         return None
     return torch.ops.svmix_cpu
 

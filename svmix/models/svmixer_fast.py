@@ -32,7 +32,7 @@ reference modules, whose graph keeps the batch axis dynamic.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -51,17 +51,22 @@ def _layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
-def _layer_norm_into(norm: nn.LayerNorm, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """LN(x) over the last axis, written into ``out`` (R, G, H/G) (R = all frames), typically a strided
-    view into a GEMM's input buffer."""
+def _layer_norm_into(norm: nn.LayerNorm, x: torch.Tensor, out: torch.Tensor,
+                     pooled: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """LN(x) of (T, B, H) frames written into ``out`` (T·B, G, H/G), typically a strided view into a
+    GEMM's input buffer; with ``pooled`` (T/2·B, G, H/G), also the sums of frame pairs (2l, 2l+1)."""
+    t, b = x.shape[:2]
     rows, groups, size = out.shape
     kernels = cpu_kernels.usable(x)
     if kernels is not None:
-        kernels.layer_norm_into(x.view(rows, -1), norm.weight, norm.bias, norm.eps, out)
+        kernels.layer_norm_into(x.view(rows, -1), norm.weight, norm.bias, norm.eps, out, pooled, b)
         return out
     stats = WORKSPACE.get("layer_norm_stats", (2, rows, 1, 1), x)
     torch.ops.aten.native_layer_norm.out(x.view(rows, groups, size), [groups, size], norm.weight.view(groups, size),
                                          norm.bias.view(groups, size), norm.eps, out0=out, out1=stats[0], out2=stats[1])
+    if pooled is not None:
+        frames = out.view(t, b, groups, size)
+        torch.add(frames[0:t - t % 2:2], frames[1:t:2], out=pooled.view(t // 2, b, groups, size))
     return out
 
 
@@ -131,10 +136,15 @@ class FastTokenMixing(_FastModule):
     """LGM (parallel: x + local(y) + global(y); sequential: x + global(k3(y))) or the vanilla token
     MLP (x + global(y)), y = LN(x), on (T, B, H); the time MLP runs in column tiles."""
 
+    def __init__(self, reference: nn.Module):
+        super().__init__(reference)
+        mlp = self.global_mlp if self.mode is not None else self.mlp
+        self._time_linears = (mlp[0], mlp[2])  # plain tuples: bound once, not registered twice
+        self._local_convs = (self.local[0], self.local[2]) if self.mode == "parallel" else ()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mode = self.mode
-        mlp = self.global_mlp if mode is not None else self.mlp
-        first, last = mlp[0], mlp[2]
+        first, last = self._time_linears
         t, b, h = x.shape
         columns = b * h
         inputs = WORKSPACE.get("time_in", (t + 1, columns), x, lambda buf: buf[-1].fill_(1.0))
@@ -144,7 +154,7 @@ class FastTokenMixing(_FastModule):
         else:
             _layer_norm_into(self.norm, x, y.view(t * b, 1, h))
         if mode == "parallel":
-            acc = _local_mixing(self.derived, self.local[0], self.local[2], y, x)
+            acc = _local_mixing(self.derived, *self._local_convs, y, x)
         else:
             acc = x.clone()
         w1 = self.derived.get("w1", lambda: _with_bias(first.weight, first.bias, 1), first.weight, first.bias)
@@ -175,36 +185,44 @@ class _GroupedMLP:
     output is a contiguous block (one batched GEMM call, no per-group loop)."""
 
     def __init__(self, derived: DerivedWeights, name: str, mlp: nn.Sequential, input_scale: float = 1.0):
-        first, last = mlp[0], mlp[2]
-        self.groups = first.groups
-        self.w1 = derived.get(name + "1", lambda: _with_bias(*_grouped(first, input_scale), 1),
-                              first.weight, first.bias)  # (G, h+1, eh)
-        self.w2 = derived.get(name + "2", lambda: _grouped(last)[0], last.weight)  # (G, eh, h)
-        self.bias = last.bias.view(self.groups, 1, -1)
+        self.derived, self.name, self.input_scale = derived, name, input_scale
+        self.first, self.last = mlp[0], mlp[2]
+        self.groups = self.first.groups
+
+    @property
+    def bias(self) -> torch.Tensor:
+        """The output bias as (G, 1, h)."""
+        return self.last.bias.view(self.groups, 1, -1)
 
     def __call__(self, inputs: torch.Tensor, out: torch.Tensor, accumulate: bool = False) -> None:
         """``inputs`` (R, G, h+1) with ones in the last column → ``out`` (G, R, h), contiguous:
         written, or added to when ``accumulate``."""
-        rows, expanded = inputs.shape[0], self.w1.shape[-1]
+        first, last = self.first, self.last
+        w1 = self.derived.get(self.name + "1", lambda: _with_bias(*_grouped(first, self.input_scale), 1),
+                              first.weight, first.bias)  # (G, h+1, eh)
+        w2 = self.derived.get(self.name + "2", lambda: _grouped(last)[0], last.weight)  # (G, eh, h)
+        rows, expanded = inputs.shape[0], w1.shape[-1]
         # a power of two: an odd batch of GEMMs leaves one of two threads idle at the end
         groups_per_tile = 1 << max(0, (HIDDEN_TILE // (rows * expanded)).bit_length() - 1)
         row_tile = rows if self.groups > 1 else max(1, HIDDEN_TILE // expanded)
         for g0, g1 in _tiles(self.groups, groups_per_tile):
             for r0, r1 in _tiles(rows, row_tile):
                 hidden = WORKSPACE.scratch(HIDDEN_SCRATCH, (g1 - g0, r1 - r0, expanded), inputs)
-                torch.bmm(inputs[r0:r1, g0:g1].transpose(0, 1), self.w1[g0:g1], out=hidden)
+                torch.bmm(inputs[r0:r1, g0:g1].transpose(0, 1), w1[g0:g1], out=hidden)
                 gelu_(hidden)
                 if accumulate:
-                    out[g0:g1, r0:r1].baddbmm_(hidden, self.w2[g0:g1])
+                    out[g0:g1, r0:r1].baddbmm_(hidden, w2[g0:g1])
                 else:
-                    torch.bmm(hidden, self.w2[g0:g1], out=out[g0:g1, r0:r1])
+                    torch.bmm(hidden, w2[g0:g1], out=out[g0:g1, r0:r1])
 
 
-def _grouped_inputs(name: str, norm: nn.LayerNorm, x: torch.Tensor, groups: int) -> torch.Tensor:
-    """(R, G, h+1) workspace holding LN(x) group by group (R = all frames), with a column of ones."""
+def _grouped_inputs(name: str, norm: nn.LayerNorm, x: torch.Tensor, groups: int,
+                    pooled: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(R, G, h+1) workspace holding LN(x) group by group (R = all frames), with a column of ones;
+    see ``_layer_norm_into`` for ``pooled``."""
     hidden = x.shape[-1]
     inputs = WORKSPACE.get(name, (x.numel() // hidden, groups, hidden // groups + 1), x, _ones_last)
-    _layer_norm_into(norm, x, inputs[..., :-1])
+    _layer_norm_into(norm, x, inputs[..., :-1], pooled)
     return inputs
 
 
@@ -241,6 +259,9 @@ class FastMultiScaleChannelMixing(_FastModule):
         self.seq_len = reference.seq_len
         if reference.low_rate is None:
             self.low_rate = None
+        self._full = _GroupedMLP(self.derived, "full", self.full_rate)
+        self._low = _GroupedMLP(self.derived, "low", self.low_rate, 0.5) if self.low_rate is not None else None
+        self._merge_convs = (self.merge[0], self.merge[2])
         low_len = reference.seq_len // 2
         # linear interpolation low_len → seq_len (align_corners=False) as a fixed (T, T/2) matrix, one
         # copy per group (a batched GEMM over groups runs as one call only on a materialised batch)
@@ -256,25 +277,21 @@ class FastMultiScaleChannelMixing(_FastModule):
     def forward(self, x: torch.Tensor, residual_in_place: bool = False) -> torch.Tensor:
         """``residual_in_place``: add the mixing result to ``x`` itself (which the caller owns)."""
         t, b, hidden = x.shape
-        groups = self.full_rate[0].groups
+        groups = self._full.groups
         h, rows = hidden // groups, t * b
-        full_in = _grouped_inputs("full_in", self.norm, x, groups)
-        y = full_in[..., :h].view(t, b, groups, h)  # LN(x)
+        low_len = t // 2
+        # y = LN(x) and, for the half-rate path, the sums of frame pairs (the pool's ½ is in the weights)
+        low_in = WORKSPACE.get("low_in", (low_len * b, groups, h + 1), x, _ones_last) if self._low is not None else None
+        full_in = _grouped_inputs("full_in", self.norm, x, groups, None if low_in is None else low_in[..., :h])
         # z = full(y) + upsample(low(pool(y))), written between zero frames: (G, (T+2)·B, h)
         padded = WORKSPACE.get("merge_in", (groups, (t + 2) * b, h + 1), x, _zero_frames_and_ones)
         z = WORKSPACE.get("full_out", (groups, rows, h), x)
-        full = _GroupedMLP(self.derived, "full", self.full_rate)
-        full(full_in, z)
-        bias = full.bias
-        if self.low_rate is not None:
-            low_len = t // 2
-            low_in = WORKSPACE.get("low_in", (low_len * b, groups, h + 1), x, _ones_last)
-            torch.add(y[0:2 * low_len:2], y[1:2 * low_len:2],
-                      out=low_in[..., :h].view(low_len, b, groups, h))  # the pool's ½ is in the weights
+        self._full(full_in, z)
+        bias = self._full.bias
+        if self._low is not None:
             low = WORKSPACE.get("low_out", (groups, low_len * b, h), x)
-            low_mlp = _GroupedMLP(self.derived, "low", self.low_rate, 0.5)
-            low_mlp(low_in, low)
-            bias = bias + low_mlp.bias  # interpolation weights sum to 1: upsample(low + c) = upsample(low) + c
+            self._low(low_in, low)
+            bias = bias + self._low.bias  # interpolation weights sum to 1: upsample(low + c) = upsample(low) + c
             kernels = cpu_kernels.usable(x)
             if kernels is not None:
                 kernels.upsample_add_into(z, low, self.upsample_index, self.upsample_weight, bias,
@@ -285,7 +302,7 @@ class FastMultiScaleChannelMixing(_FastModule):
         else:
             torch.add(z, bias, out=padded[:, b:b + rows, :h])
         # merge: grouped k3 conv over time = three GEMMs on views shifted by one frame (B rows)
-        conv, dense = self.merge[0], self.merge[2]
+        conv, dense = self._merge_convs
         taps = self.derived.get("taps", lambda: _merge_taps(conv, groups), conv.weight, conv.bias)
         merged = WORKSPACE.get("merged", (groups, rows, h), x)
         torch.bmm(padded[:, :rows], taps[0], out=merged)
@@ -304,11 +321,15 @@ class FastMultiScaleChannelMixing(_FastModule):
 class FastChannelMLP(_FastModule):
     """Vanilla MLP-Mixer channel MLP on (T, B, H): x + MLP(LN(x)), a one-group tiled MLP."""
 
+    def __init__(self, reference: ChannelMLP):
+        super().__init__(reference)
+        self._mlp = _GroupedMLP(self.derived, "mlp", self.mlp)
+
     def forward(self, x: torch.Tensor, residual_in_place: bool = False) -> torch.Tensor:
         hidden = x.shape[-1]
         rows = x.numel() // hidden
         inputs = _grouped_inputs("mlp_in", self.norm, x, 1)
-        mlp = _GroupedMLP(self.derived, "mlp", self.mlp)
+        mlp = self._mlp
         out = x.add_(mlp.bias[0, 0]) if residual_in_place else x + mlp.bias[0, 0]
         mlp(inputs, out.view(1, rows, hidden), accumulate=True)
         return out
