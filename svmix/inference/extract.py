@@ -37,6 +37,7 @@ from svmix.data.datadir import DataDir, read_kv
 from svmix.errors import AudioError, SvmixError
 from svmix.inference.embedder import embed_stream, load_embedder, num_segments, onnx_model_path
 from svmix.inference.segments import distinct_segments, mean_embedding
+from svmix.models import cpu_kernels
 from svmix.utils.fileio import atomic_open, atomic_path, check_free_space, read_json, sha256_file, write_json
 from svmix.utils.logging import get_logger, setup_logging
 
@@ -348,6 +349,8 @@ def extract_embeddings(model: os.PathLike, utts: "OrderedDict[str, str]", out_di
     Returns the stats, or None for a torchrun rank that finished before the others (the last
     rank to finish merges). A rerun after a kill continues from the finished chunks.
     """
+    if runtime == "torch" and torch.device(device).type == "cpu":
+        cpu_kernels.kernels()  # the fast path's first-use build is machine setup, not extraction time
     start = time.time()
     rank, world, local_rank = shard_from_env()
     if world > 1 and nj > 1:
