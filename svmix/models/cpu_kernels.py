@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -41,7 +42,8 @@ def kernels() -> Optional[object]:
     if os.environ.get("SVMIX_CPU_KERNELS", "1") == "0":
         return None
     capability = torch.backends.cpu.get_cpu_capability()
-    name = f"svmix_cpu_kernels_{capability.lower()}"  # one build per instruction set (shared home dirs)
+    # one build per instruction set (home dirs shared by different machines) and per torch (its ABI)
+    name = re.sub(r"\W", "_", f"svmix_cpu_kernels_{capability}_torch{torch.__version__}").lower()
     logger.info("svmix: loading the fused CPU kernels (%s; compiled on first use on a machine, about 10 s)", name)
     try:
         from torch.utils import cpp_extension
