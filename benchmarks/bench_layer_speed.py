@@ -62,6 +62,13 @@ def kernels_in_use() -> str:
     return "fused CPU kernels: " + ("yes" if cpu_kernels.kernels() is not None else "no (PyTorch ops)")
 
 
+def write_results(path: str, args: argparse.Namespace, results: dict) -> None:
+    """The ``--json`` file of a benchmark: its settings, whether the kernels ran, and its results."""
+    with open(path, "w") as f:
+        json.dump({"threads": args.threads, "runs": args.runs, "kernels": kernels_in_use(), "results": results},
+                  f, indent=2)
+
+
 def build_layers(seed: int = 0):
     torch.manual_seed(seed)
     reference = SVMixerBlock(HIDDEN, SEQ_LEN).eval()
@@ -99,8 +106,7 @@ def main() -> None:
             print(f"          svmixer_fast / transformer = {ratio['wall']:.3f} (cpu {ratio['cpu']:.3f}); "
                   f"reference / transformer = {ref_ratio['wall']:.3f} (cpu {ref_ratio['cpu']:.3f})")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "runs": args.runs, "kernels": kernels_in_use(), "results": results}, f, indent=2)
+        write_results(args.json, args, results)
 
 
 if __name__ == "__main__":

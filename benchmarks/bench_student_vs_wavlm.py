@@ -18,7 +18,6 @@ Target: student ≥ 5× faster than WavLM-Large on 3 s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -26,7 +25,7 @@ import torch
 import torchaudio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_layer_speed import kernels_in_use, time_interleaved  # noqa: E402
+from bench_layer_speed import kernels_in_use, time_interleaved, write_results  # noqa: E402
 
 from svmix.inference.fast import prepare_for_inference  # noqa: E402
 from svmix.inference.segments import segment_waveform  # noqa: E402
@@ -65,8 +64,7 @@ def main() -> None:
                   f"{med['wavlm_large']['wall'] * 1e3:8.1f} ms (cpu {med['wavlm_large']['cpu'] * 1e3:8.1f})   "
                   f"student is {speedup:.2f}x faster")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "runs": args.runs, "kernels": kernels_in_use(), "results": results}, f, indent=2)
+        write_results(args.json, args, results)
 
 
 if __name__ == "__main__":

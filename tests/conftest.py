@@ -25,6 +25,15 @@ def assert_close_to_scale(got: torch.Tensor, expected: torch.Tensor, tol: float,
     assert (got - expected).abs().max().item() <= tol * scale
 
 
+def compare_fast(ref, fast, inputs, tol: float, min_scale: float) -> torch.Tensor:
+    """Run a reference module and its fast version on ``inputs`` (inference mode), compare them with
+    :func:`assert_close_to_scale`, and return the fast output."""
+    with torch.inference_mode():
+        expected, got = ref(inputs), fast(inputs)
+    assert_close_to_scale(got, expected, tol, min_scale)
+    return got
+
+
 def synth_voice(rng: np.random.Generator, f0: float, seconds: float, sr: int = 16000) -> np.ndarray:
     """A crude 'speaker': harmonic tone at f0 with a speaker-specific spectral tilt, plus noise."""
     t = np.arange(int(seconds * sr)) / sr

@@ -167,8 +167,6 @@ class FrameEncoder(nn.Module):
             raise ValueError(f"{type(self).__name__} needs {self.seq_len} frames, got {x.shape[1]}")
         permutation = BLOCK_LAYOUTS[self.block_layout]
         x = self.input_dropout(x).permute(permutation)
-        if self.block_layout == "TBH":
-            x = x.contiguous()
         states = []
         for block in self.blocks:
             states.append(x.permute(permutation))

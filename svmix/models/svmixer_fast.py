@@ -288,6 +288,7 @@ class FastMultiScaleChannelMixing(_FastModule):
         z = WORKSPACE.get("full_out", (groups, rows, h), x)
         self._full(full_in, z)
         bias = self._full.bias
+        kernels = None
         if self._low is not None:
             low = WORKSPACE.get("low_out", (groups, low_len * b, h), x)
             self._low(low_in, low)
@@ -298,8 +299,7 @@ class FastMultiScaleChannelMixing(_FastModule):
                                           padded[:, b:b + rows, :h])
             else:
                 z.view(groups, t, b * h).baddbmm_(self.upsample, low.view(groups, low_len, b * h))
-                torch.add(z, bias, out=padded[:, b:b + rows, :h])
-        else:
+        if kernels is None:
             torch.add(z, bias, out=padded[:, b:b + rows, :h])
         # merge: grouped k3 conv over time = three GEMMs on views shifted by one frame (B rows)
         conv, dense = self._merge_convs
