@@ -8,7 +8,7 @@ pre-LN ("stable layer norm", "Large") models apply it after the last layer, repl
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -103,10 +103,17 @@ class SSLTeacher(nn.Module):
         }
 
 
-def hf_hidden_states(model: nn.Module, wav: torch.Tensor, post_ln: bool) -> List[torch.Tensor]:
-    """Run a torchaudio ``Wav2Vec2Model`` and collect hidden states with Hugging Face indexing."""
+def hf_hidden_states(model: nn.Module, wav: torch.Tensor, post_ln: bool, mask: Optional[torch.Tensor] = None,
+                     mask_embedding: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+    """Run a torchaudio ``Wav2Vec2Model`` and collect hidden states with Hugging Face indexing.
+
+    ``mask`` (B, T) bool replaces those projected frames with ``mask_embedding`` (H,) before the
+    Transformer, as masked-prediction pretraining does (HuBERT, WavLM).
+    """
     features, _ = model.feature_extractor(wav, None)
     x = model.encoder.feature_projection(features)
+    if mask is not None:
+        x = torch.where(mask[..., None], mask_embedding.to(x.dtype), x)
     transformer = model.encoder.transformer
     x = x + transformer.pos_conv_embed(x)
     if post_ln:

@@ -1,0 +1,117 @@
+"""Self-supervised teacher pretraining: HF layout loadable by load_teacher, exact resume, time limit."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from svmix.errors import SvmixError
+from svmix.teachers import load_teacher
+from svmix.teachers import pretrain as pretrain_mod
+from svmix.teachers.pretrain import MfccTargets, pretrain_teacher, pretrain_config, span_mask
+
+from conftest import make_datadir
+
+TINY = {
+    "seed": 3,
+    "model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+              "conv_dim": [16] * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4},
+    "kmeans": {"clusters": 8, "frames": 2000, "utterances": 20},
+    "train": {"steps": 6, "batch_size": 2, "crop_seconds": 1.0, "warmup_steps": 2, "log_every": 2,
+              "checkpoint_every": 2, "mix_p": 0.5, "speaker_weight": 0.5},
+}
+
+
+@pytest.fixture
+def pool(tmp_path):
+    return make_datadir(tmp_path / "pool", num_speakers=3, utts_per_speaker=2, seconds=(1.2, 1.8), trials=False)
+
+
+def test_pretrained_teacher_loads_like_a_downloaded_wavlm(tmp_path, pool, one_thread):
+    out = tmp_path / "teacher"
+    summary = pretrain_teacher(pool, out, TINY, command="svmix-train-teacher ...", progress=False)
+    teacher = load_teacher(out)
+    assert teacher.num_layers == 2 and teacher.hidden_size == 32 and teacher.frame_shift == 320
+    states = teacher(torch.zeros(1, 16000))
+    assert len(states) == 3 and states[-1].shape == (1, 49, 32)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "masked prediction of 8 k-means clusters" in card and "partly supervised" in card
+    assert "svmix-train-teacher ..." in card and "seed 3" in card
+    assert summary["final"]["step"] == 6 and np.isfinite(summary["final"]["loss"])
+    assert not (out / "pretrain_state.pt").exists()  # the shipped directory holds no training state
+    # A rerun with the same config and data does nothing; another config is refused.
+    before = (out / "model.safetensors").read_bytes()
+    assert pretrain_teacher(pool, out, TINY, progress=False)["fingerprint"] == summary["fingerprint"]
+    assert (out / "model.safetensors").read_bytes() == before
+    with pytest.raises(SvmixError, match="another config"):
+        pretrain_teacher(pool, out, {**TINY, "seed": 4}, progress=False)
+
+
+def test_killed_pretraining_resumes_to_identical_weights(tmp_path, pool, monkeypatch, one_thread):
+    pretrain_teacher(pool, tmp_path / "straight", TINY, progress=False)
+
+    real = pretrain_mod.span_mask
+    calls = {"n": 0}
+
+    def dies_at_step_five(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain_mod, "span_mask", dies_at_step_five)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_teacher(pool, tmp_path / "resumed", TINY, progress=False)
+    state = torch.load(tmp_path / "resumed" / "pretrain_state.pt", weights_only=False)
+    assert state["step"] == 4  # the last checkpoint before the kill
+    monkeypatch.setattr(pretrain_mod, "span_mask", real)
+    pretrain_teacher(pool, tmp_path / "resumed", TINY, progress=False)
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    hist = [json.loads((tmp_path / d / "training.json").read_text())["history"] for d in ("straight", "resumed")]
+    assert hist[0] == hist[1]
+
+
+def test_time_limit_is_an_error_that_keeps_the_state(tmp_path, pool, monkeypatch, one_thread):
+    clock = {"t": 0.0}
+
+    def monotonic():
+        clock["t"] += 30.0  # every call advances half a minute
+        return clock["t"]
+
+    monkeypatch.setattr(pretrain_mod.time, "monotonic", monotonic)
+    with pytest.raises(SvmixError, match=r"time limit of 1 min reached at step \d+ of 6.*rerun"):
+        pretrain_teacher(pool, tmp_path / "t", TINY, max_minutes=1, progress=False)
+    assert (tmp_path / "t" / "pretrain_state.pt").exists()
+    assert not (tmp_path / "t" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("key", sorted(pretrain_mod._RANGES))
+@pytest.mark.parametrize("bad", [-1, 10**12, "x", None, True])
+def test_every_numeric_key_is_range_checked(key, bad):
+    section, name = key.split(".")
+    lo, _ = pretrain_mod._RANGES[key]
+    if bad == -1 and lo < 0:
+        pytest.skip("negative values are in range")
+    with pytest.raises(SvmixError, match=key.replace(".", r"\.")):
+        pretrain_config({section: {name: bad}})
+
+
+def test_unknown_key_is_an_error():
+    with pytest.raises(SvmixError, match="unknown key 'stepz'"):
+        pretrain_config({"train": {"stepz": 3}})
+
+
+def test_mfcc_frames_align_with_the_conv_frontend():
+    targets = MfccTargets(13)
+    for n in (400, 719, 720, 16000, 48000):
+        assert targets.features(torch.zeros(1, n)).shape == (1, (n - 400) // 320 + 1, 39)
+
+
+def test_span_mask_masks_spans_and_is_seeded():
+    a = span_mask(np.random.default_rng(0), 4, 100, 0.08, 10)
+    b = span_mask(np.random.default_rng(0), 4, 100, 0.08, 10)
+    assert torch.equal(a, b) and a.any(dim=1).all()
+    assert 0.2 < a.float().mean() < 0.8
