@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterable, Sequence, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -53,11 +53,20 @@ def error_rates(scores: np.ndarray, labels: np.ndarray) -> ErrorRates:
     """Miss/false-alarm rates at all distinct thresholds (one sort, no Python loop)."""
     scores, labels = _check(scores, labels)
     order = np.argsort(scores)  # order within tied scores does not matter: ties share one threshold
-    sorted_scores = scores[order]
-    sorted_labels = labels[order]
+    return _sorted_error_rates(scores[order], labels[order])
+
+
+def _sorted_error_rates(sorted_scores: np.ndarray, sorted_labels: np.ndarray,
+                        weights: Optional[np.ndarray] = None) -> ErrorRates:
+    """:func:`error_rates` of trials already sorted by score; ``weights`` counts each trial that many
+    times (the speaker bootstrap)."""
     group_end = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
-    targets_below = np.cumsum(sorted_labels)[group_end]
-    nontargets_below = (group_end + 1) - targets_below
+    if weights is None:
+        targets_below = np.cumsum(sorted_labels)[group_end]
+        nontargets_below = (group_end + 1) - targets_below
+    else:
+        targets_below = np.cumsum(np.where(sorted_labels, weights, 0.0))[group_end]
+        nontargets_below = np.cumsum(np.where(sorted_labels, 0.0, weights))[group_end]
     n_target, n_nontarget = targets_below[-1], nontargets_below[-1]
     fnr = np.r_[0.0, targets_below / n_target]
     fpr = np.r_[1.0, 1.0 - nontargets_below / n_nontarget]
@@ -105,6 +114,56 @@ def compute_metrics(scores: np.ndarray, labels: np.ndarray,
         "n_target": n_target,
         "n_nontarget": int(len(labels) - n_target),
     }
+
+
+def speaker_bootstrap_ci(scores: np.ndarray, labels: np.ndarray, enroll_speakers: Sequence[str],
+                         test_speakers: Sequence[str], p_targets: Sequence[float] = P_TARGETS,
+                         num_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> Dict[str, object]:
+    """Percentile confidence intervals of EER (percent) and minDCF from a speaker bootstrap.
+
+    Trials sharing a speaker are not independent, so the resampled unit is the speaker: each
+    resample draws the speakers with replacement, counts ``c_s`` copies of each, and weights a
+    target trial of speaker ``a`` by ``c_a`` and a non-target trial of ``a`` against ``b`` by
+    ``c_a · c_b`` (copies act as distinct speakers; pairs of copies of one speaker are dropped).
+    Resamples left without targets or non-targets are skipped and counted.
+    Returns ``{"eer_ci": [lo, hi], "min_dcf_ci": {p: [lo, hi]}, "bootstrap": {...}}``.
+    """
+    if num_resamples < 1:
+        raise SvmixError(f"bootstrap needs at least 1 resample, got {num_resamples}")
+    if not 0.0 < confidence < 1.0:
+        raise SvmixError(f"confidence must be in (0, 1), got {confidence}")
+    scores, labels = _check(scores, labels)
+    if not len(enroll_speakers) == len(test_speakers) == len(scores):
+        raise SvmixError(f"{len(scores)} trials but {len(enroll_speakers)} enrolment and "
+                         f"{len(test_speakers)} test speakers")
+    names, codes = np.unique(np.r_[np.asarray(enroll_speakers, dtype=str), np.asarray(test_speakers, dtype=str)],
+                             return_inverse=True)
+    order = np.argsort(scores)
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    enroll, test = codes[: len(scores)][order], codes[len(scores):][order]
+    rng = np.random.default_rng(seed)
+    eers, dcfs, skipped = [], {p: [] for p in p_targets}, 0
+    for _ in range(num_resamples):
+        counts = np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names)).astype(np.float64)
+        weights = np.where(sorted_labels, counts[enroll], counts[enroll] * counts[test])
+        if not weights[sorted_labels].any() or not weights[~sorted_labels].any():
+            skipped += 1
+            continue
+        rates = _sorted_error_rates(sorted_scores, sorted_labels, weights)
+        eers.append(100.0 * _eer_from_rates(rates)[0])
+        for p in p_targets:
+            dcfs[p].append(_min_dcf_from_rates(rates, p)[0])
+    if not eers:
+        raise SvmixError(f"no bootstrap resample had both target and non-target trials ({len(names)} speakers)")
+    tail = 100.0 * (1.0 - confidence) / 2.0
+
+    def interval(values):
+        lo, hi = np.percentile(values, [tail, 100.0 - tail])
+        return [float(lo), float(hi)]
+
+    return {"eer_ci": interval(eers), "min_dcf_ci": {f"{p:g}": interval(v) for p, v in dcfs.items()},
+            "bootstrap": {"resamples": len(eers), "skipped": skipped, "speakers": int(len(names)),
+                          "confidence": confidence, "seed": seed, "unit": "speaker"}}
 
 
 def det_curve(scores: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
