@@ -116,6 +116,43 @@ def compute_metrics(scores: np.ndarray, labels: np.ndarray,
     }
 
 
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+def compute_cllr(llrs: np.ndarray, labels: np.ndarray) -> float:
+    """Log-likelihood-ratio cost in bits: 0 for perfect LLRs, 1 for an uninformative system
+    (scores read as natural-log likelihood ratios)."""
+    llrs, labels = _check(llrs, labels)
+    return float((_softplus(-llrs[labels]).mean() + _softplus(llrs[~labels]).mean()) / (2.0 * np.log(2.0)))
+
+
+def compute_min_cllr(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Cllr after the best monotonic calibration of ``scores`` (pool-adjacent-violators, as in BOSARIS).
+
+    PAV gives the target posterior of each score at the empirical prior; subtracting the prior
+    log-odds turns it into the optimal LLR. Posteriors of exactly 0 or 1 give infinite LLRs, whose
+    cost terms are exactly 0 on the side they favour (computed without overflow).
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    scores, labels = _check(scores, labels)
+    posterior = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True).fit_transform(scores, labels.astype(float))
+    prior_log_odds = np.log(labels.mean() / (1.0 - labels.mean()))
+    with np.errstate(divide="ignore"):
+        llr = np.log(posterior) - np.log1p(-posterior) - prior_log_odds
+    return compute_cllr(np.clip(llr, -1e6, 1e6), labels)
+
+
+def compute_act_dcf(llrs: np.ndarray, labels: np.ndarray, p_target: float = 0.05) -> float:
+    """Normalised detection cost of Bayes decisions on LLRs: accept where llr > log((1 − p) / p)."""
+    llrs, labels = _check(llrs, labels)
+    accept = llrs > np.log((1.0 - p_target) / p_target)
+    fnr = np.count_nonzero(~accept[labels]) / np.count_nonzero(labels)
+    fpr = np.count_nonzero(accept[~labels]) / np.count_nonzero(~labels)
+    return float((p_target * fnr + (1.0 - p_target) * fpr) / min(p_target, 1.0 - p_target))
+
+
 def speaker_bootstrap_ci(scores: np.ndarray, labels: np.ndarray, enroll_speakers: Sequence[str],
                          test_speakers: Sequence[str], p_targets: Sequence[float] = P_TARGETS,
                          num_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> Dict[str, object]:
