@@ -122,6 +122,7 @@ class MfccTargets:
 
     def fit(self, waves: Sequence[np.ndarray], clusters: int, max_frames: int, seed: int) -> None:
         from sklearn.cluster import MiniBatchKMeans
+        from threadpoolctl import threadpool_limits
 
         frames = np.concatenate([self.features(torch.from_numpy(w.astype(np.float32))[None])[0].numpy()
                                  for w in waves if len(w) >= FRAME_WINDOW])
@@ -132,7 +133,8 @@ class MfccTargets:
             raise SvmixError(f"k-means needs at least {clusters} frames, the sample has {len(frames)}")
         self.mean, self.std = frames.mean(axis=0), frames.std(axis=0) + 1e-5
         km = MiniBatchKMeans(n_clusters=clusters, random_state=seed, n_init=3, batch_size=4096, max_iter=100)
-        km.fit((frames - self.mean) / self.std)
+        with threadpool_limits(1):  # one thread: the same clusters on every machine
+            km.fit((frames - self.mean) / self.std)
         self.centers = km.cluster_centers_.astype(np.float32)
 
     def labels(self, wav: torch.Tensor) -> torch.Tensor:
