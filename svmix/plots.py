@@ -1,0 +1,93 @@
+"""Pictures of a verification system beyond the DET curve: embeddings by speaker, scores by class.
+
+Both write PNG files atomically and need matplotlib (the ``plot`` extra).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from svmix.errors import SvmixError
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: os.PathLike) -> None:
+    from svmix.utils.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+
+
+def plot_tsne(embeddings: np.ndarray, speakers: Sequence[str], path: os.PathLike, max_speakers: int = 40,
+              seed: int = 0, title: str = "Test embeddings (t-SNE)") -> int:
+    """2-D t-SNE (scikit-learn) of L2-normalised embeddings, one colour per speaker.
+
+    At most ``max_speakers`` speakers (the first in sorted order) are drawn, so a large test set
+    stays readable; returns how many points were drawn.
+    """
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    x = np.asarray(embeddings, dtype=np.float64)
+    if x.ndim != 2 or len(x) != len(speakers):
+        raise SvmixError(f"t-SNE needs one speaker per embedding: {x.shape} embeddings, {len(speakers)} speakers")
+    if not np.isfinite(x).all():
+        raise SvmixError("t-SNE: embeddings contain NaN or infinite values")
+    names = sorted(set(speakers))[:max_speakers]
+    keep = np.isin(np.asarray(speakers), names)
+    x = x[keep] / np.maximum(np.linalg.norm(x[keep], axis=1, keepdims=True), 1e-12)
+    labels = np.asarray(speakers)[keep]
+    if len(x) < 5:
+        raise SvmixError(f"t-SNE needs at least 5 embeddings, got {len(x)}")
+    with threadpool_limits(1):  # the same picture on every machine
+        xy = TSNE(n_components=2, perplexity=min(30.0, (len(x) - 1) / 3.0), init="pca", random_state=seed,
+                  metric="cosine").fit_transform(x)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    cmap = plt.get_cmap("tab20", max(len(names), 1))
+    for i, name in enumerate(names):
+        sel = labels == name
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=cmap(i % cmap.N), marker="os^v"[(i // 20) % 4])
+    ax.set_title(f"{title}: {len(names)} speakers, {len(x)} utterances")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return int(len(x))
+
+
+def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, path: os.PathLike,
+                         threshold: Optional[float] = None, threshold_label: str = "threshold",
+                         bins: int = 80, title: str = "Scores") -> None:
+    """Target and non-target score histograms (densities), with the decision threshold if given."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    if scores.shape != labels.shape or not labels.any() or labels.all():
+        raise SvmixError("score histogram needs target and non-target scores, one label per score")
+    if not np.isfinite(scores).all():
+        raise SvmixError("score histogram: scores contain NaN or infinite values")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    edges = np.linspace(scores.min(), scores.max(), bins + 1)
+    ax.hist(scores[~labels], edges, density=True, alpha=0.6, label=f"non-target ({int((~labels).sum())})")
+    ax.hist(scores[labels], edges, density=True, alpha=0.6, label=f"target ({int(labels.sum())})")
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", label=f"{threshold_label} = {threshold:.3f}")
+    ax.set_xlabel("score")
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
