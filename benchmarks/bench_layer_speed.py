@@ -1,6 +1,6 @@
 """Benchmark: one SV-Mixer layer (fast inference path) vs one Transformer student layer on a CPU.
 
-Spec §2 gives 0.632 GMACs per SV-Mixer layer against 1.250 (linears) + 0.046 (attention) for the
+docs/method.md §Layer sizes gives 0.632 GMACs per SV-Mixer layer against 1.250 (linears) + 0.046 (attention) for the
 Transformer layer (H=1024, 16 heads, FFN 2048). This measures whether that halving shows up as time:
 H=1024, T=149, ``torch.set_num_threads(2)`` by default, batch 1 and 16, eval mode, inference_mode.
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the offline mini corpus: espeak-ng voices as speakers, Kaldi data dirs train/val/test.
 
-Each espeak-ng ``en-us+VARIANT`` voice (distinct variants from docs/mini-voices.md) is one speaker.
+Each espeak-ng ``en-us+VARIANT`` voice (distinct variants, see docs/architecture.md §The mini corpus) is one speaker.
 Training and test voices are disjoint; the validation set holds out utterances of the training
 voices (never test voices). Validation and test audio get seeded reverberation (simulated RIRs)
 and additive synthetic noise at 5-20 dB SNR. Everything is deterministic from ``--seed``: each
@@ -38,7 +38,7 @@ from svmix.utils.logging import get_logger, setup_logging
 
 log = get_logger("mini_corpus")
 
-# Distinct espeak-ng variants (docs/mini-voices.md, best first; male6 is not in the wheel).
+# Distinct espeak-ng variants (docs/architecture.md §The mini corpus; best first; male6 is not in the wheel).
 VOICES = ["Hugo", "klatt4", "sandro", "Denis", "Mario", "Lee", "Diogo", "Andy", "norbert", "klatt2",
           "travis", "grandma", "Gene", "Jacky", "Andrea", "Nguyen", "Demonic", "Michael", "Tweaky",
           "anika", "Storm", "Annie", "klatt3", "shelby", "Alicia", "RicishayMax3", "Marco", "RicishayMax"]

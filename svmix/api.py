@@ -3,7 +3,7 @@
     import svmix
     model = svmix.load_model("exp/svmixer_mini")          # experiment dir or checkpoint file
     emb = model.embed("enroll.wav")                       # 1-D, L2-normalised, model.embed_dim values
-    segs = model.embed(waveform_16k, segments=True)       # (10, D) segment embeddings (spec §6)
+    segs = model.embed(waveform_16k, segments=True)       # (10, D) segment embeddings (docs/method.md §Evaluation)
     score = model.score("enroll.wav", "test.wav")         # mean cosine over all segment pairs
 """
 from __future__ import annotations

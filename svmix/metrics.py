@@ -1,6 +1,6 @@
 """Verification metrics: EER, minDCF and DET curves, vectorised over millions of trials.
 
-Definitions follow SPEC §6. The EER is where the ROC polyline (false-accept rate, true-accept rate),
+Definitions follow docs/method.md §Metrics. The EER is where the ROC polyline (false-accept rate, true-accept rate),
 drawn through every distinct threshold, crosses tpr = 1 - fpr; this is exactly the root that
 ``brentq(lambda x: 1 - x - interp(fpr, tpr)(x), 0, 1)`` finds on sklearn's ``roc_curve``, computed
 here from one sort instead of a root search. minDCF uses C_miss = C_fa = 1 and is normalised by
@@ -104,7 +104,7 @@ def compute_min_dcf(scores: np.ndarray, labels: np.ndarray, p_target: float = 0.
 
 def compute_metrics(scores: np.ndarray, labels: np.ndarray,
                     p_targets: Sequence[float] = P_TARGETS) -> Dict[str, object]:
-    """The metrics JSON of CONVENTIONS.md: EER (percent), minDCF per p_target, trial counts."""
+    """The metrics JSON of docs/conventions.md §Metrics: EER (percent), minDCF per p_target, trial counts."""
     rates = error_rates(scores, labels)
     labels = np.asarray(labels).astype(bool)
     n_target = int(np.count_nonzero(labels))

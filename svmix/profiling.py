@@ -2,7 +2,7 @@
 
 MACs are ``torch.utils.flop_counter.FlopCounterMode`` FLOPs / 2 for one input (batch 1), which
 counts matrix products and convolutions (not norms, activations, pooling or biases) — the
-convention of the spec §2 table. Attention products (QKᵀ and AV inside
+convention of the table in docs/method.md §Layer sizes. Attention products (QKᵀ and AV inside
 ``scaled_dot_product_attention``) are counted with PyTorch's SDPA formula, also for the CPU
 kernel the counter does not know, and are reported separately as ``attention_gmacs``; ``gmacs``
 never includes them.

@@ -79,7 +79,7 @@ def render(rows: Sequence[Dict[str, object]], teacher: Optional[Dict[str, object
         "# RESULTS",
         "",
         f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
-        f"- evaluation data: `{emb_name}`; score: mean of the 10×10 cross-segment cosines (spec §6), no normalisation",
+        f"- evaluation data: `{emb_name}`; score: mean of the 10×10 cross-segment cosines (docs/method.md §Evaluation), no normalisation",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
         "- params: frontend + encoder + backend; GMACs: one 3 s input (149 frames);"
         " CPU RTF: extraction wall time ÷ audio duration",

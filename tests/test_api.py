@@ -1,4 +1,4 @@
-"""The Python API: svmix.load_model(path).embed / .score with the spec's segment rule."""
+"""The Python API: svmix.load_model(path).embed / .score with the segment rule of docs/method.md §Evaluation."""
 import numpy as np
 import pytest
 import torch
@@ -24,7 +24,7 @@ def setup(tmp_path_factory):
 
 
 def plain_forward(ckpt, wav):
-    """Reference: the checkpoint's model on the spec's 10 segments, without the inference path."""
+    """Reference: the checkpoint's model on its 10 evaluation segments, without the inference path."""
     from svmix.checkpoint import load_model_checkpoint
 
     model, _ = load_model_checkpoint(ckpt)

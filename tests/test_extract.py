@@ -53,7 +53,7 @@ def load_scp(out: Path) -> dict:
 
 
 def reference_embeddings(ckpt: Path, data: Path) -> dict:
-    """Plain model forward on the spec's segments, one utterance at a time (no batching tricks)."""
+    """Plain model forward on the evaluation segments, one utterance at a time (no batching tricks)."""
     model = build_model(TINY)
     model.load_state_dict(torch.load(ckpt, weights_only=False)["state_dict"])
     model.eval()

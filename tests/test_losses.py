@@ -1,4 +1,4 @@
-"""Training losses against naive per-sample computations (spec §4)."""
+"""Training losses against naive per-sample computations (docs/method.md §Losses)."""
 import math
 
 import pytest

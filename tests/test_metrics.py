@@ -15,7 +15,7 @@ from svmix.metrics import compute_eer, compute_metrics, compute_min_dcf, det_cur
 
 
 def reference_eer(scores, labels):
-    """SPEC §6: sklearn roc_curve, brentq on 1 - x - interp(fpr, tpr)(x), in percent."""
+    """docs/method.md §Metrics: sklearn roc_curve, brentq on 1 - x - interp(fpr, tpr)(x), in percent."""
     fpr, tpr, _ = roc_curve(labels, scores, pos_label=1)
     return 100 * brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0)
 

@@ -18,7 +18,7 @@ TINY_ENCODER_OPTIONS = {
 TINY_BACKEND_OPTIONS = {"ecapa": {"channels": 16, "pooled_channels": 48, "se_bottleneck": 8,
                                   "attention_bottleneck": 8}}
 
-# Spec §1-2 at H=1024, T=149.
+# docs/method.md §Layer sizes, at H=1024, T=149.
 BLOCK_PARAMS = 3_745_969
 FRONTEND_PROJECTION_FINAL_NORM = 4_728_832
 
@@ -180,7 +180,7 @@ def test_self_attention_matches_torch_multihead_attention():
 def test_ecapa_size_and_training_noise():
     with torch.device("meta"):
         ecapa = BACKENDS.build({"name": "ecapa"}, hidden=1024, num_states=13)
-    assert round(count(ecapa) / 1e6, 2) == 9.58  # spec §3: about 9.58M at L=12
+    assert round(count(ecapa) / 1e6, 2) == 9.58  # docs/method.md §Backends: about 9.58M at L=12
     assert ecapa.layer_sum.weights.shape == (1, 13, 1, 1)
     torch.manual_seed(0)
     backend = BACKENDS.build({"name": "ecapa", **TINY_BACKEND_OPTIONS["ecapa"]}, hidden=H, num_states=3)

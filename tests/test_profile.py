@@ -1,4 +1,4 @@
-"""svmix-profile: per-layer and per-part parameters and GMACs against the spec §2 table."""
+"""svmix-profile: per-layer and per-part parameters and GMACs against the table in docs/method.md §Layer sizes."""
 import json
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""The evaluation segmentation and scoring rule (spec §6)."""
+"""The evaluation segmentation and scoring rule (docs/method.md §Evaluation)."""
 import numpy as np
 import pytest
 

@@ -48,7 +48,7 @@ def make_hf_dir(tmp_path, name, seed=0, do_normalize=False):
 
 
 def hf_reference(model, wav):
-    """transformers' hidden states with the last entry after the final LayerNorm (CONVENTIONS.md).
+    """transformers' hidden states with the last entry after the final LayerNorm (docs/conventions.md §Layer indexing).
 
     transformers 5 no longer ties hidden_states[-1] to last_hidden_state for stable-layer-norm models
     (4.x did); the convention is the final-LN output, which is last_hidden_state in both versions.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stages 2-6, shared by every recipe (stage numbers in CONVENTIONS.md). A recipe defines stages 0-1
+# Stages 2-6, shared by every recipe (stage numbers in docs/conventions.md §Stages). A recipe defines stages 0-1
 # (its corpus) and these variables, then calls the functions below:
 #   exp nj ngpu teacher teacher_layers train_data val_data augment_dir cache train_config
 #   model_conf_dir students test_data trials_names train_opts extract_opts

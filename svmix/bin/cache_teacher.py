@@ -28,7 +28,10 @@ from svmix.errors import SvmixError
 def main(teacher_spec: Optional[str], data_dir: Optional[str], layers: Optional[str], out_dir: str, dtype: str,
          nj: int, device: str, chunk_seconds: float, chunk_context_seconds: float, shard_mb: float,
          skip_bad: bool, verify: bool) -> None:
-    """Cache teacher layers for every utterance of DATA into OUT (resumable; see CONVENTIONS.md)."""
+    """Cache teacher layers for every utterance of DATA into OUT (resumable).
+
+    The cache layout is described in docs/conventions.md §Teacher feature cache.
+    """
     from svmix.cache import CacheSettings, TeacherCache, build_cache, verify_cache
     from svmix.utils.logging import setup_logging
 

@@ -1,7 +1,7 @@
 """Stage 4: embedding extraction into Kaldi ``xvector.ark`` / ``xvector.scp``.
 
 Each utterance is stored under its id as its (num_segments, D) segment-embedding matrix, so that
-scoring can apply the spec's segment-pair rule; with ``average`` it is stored as one 1-D embedding,
+scoring can apply the segment-pair rule (docs/method.md §Evaluation); with ``average`` it is one 1-D embedding,
 the L2-normalised mean of its L2-normalised segment embeddings.
 
 Work is split into chunks of ``chunk_size`` consecutive utterances (chunk ``c`` belongs to shard

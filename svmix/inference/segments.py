@@ -1,4 +1,4 @@
-"""The evaluation segmentation and scoring rule (spec §6).
+"""The evaluation segmentation and scoring rule (docs/method.md §Evaluation).
 
 An utterance becomes ``num_segments`` fixed-length segments: one at most ``segment_samples`` long
 is wrap-padded (tiled) to that length and repeated; a longer one is cut at starts
@@ -30,7 +30,7 @@ def cut_segments(wav: np.ndarray, starts: np.ndarray, segment_samples: int) -> n
 
 
 def segment_waveform(wav: np.ndarray, segment_samples: int, num_segments: int) -> np.ndarray:
-    """The spec's evaluation segments of a 1-D waveform: (num_segments, segment_samples) float32."""
+    """The evaluation segments of a 1-D waveform: (num_segments, segment_samples) float32."""
     return cut_segments(wav, segment_starts(len(wav), segment_samples, num_segments), segment_samples)
 
 

@@ -8,7 +8,7 @@ from svmix.registry import BACKENDS
 
 
 class LayerWeightedSum(nn.Module):
-    """Σ_l w_l h_l with learnable weights initialised U[0,1) and not softmax-normalised (spec §3)."""
+    """Σ_l w_l h_l with learnable weights initialised U[0,1) and not softmax-normalised (docs/method.md §Backends)."""
 
     def __init__(self, num_states: int):
         super().__init__()

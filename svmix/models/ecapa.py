@@ -1,4 +1,4 @@
-"""ECAPA-TDNN backend over the hidden-state stack, as in the authors' code (spec §3).
+"""ECAPA-TDNN backend over the hidden-state stack, as in the authors' code (docs/method.md §Backends).
 
 (B, L+1, T, H) → weighted layer sum → InstanceNorm over time (+ training-only noise) →
 Conv1d(H→C, k5) → three Res2Net-SE blocks → 1×1 conv to 1536 → attentive statistics pooling

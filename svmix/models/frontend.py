@@ -1,4 +1,4 @@
-"""wav2vec 2.0 / WavLM-style convolutional frontend and feature projection (spec §1)."""
+"""wav2vec 2.0 / WavLM-style convolutional frontend and feature projection (docs/method.md §Frontend)."""
 from __future__ import annotations
 
 from typing import Sequence, Union

@@ -13,7 +13,7 @@ from svmix.registry import BACKENDS, ENCODERS
 DEFAULT_MODEL_CONFIG: Dict[str, Any] = {
     "sample_rate": 16000,
     "segment_seconds": 3.0,   # training crop and evaluation segment (149 frames)
-    "num_eval_segments": 10,  # spec §6: 10 segments of 3 s per test utterance
+    "num_eval_segments": 10,  # docs/method.md §Evaluation: 10 segments of 3 s per test utterance
     "hidden": 1024,
     "embed_dim": 192,
     "frontend": {"channels": 512},

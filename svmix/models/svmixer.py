@@ -1,4 +1,4 @@
-"""SV-Mixer encoder (spec §1): blocks of Local-Global token mixing (LGM) and multi-scale
+"""SV-Mixer encoder (docs/method.md §SV-Mixer block): blocks of Local-Global token mixing (LGM) and multi-scale
 grouped channel mixing (MSM + GCM), as the authors' code builds them.
 
 Tensors inside a block are (B, H, T) like the reference code; the encoder takes and returns
@@ -145,7 +145,7 @@ BLOCK_LAYOUTS = {"BTH": (0, 1, 2), "BHT": (0, 2, 1), "TBH": (1, 0, 2)}
 
 
 class FrameEncoder(nn.Module):
-    """Base for students: input dropout, L blocks, final LayerNorm; returns the spec's hidden-state
+    """Base for students: input dropout, L blocks, final LayerNorm; returns the hidden-state
     stack (B, L+1, T, H) = [block-1 input, block-1 … block-(L−1) outputs, LN(block-L output)].
 
     ``block_layout`` says how the blocks take frames: (B, T, H), channels-first (B, H, T), or

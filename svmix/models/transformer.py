@@ -1,7 +1,7 @@
 """Transformer student (Table I baseline): pre-LN layers with fused scaled-dot-product attention.
 
 Per layer at H=1024 with 16 heads and FFN 2048: 8,399,872 parameters and 1.2499 GMACs in its
-linear layers for 149 frames, plus 45.5M MACs of attention products (spec §2).
+linear layers for 149 frames, plus 45.5M MACs of attention products (docs/method.md §Layer sizes).
 
 Position information: the SV-Mixer and MLP-Mixer students have no positional encoding, but their
 token mixing is position-aware, whereas self-attention is order-blind. The wav2vec 2.0 / HuBERT /

@@ -1,4 +1,4 @@
-"""Chunked cosine scoring of trials, for embedding vectors and for segment matrices (SPEC §6).
+"""Chunked cosine scoring of trials, for embedding vectors and for segment matrices (docs/method.md §Evaluation).
 
 A segment-matrix trial scores the mean of all S_a x S_b cross-segment cosines. That mean equals
 the dot product of the two utterances' mean *L2-normalised* segments, so every utterance is reduced

@@ -129,7 +129,7 @@ def teacher_fingerprint(spec: os.PathLike) -> str:
 
 
 def load_teacher(spec: os.PathLike, device: str = "cpu") -> SSLTeacher:
-    """Load a frozen teacher in eval mode; see CONVENTIONS.md ("Teacher specification")."""
+    """Load a frozen teacher in eval mode; see docs/conventions.md §Teacher specification."""
     return teacher_source(spec).load(str(spec)).to(device)
 
 

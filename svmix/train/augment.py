@@ -1,4 +1,4 @@
-"""On-the-fly augmentation of training crops (spec §5): with probability p, one type drawn uniformly
+"""Augmentation of training crops on the fly (docs/method.md §Augmentation): with probability p, one type drawn uniformly
 from those available.
 
 Types (registry ``AUGMENTATIONS``): ``noise`` (MUSAN noise, 0–15 dB), ``music`` (5–15 dB),

@@ -38,7 +38,7 @@ DEFAULT_TRAIN_CONFIG: Dict[str, Any] = {
     "speaker_balanced": False,    # sample a speaker uniformly, then one of its utterances
     "preload_audio": False,       # keep all training audio in RAM (small corpora)
     "val_every": 2000,            # steps between validations (and checkpoints); "epoch": once per epoch
-    "val_segments": 10,           # 3 s segments per validation utterance (spec: 10)
+    "val_segments": 10,           # 3 s segments per validation utterance (docs/method.md §Evaluation: 10)
     "val_batch_size": 32,
     "checkpoint_every": None,     # default: val_every
     "keep_best": 5,               # best-by-validation-EER model checkpoints kept

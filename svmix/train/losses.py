@@ -1,4 +1,4 @@
-"""Training losses (spec §4): AAM-softmax with top-K hard negatives, and the two KD losses.
+"""Training losses (docs/method.md §Losses): AAM-softmax with top-K hard negatives, and the two KD losses.
 
 All are registered in ``svmix.registry.LOSSES``. KD losses take a frame mask ``(B, T)`` (True where
 the teacher frame exists) so frames that come from repeat-padding a short utterance are ignored.

@@ -1,5 +1,5 @@
 """What is trained: the student, the AAM-softmax classifier and the KD head(s), as one module
-(so one optimiser and one DDP wrapper cover all of them). Total loss = AAM + λ·KD (spec §4)."""
+(so one optimiser and one DDP wrapper cover all of them). Total loss = AAM + λ·KD (docs/method.md §Losses)."""
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence

@@ -1,4 +1,4 @@
-"""Optimisers, learning-rate schedules and early stopping (spec §5).
+"""Optimisers, learning-rate schedules and early stopping (docs/method.md §Training recipes).
 
 Schedules (registry ``SCHEDULERS``) own the learning rate: the trainer calls ``lr(step)`` before
 every optimiser step and sets it on all parameter groups, and ``on_validation(eer)`` after each

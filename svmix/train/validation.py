@@ -1,4 +1,4 @@
-"""Validation EER during training: the spec's segment scoring (mean cosine over segment pairs) on a
+"""Validation EER during training: the evaluation's segment scoring (mean cosine over segment pairs) on a
 held-out data dir's labelled ``trials``, with ``num_segments`` segments per utterance."""
 from __future__ import annotations
 
