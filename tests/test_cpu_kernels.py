@@ -1,4 +1,4 @@
-"""The fused CPU kernels (svmix/models/cpu_kernels.cpp) compute what their PyTorch fallbacks compute,
+"""The fused CPU kernels (svmix/models/fast/kernels.cpp) compute what their PyTorch fallbacks compute,
 including the scalar tails (widths that are not a multiple of the vector block), and a failed build
 falls back with a warning instead of failing."""
 import logging
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from svmix.models import cpu_kernels
+from svmix.models.fast import kernels as cpu_kernels
 
 TOL = 1e-5
 
@@ -123,7 +123,7 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch, caplog):
     monkeypatch.setattr(cpp_extension, "load", broken)
     cpu_kernels.kernels.cache_clear()
     try:
-        with caplog.at_level(logging.WARNING, logger="svmix.models.cpu_kernels"):
+        with caplog.at_level(logging.WARNING, logger="svmix.models.fast.kernels"):
             assert cpu_kernels.kernels() is None
             assert cpu_kernels.kernels() is None
         warnings = [r.getMessage() for r in caplog.records]
