@@ -39,12 +39,12 @@ def kernels() -> Optional[object]:
     if os.environ.get("SVMIX_CPU_KERNELS", "1") == "0":
         return None
     capability = torch.backends.cpu.get_cpu_capability()
-    # one build per instruction set (home dirs shared by different machines) and per torch (its ABI)
-    name = re.sub(r"\W", "_", f"svmix_cpu_kernels_{capability}_torch{torch.__version__}").lower()
+    # one build per instruction set (home dirs shared by different machines) and per torch (its ABI);
+    # not the name older checkouts build svmix/models/cpu_kernels.cpp under, so they do not rebuild each other's
+    name = re.sub(r"\W", "_", f"svmix_fast_kernels_{capability}_torch{torch.__version__}").lower()
     logger.info("svmix: loading the fused CPU kernels (%s; compiled on first use on a machine, about 10 s)", name)
     try:
-        from torch.utils import cpp_extension
-
+        cpp_extension = _import_cpp_extension()
         cpp_extension.load(name=name, sources=[str(SOURCE)], is_python_module=False,
                            extra_cflags=["-O3", "-fopenmp", *ISA_FLAGS.get(capability, [])],
                            extra_ldflags=["-fopenmp"])
@@ -54,6 +54,19 @@ def kernels() -> Optional[object]:
         logger.warning("svmix: fused CPU kernels unavailable (%s); using the PyTorch fallbacks", reason[:300])
         return None
     return torch.ops.svmix_cpu
+
+
+def _import_cpp_extension():
+    """``torch.utils.cpp_extension``, without the warning its import logs on a machine with a CUDA
+    toolkit but no GPU (a line in every CPU tool's log that says nothing about the kernels)."""
+    import_logger = logging.getLogger("torch.utils.cpp_extension")
+    level = import_logger.level
+    import_logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        import_logger.setLevel(level)
+    return cpp_extension
 
 
 def usable(x: torch.Tensor) -> Optional[object]:
