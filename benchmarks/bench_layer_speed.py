@@ -1,14 +1,15 @@
 """Benchmark: one SV-Mixer layer (fast inference path) vs one Transformer student layer on a CPU.
 
-docs/method.md §Layer sizes gives 0.632 GMACs per SV-Mixer layer against 1.250 (linears) + 0.046 (attention) for the
-Transformer layer (H=1024, 16 heads, FFN 2048). This measures whether that halving shows up as time:
+``svmix-profile`` counts 0.632 GMACs per SV-Mixer layer against 1.250 (linears) + 0.046 (attention)
+for the Transformer layer (H=1024, 16 heads, FFN 2048). This measures whether that halving shows up
+as time:
 H=1024, T=149, ``torch.set_num_threads(2)`` by default, batch 1 and 16, eval mode, inference_mode.
 
 Timed side by side in one run, interleaved (each round runs every layer once, in rotating order, so
 all see the same machine noise), after warm-up; prints medians of wall time (and of process CPU time)
 and the ratios:
 
-* ``svmixer_fast``: ``FastSVMixerBlock`` (svmix.models.svmixer_fast) on time-major (T, B, H) frames,
+* ``svmixer_fast``: ``FastSVMixerBlock`` (svmix.models.fast.svmixer) on time-major (T, B, H) frames,
   the layout the encoder keeps between fast blocks (converted once per utterance batch, not per layer),
   with the fused CPU kernels when they build (printed; ``SVMIX_CPU_KERNELS=0``: PyTorch ops only);
 * ``transformer``: ``TransformerLayer`` from svmix.models.transformer (the project's Transformer
@@ -33,9 +34,9 @@ from typing import Callable, Dict, List
 
 import torch
 
-from svmix.models import cpu_kernels
+from svmix.models.fast import kernels as cpu_kernels
+from svmix.models.fast.svmixer import FastSVMixerBlock
 from svmix.models.svmixer import SVMixerBlock
-from svmix.models.svmixer_fast import FastSVMixerBlock
 from svmix.models.transformer import TransformerLayer
 
 HIDDEN, SEQ_LEN = 1024, 149

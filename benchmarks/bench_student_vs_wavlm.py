@@ -6,7 +6,7 @@ is ``torchaudio.models.wavlm_large()`` (its Transformer output only, no speaker 
 favours WavLM). Timed side by side, interleaved, medians, ``torch.set_num_threads(2)`` by default:
 
 * 3 s: the student embeds one 3 s segment; WavLM-Large runs on the same 3 s waveform;
-* 10 s: the student embeds the utterance the way evaluation does (docs/method.md §Evaluation: 10 segments of 3 s,
+* 10 s: the student embeds the utterance the way evaluation does (``svmix.inference.segments``: 10 segments of 3 s,
   batched as one (10, 48000) call); WavLM-Large runs once on the 10 s waveform.
 
     python benchmarks/bench_student_vs_wavlm.py [--runs 10] [--threads 2] [--json FILE]
@@ -27,9 +27,9 @@ import torchaudio
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_layer_speed import kernels_in_use, time_interleaved, write_results  # noqa: E402
 
-from svmix.inference.fast import prepare_for_inference  # noqa: E402
 from svmix.inference.segments import segment_waveform  # noqa: E402
 from svmix.models import build_model  # noqa: E402
+from svmix.models.fast import prepare_for_inference  # noqa: E402
 
 SAMPLE_RATE = 16000
 
@@ -47,7 +47,7 @@ def main() -> None:
     wavlm = torchaudio.models.wavlm_large().eval()
     segment, count = student.segment_samples, student.num_eval_segments
     wav3, wav10 = torch.randn(3 * SAMPLE_RATE), torch.randn(10 * SAMPLE_RATE)
-    segments10 = torch.from_numpy(segment_waveform(wav10.numpy(), segment, count))  # the evaluation's 10 × 3 s
+    segments10 = torch.from_numpy(segment_waveform(wav10.numpy(), segment, count))  # evaluation's 10 × 3 s
     print(f"student: 5 SV-Mixer layers, H=1024, ECAPA, {sum(p.numel() for p in student.parameters()) / 1e6:.1f}M "
           f"params; WavLM-Large: {sum(p.numel() for p in wavlm.parameters()) / 1e6:.1f}M params; "
           f"{args.threads} threads, medians of {args.runs} interleaved runs; {kernels_in_use()}")

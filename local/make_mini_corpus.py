@@ -35,6 +35,7 @@ from svmix.data.datadir import write_datadir, write_trials
 from svmix.errors import SvmixError
 from svmix.utils.fileio import read_json, write_json
 from svmix.utils.logging import get_logger, setup_logging
+from svmix.utils.progress import track
 
 log = get_logger("mini_corpus")
 
@@ -257,15 +258,13 @@ def build_mini_corpus(out: Path, config: MiniCorpusConfig = MiniCorpusConfig(), 
     if done_file.is_file() and read_json(done_file).get("digest") == config.digest():
         log.info("%s: mini corpus already complete (digest %s)", out, config.digest())
         return False
-    from tqdm import tqdm
-
     start = time.time()
     jobs = plan_jobs(config, out)
     trials = plan_trials(config, jobs)
     # Fresh forked process per speaker: espeak-ng output then depends only on that speaker's seed.
     context = multiprocessing.get_context("fork")
     with context.Pool(max(1, nj), maxtasksperchild=1) as pool:
-        jobs = list(tqdm(pool.imap(run_job, jobs), total=len(jobs), desc="synthesizing speakers"))
+        jobs = list(track(pool.imap(run_job, jobs), total=len(jobs), desc="synthesizing speakers", unit="speaker"))
 
     subsets = {"train": {}, "val": {}, "test": {}}
     for job in jobs:

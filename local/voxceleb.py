@@ -30,6 +30,7 @@ from svmix.data.datadir import Trial, write_datadir, write_trials
 from svmix.errors import SvmixError
 from svmix.utils.fileio import check_free_space
 from svmix.utils.logging import get_logger, setup_logging
+from svmix.utils.progress import track
 
 log = get_logger("voxceleb")
 
@@ -76,8 +77,6 @@ def _convert_one(ffmpeg: str, src: Path, dst: Path) -> Optional[str]:
 
 def convert_m4a_tree(files: Dict[str, Path], wav_dir: Path, nj: int = 4) -> Dict[str, Path]:
     """Convert m4a files to ``wav_dir/<utt>.wav`` with ``nj`` parallel ffmpeg processes (resumable)."""
-    from tqdm import tqdm
-
     ffmpeg = find_ffmpeg()
     targets = {utt: wav_dir / f"{utt}.wav" for utt in files}
     todo = [utt for utt, dst in targets.items() if not dst.is_file()]
@@ -85,8 +84,8 @@ def convert_m4a_tree(files: Dict[str, Path], wav_dir: Path, nj: int = 4) -> Dict
         check_free_space(wav_dir, WAV_PER_M4A_BYTES * sum(files[u].stat().st_size for u in todo),
                          "converting VoxCeleb2 to wav")
     with ThreadPoolExecutor(max(1, nj)) as pool:
-        errors = [e for e in tqdm(pool.map(lambda u: _convert_one(ffmpeg, files[u], targets[u]), todo),
-                                  total=len(todo), desc="m4a -> wav") if e]
+        errors = [e for e in track(pool.map(lambda u: _convert_one(ffmpeg, files[u], targets[u]), todo),
+                                   total=len(todo), desc="m4a -> wav", unit="file") if e]
     if errors:
         for e in errors:
             log.error(e)

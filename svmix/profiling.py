@@ -19,8 +19,8 @@ from torch.utils import flop_counter
 
 from svmix.errors import SvmixError
 from svmix.models import build_model, resolve_model_config
+from svmix.models.encoder import BLOCK_LAYOUTS
 from svmix.models.frontend import num_frames
-from svmix.models.svmixer import BLOCK_LAYOUTS
 from svmix.registry import ENCODERS
 
 GIGA = 1e9

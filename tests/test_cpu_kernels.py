@@ -1,14 +1,17 @@
-"""The fused CPU kernels (svmix/models/cpu_kernels.cpp) compute what their PyTorch fallbacks compute,
+"""The fused CPU kernels (svmix/models/fast/kernels.cpp) compute what their PyTorch fallbacks compute,
 including the scalar tails (widths that are not a multiple of the vector block), and a failed build
 falls back with a warning instead of failing."""
 import logging
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from svmix.models import cpu_kernels
+from svmix.models.fast import kernels as cpu_kernels
 
 TOL = 1e-5
 
@@ -123,7 +126,7 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch, caplog):
     monkeypatch.setattr(cpp_extension, "load", broken)
     cpu_kernels.kernels.cache_clear()
     try:
-        with caplog.at_level(logging.WARNING, logger="svmix.models.cpu_kernels"):
+        with caplog.at_level(logging.WARNING, logger="svmix.models.fast.kernels"):
             assert cpu_kernels.kernels() is None
             assert cpu_kernels.kernels() is None
         warnings = [r.getMessage() for r in caplog.records]
@@ -134,3 +137,19 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch, caplog):
     finally:
         cpu_kernels.kernels.cache_clear()
 
+
+
+def test_loading_logs_no_cuda_home_warning_on_a_cpu_machine(tmp_path):
+    """Importing cpp_extension warns once per process when a CUDA toolkit (CUDA_HOME) is found without a
+    GPU; the kernels' loader keeps that line out of every CPU tool's log."""
+    if not (torch.version.cuda and torch.cuda._is_compiled()):
+        pytest.skip("a CPU-only torch build never warns about CUDA_HOME")
+    env = {**os.environ, "CUDA_HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+
+    def stderr_of(code: str) -> str:
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              check=True).stderr
+
+    assert "No CUDA runtime is found" in stderr_of("import torch.utils.cpp_extension")  # the condition holds
+    loaded = stderr_of("from svmix.models.fast import kernels; kernels._import_cpp_extension()")
+    assert "No CUDA runtime is found" not in loaded

@@ -10,7 +10,7 @@ from svmix.bin.export import main as export_cli
 from svmix.checkpoint import load_model_checkpoint, save_model
 from svmix.errors import SvmixError
 from svmix.export import exporter, export_model, load_torchscript
-from svmix.export.onnx_runtime import OnnxSegmentEmbedder
+from svmix.inference.onnx_runtime import OnnxSegmentEmbedder
 from svmix.models import build_model
 
 TINY = {"hidden": 32, "embed_dim": 8, "segment_seconds": 1.0, "frontend": {"channels": 16},

@@ -220,7 +220,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
 
 def test_onnx_runtime_matches_torch(setup, tmp_path):
     from svmix.export.exporter import export_model
-    from svmix.export.onnx_runtime import OnnxSegmentEmbedder
+    from svmix.inference.onnx_runtime import OnnxSegmentEmbedder
 
     _, ckpt, data = setup
     model_dir = tmp_path / "exp"

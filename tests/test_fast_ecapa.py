@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from conftest import assert_close_to_scale, compare_fast
-from svmix.inference.fast import prepare_for_inference, uses_fast_path
 from svmix.models import build_model
 from svmix.models.ecapa import ECAPABackend
-from svmix.models.ecapa_fast import FastECAPABackend
+from svmix.models.fast import prepare_for_inference, uses_fast_path
+from svmix.models.fast.ecapa import FastECAPABackend
 
 # Max abs difference allowed, relative to the output scale (max |reference|). Observed: ≤ 3.3e-7
 # (the tiny and the full-size cases alike); both sides round in float32 in a different order.

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from conftest import assert_close_to_scale, compare_fast
+from svmix.models.fast.frontend import FastConvFrontend
 from svmix.models.frontend import ConvFrontend
-from svmix.models.frontend_fast import FastConvFrontend
 
 # Max abs difference allowed, relative to the output scale (max |reference|). Observed: ≤ ~1e-6;
 # both sides round in float32 differently (folded GroupNorm statistics vs. GroupNorm's own).

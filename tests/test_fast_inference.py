@@ -4,11 +4,13 @@ import itertools
 import pytest
 import torch
 
-from svmix.inference.fast import prepare_for_inference, uses_fast_path
-from svmix.models import build_model, cpu_kernels, svmixer_fast
-from svmix.models.frontend_fast import FastConvFrontend
+from svmix.models import build_model
+from svmix.models.fast import kernels as cpu_kernels
+from svmix.models.fast import prepare_for_inference, uses_fast_path
+from svmix.models.fast import svmixer as svmixer_fast
+from svmix.models.fast.frontend import FastConvFrontend
+from svmix.models.fast.svmixer import FastSVMixerBlock
 from svmix.models.svmixer import SVMixerBlock, SVMixerEncoder
-from svmix.models.svmixer_fast import FastSVMixerBlock
 
 TOL = 1e-5
 # (lgm, msm, gcm, lgm_mode): the code's block, the paper's sequential LGM and every Table II ablation

@@ -5,8 +5,9 @@ import torchaudio
 
 from svmix.models import build_model, init_frontend_from_teacher
 from svmix.models.cyclemlp import CycleFC
+from svmix.models.encoder import BLOCK_LAYOUTS
 from svmix.models.frontend import Frontend
-from svmix.models.svmixer import BLOCK_LAYOUTS, SVMixerBlock
+from svmix.models.svmixer import SVMixerBlock
 from svmix.models.transformer import SelfAttention
 from svmix.registry import BACKENDS, ENCODERS
 

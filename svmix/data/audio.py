@@ -8,6 +8,7 @@ import numpy as np
 
 from svmix.errors import AudioError
 from svmix.utils.logging import get_logger
+from svmix.utils.progress import track
 
 SAMPLE_RATE = 16000
 MIN_SAMPLES = 400  # one frame of the conv frontend (receptive field)
@@ -85,10 +86,8 @@ def scan_audio(utts: Mapping[str, str], progress: bool = False,
                desc: str = "checking audio") -> Tuple[Dict[str, int], Dict[str, str]]:
     """Check every file's header without decoding, before long work: ``(utt -> samples at 16 kHz,
     utt -> problem)``. Finds missing, unreadable, empty and too short files."""
-    from tqdm import tqdm
-
     good, bad = {}, {}
-    for utt, path in tqdm(utts.items(), desc=desc, disable=not progress, leave=False):
+    for utt, path in track(utts.items(), desc=desc, unit="file", enabled=progress, leave=False):
         try:
             if not os.path.isfile(path):
                 raise AudioError(f"{_name(utt, path)}: audio file not found")

@@ -20,6 +20,7 @@ from svmix.data.datadir import read_kv, write_kv
 from svmix.errors import SvmixError
 from svmix.utils.fileio import read_json, write_json
 from svmix.utils.logging import get_logger
+from svmix.utils.progress import track
 
 log = get_logger("augment")
 
@@ -76,10 +77,8 @@ SYNTHESIZERS = {
 
 def synthesize(kind: str, out_dir: Path, count: int, seed: int, seconds: Tuple[float, float] = (5.0, 10.0)) -> Entries:
     """``count`` synthetic clips of ``kind`` as 16 kHz wavs under ``out_dir/kind/``, one seed each."""
-    from tqdm import tqdm
-
     entries = []
-    for i in tqdm(range(count), desc=f"synthesizing {kind}", leave=False):
+    for i in track(range(count), desc=f"synthesizing {kind}", unit="clip", leave=False):
         rng = np.random.default_rng([seed, KINDS.index(kind), i])
         num_samples = int(rng.uniform(*seconds) * SAMPLE_RATE)
         path = out_dir / kind / f"{kind}-{i:05d}.wav"

@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Set
 
-from tqdm import tqdm
-
 from svmix.data.audio import load_audio, audio_info
 from svmix.data.datadir import Problem, read_table, read_trials, write_kv, write_trials, spk2utt_from_utt2spk
 from svmix.errors import AudioError, SvmixError
+from svmix.utils.progress import track
 
 
 @dataclass
@@ -40,9 +39,8 @@ def validate_datadir(path, check_audio: bool = True, deep: bool = False, progres
     report.problems += wav.problems
     report.num_utts = len(wav.entries)
 
-    for utt, value in tqdm(wav.entries.items(), desc="checking audio", disable=not (progress and check_audio)):
-        if not check_audio:
-            break
+    entries = wav.entries.items() if check_audio else ()
+    for utt, value in track(entries, desc="checking audio", unit="file", enabled=progress and check_audio):
         if value.rstrip().endswith("|"):
             continue  # pipe commands are not checked
         try:

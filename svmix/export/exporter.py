@@ -13,14 +13,14 @@ from torch import nn
 
 from svmix.checkpoint import load_model_checkpoint
 from svmix.errors import SvmixError
-from svmix.inference.fast import prepare_for_inference
+from svmix.inference.onnx_runtime import CONFIG_KEY, OnnxSegmentEmbedder
+from svmix.models.fast import prepare_for_inference
 from svmix.registry import Registry
 from svmix.utils.fileio import atomic_path
 from svmix.utils.logging import get_logger
 
 DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-4
-CONFIG_KEY = "svmix_config"
 TORCHSCRIPT_CONFIG_FILE = "svmix_config.json"
 INPUT_NAME, OUTPUT_NAME = "waveform", "embedding"
 
@@ -55,9 +55,6 @@ def export_onnx(model: nn.Module, path: Path, opset: int = DEFAULT_OPSET) -> Cal
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))
-
-    from svmix.export.onnx_runtime import OnnxSegmentEmbedder
-
     return OnnxSegmentEmbedder(path)
 
 

@@ -1,7 +1,7 @@
 """Segment embedders: (B, segment_samples) float32 segments → (B, D) embeddings, as numpy.
 
 The PyTorch :class:`SegmentEmbedder` and the ONNX ``OnnxSegmentEmbedder``
-(:mod:`svmix.export.onnx_runtime`) share one interface (``config``, ``embed_dim``,
+(:mod:`svmix.inference.onnx_runtime`) share one interface (``config``, ``embed_dim``,
 ``segment_samples``, ``__call__``), so extraction and the Python API treat them alike.
 :func:`embed_stream` packs the fixed-length segments of many utterances (of any lengths) into
 full batches; an utterance's embeddings do not depend on what it is batched with.
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from svmix.errors import SvmixError
-from svmix.inference.fast import prepare_for_inference
 from svmix.inference.segments import distinct_segments
+from svmix.models.fast import prepare_for_inference
 from svmix.registry import Registry
 
 RUNTIMES = Registry("runtime")
@@ -65,7 +65,7 @@ def _torch_runtime(model: os.PathLike, onnx: Optional[os.PathLike], device: str,
 @RUNTIMES.register("onnx")
 def _onnx_runtime(model: os.PathLike, onnx: Optional[os.PathLike], device: str, num_threads: Optional[int]):
     from svmix.checkpoint import read_checkpoint
-    from svmix.export.onnx_runtime import OnnxSegmentEmbedder
+    from svmix.inference.onnx_runtime import OnnxSegmentEmbedder
 
     if device != "cpu":
         raise SvmixError(f"the onnx runtime runs on the CPU only, not on '{device}'")

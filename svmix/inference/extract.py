@@ -37,7 +37,7 @@ from svmix.data.datadir import DataDir, read_kv
 from svmix.errors import AudioError, SvmixError
 from svmix.inference.embedder import embed_stream, load_embedder, num_segments, onnx_model_path
 from svmix.inference.segments import distinct_segments, mean_embedding
-from svmix.models import cpu_kernels
+from svmix.models.fast import kernels as cpu_kernels
 from svmix.utils.fileio import atomic_open, atomic_path, check_free_space, read_json, sha256_file, write_json
 from svmix.utils.logging import get_logger, setup_logging
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from svmix.models.svmixer import FrameEncoder
+from svmix.models.encoder import FrameEncoder
 from svmix.registry import ENCODERS
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svmix.models.svmixer import ChannelMLP, FrameEncoder
+from svmix.models.encoder import ChannelMLP, FrameEncoder
 from svmix.registry import ENCODERS
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svmix.models.encoder import ChannelMLP, FrameEncoder, GroupedMLP
 from svmix.registry import ENCODERS
 
 
@@ -66,14 +67,6 @@ class TokenMixing(nn.Module):
         return x + self.dropout(self.mlp(self.norm(x.transpose(1, 2)).transpose(1, 2)))
 
 
-class GroupedMLP(nn.Sequential):
-    """1×1 grouped convolutions H→eH→H with GELU: the GCM channel MLP (groups=1 is a dense MLP)."""
-
-    def __init__(self, hidden: int, expansion: int, groups: int):
-        super().__init__(nn.Conv1d(hidden, expansion * hidden, 1, groups=groups), nn.GELU(),
-                         nn.Conv1d(expansion * hidden, hidden, 1, groups=groups))
-
-
 class MultiScaleChannelMixing(nn.Module):
     """MSM + GCM as coded: a half-rate and a full-rate grouped MLP, summed, then a grouped k3
     convolution → GELU → dense 1×1 convolution, in a pre-LN residual.
@@ -104,19 +97,6 @@ class MultiScaleChannelMixing(nn.Module):
         return x + self.dropout(self.merge(z))
 
 
-class ChannelMLP(nn.Module):
-    """Vanilla MLP-Mixer channel mixing: x + Dropout(Linear(H→eH) → GELU → Linear(eH→H))."""
-
-    def __init__(self, hidden: int, expansion: int = 4, dropout: float = 0.1):
-        super().__init__()
-        self.norm = nn.LayerNorm(hidden)
-        self.mlp = GroupedMLP(hidden, expansion, 1)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, H, T)
-        return x + self.dropout(self.mlp(self.norm(x.transpose(1, 2)).transpose(1, 2)))
-
-
 class SVMixerBlock(nn.Module):
     """Token mixing then channel mixing. Switches give the Table II ablations:
     ``lgm``, ``msm`` and ``gcm`` each replace their module by the vanilla MLP-Mixer one when False."""
@@ -138,41 +118,6 @@ class SVMixerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, H, T)
         return self.channel_mixing(self.token_mixing(x))
-
-
-# How blocks want their frames, as a permutation of (B, T, H) (each is its own inverse)
-BLOCK_LAYOUTS = {"BTH": (0, 1, 2), "BHT": (0, 2, 1), "TBH": (1, 0, 2)}
-
-
-class FrameEncoder(nn.Module):
-    """Base for students: input dropout, L blocks, final LayerNorm; returns the hidden-state
-    stack (B, L+1, T, H) = [block-1 input, block-1 … block-(L−1) outputs, LN(block-L output)].
-
-    ``block_layout`` says how the blocks take frames: (B, T, H), channels-first (B, H, T), or
-    time-major (T, B, H) (the fast inference blocks); frames are permuted once on the way in, and
-    the final stacking copies the states back to (B, T, H)."""
-
-    block_layout = "BTH"
-    fixed_length = False    # True when blocks are sized for exactly ``seq_len`` frames
-
-    def __init__(self, hidden: int, seq_len: int, num_layers: int, dropout: float = 0.1):
-        super().__init__()
-        self.hidden, self.seq_len, self.num_layers = hidden, seq_len, num_layers
-        self.input_dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList()
-        self.final_norm = nn.LayerNorm(hidden)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, H)
-        if self.fixed_length and x.shape[1] != self.seq_len:
-            raise ValueError(f"{type(self).__name__} needs {self.seq_len} frames, got {x.shape[1]}")
-        permutation = BLOCK_LAYOUTS[self.block_layout]
-        x = self.input_dropout(x).permute(permutation)
-        states = []
-        for block in self.blocks:
-            states.append(x.permute(permutation))
-            x = block(x)
-        states.append(self.final_norm(x.permute(permutation)))
-        return torch.stack(states, dim=1)
 
 
 @ENCODERS.register("svmixer")

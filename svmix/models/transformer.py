@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svmix.models.svmixer import FrameEncoder
+from svmix.models.encoder import FrameEncoder
 from svmix.registry import ENCODERS
 
 

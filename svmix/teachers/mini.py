@@ -32,6 +32,7 @@ from svmix.teachers.hf_format import HF_DEFAULTS, HF_MODEL_TYPES, save_hf_wavlm
 from svmix.teachers.model import build_torchaudio_model, hf_hidden_states
 from svmix.utils.fileio import write_json
 from svmix.utils.logging import get_logger
+from svmix.utils.progress import Progress, track
 
 _log = get_logger("mini_teacher")
 
@@ -149,8 +150,6 @@ def train_mini_teacher(data_dir: os.PathLike, out_dir: os.PathLike, config: Dict
                        max_minutes: float = 6.0, trials_data: Optional[os.PathLike] = None,
                        progress: bool = True) -> Dict[str, Any]:
     """Train, save (HF layout) and optionally evaluate the mini teacher; returns the summary dict."""
-    from tqdm import tqdm
-
     start_time = time.time()
     out_dir = Path(out_dir)
     seed, tcfg = int(config["seed"]), config["train"]
@@ -167,7 +166,8 @@ def train_mini_teacher(data_dir: os.PathLike, out_dir: os.PathLike, config: Dict
     if trials_data is not None:
         _evaluation_trials(trials_data)  # fail before training, not after
     utts = sorted(utt2spk)
-    audio = [load_audio(wav_scp[u], u) for u in tqdm(utts, desc="loading audio", disable=not progress, leave=False)]
+    audio = [load_audio(wav_scp[u], u)
+             for u in track(utts, desc="loading audio", unit="utt", enabled=progress, leave=False)]
     labels = [speakers.index(utt2spk[u]) for u in utts]
 
     torch.manual_seed(seed)
@@ -186,26 +186,25 @@ def train_mini_teacher(data_dir: os.PathLike, out_dir: os.PathLike, config: Dict
     model.train()
     losses: List[float] = []
     stopped_early = False
-    bar = tqdm(range(steps), desc="training mini teacher", disable=not progress)
-    for step in bar:
-        if time.time() - start_time > max_minutes * 60:
-            _log.warning("time limit of %.1f min reached after %d of %d steps; stopping early "
-                         "(the result now depends on machine speed)", max_minutes, step, steps)
-            stopped_early = True
-            break
-        wav, label = sampler.batch(tcfg["batch_size"])
-        pooled = hf_hidden_states(model, wav, post_ln)[-1].mean(dim=1)
-        loss = head(pooled, label)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(list(model.parameters()) + list(head.parameters()), tcfg["grad_clip"])
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        if (step + 1) % tcfg["log_every"] == 0:
-            recent = float(np.mean(losses[-tcfg["log_every"]:]))
-            bar.set_postfix(loss=f"{recent:.3f}")
-            _log.info("step %d/%d loss %.3f", step + 1, steps, recent)
+    with Progress(total=steps, desc="training mini teacher", unit="step", enabled=progress) as bar:
+        for step in range(steps):
+            if time.time() - start_time > max_minutes * 60:
+                _log.warning("time limit of %.1f min reached after %d of %d steps; stopping early "
+                             "(the result now depends on machine speed)", max_minutes, step, steps)
+                stopped_early = True
+                break
+            wav, label = sampler.batch(tcfg["batch_size"])
+            pooled = hf_hidden_states(model, wav, post_ln)[-1].mean(dim=1)
+            loss = head(pooled, label)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(list(model.parameters()) + list(head.parameters()), tcfg["grad_clip"])
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            bar.update()
+            if (step + 1) % tcfg["log_every"] == 0:
+                _log.info("step %d/%d loss %.3f", step + 1, steps, float(np.mean(losses[-tcfg["log_every"]:])))
 
     extra = {"svmix_mini_teacher": {"seed": seed, "speakers": len(speakers)}}
     save_hf_wavlm(model, params, out_dir, do_normalize=False, extra_config=extra)
@@ -229,14 +228,12 @@ def evaluate_teacher(teacher: Any, data_dir: os.PathLike, progress: bool = True)
 
     Pooled vectors are centred with their mean over the evaluated utterances (no labels used).
     """
-    from tqdm import tqdm
-
     from svmix.metrics import compute_eer
 
     labelled, wav_scp = _evaluation_trials(data_dir)
     needed = sorted({t.enroll for t in labelled} | {t.test for t in labelled})
     pooled = []
-    for utt in tqdm(needed, desc="evaluating teacher", disable=not progress, leave=False):
+    for utt in track(needed, desc="evaluating teacher", unit="utt", enabled=progress, leave=False):
         states = teacher(torch.from_numpy(load_audio(wav_scp[utt], utt))[None])
         pooled.append(torch.stack([h[0].mean(dim=0) for h in states]).numpy())
     vectors = np.stack(pooled)  # (utterances, layers, hidden)

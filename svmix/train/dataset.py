@@ -15,11 +15,11 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from svmix.data.audio import load_audio, scan_audio
 from svmix.errors import AudioError
 from svmix.train.augment import Augmenter
+from svmix.utils.progress import track
 
 
 def valid_frames(num_samples: int, window: int = 400, shift: int = 320) -> int:
@@ -50,9 +50,9 @@ class TrainingSet(Dataset):
                 raise AudioError(f"{bad[utt]} ({len(bad)} bad training file(s); "
                                  "svmix-validate-data --fix drops them)")
         else:
-            self.audio = [load_audio(p, u) for u, p in tqdm(zip(self.utts, self.paths), total=len(self.utts),
-                                                             desc="loading audio", leave=False,
-                                                             disable=not progress)]
+            self.audio = [load_audio(p, u) for u, p in track(zip(self.utts, self.paths), total=len(self.utts),
+                                                              desc="loading audio", unit="utt", leave=False,
+                                                              enabled=progress)]
 
     def __len__(self) -> int:
         return len(self.utts)

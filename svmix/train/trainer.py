@@ -25,7 +25,6 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from svmix.checkpoint import save_model
 from svmix.data.datadir import DataDir
@@ -42,6 +41,7 @@ from svmix.train.sampler import ShardedBatchSampler
 from svmix.train.validation import Validator
 from svmix.utils.fileio import atomic_open
 from svmix.utils.logging import get_logger, setup_logging
+from svmix.utils.progress import Progress
 
 _log = get_logger("train")
 
@@ -396,8 +396,7 @@ class _Trainer:
             _log.info("training %s: %d utterances, %d speakers, %d process(es), batch %d, %d batches/epoch",
                       self.exp, len(self.dataset), len(self.speakers), self.ctx.world_size, cfg["batch_size"],
                       self.sampler.batches_per_epoch)
-        bar = tqdm(total=self._total_steps(), initial=self.step, desc="train", disable=not self.progress,
-                   dynamic_ncols=True)
+        bar = Progress(total=self._total_steps(), initial=self.step, desc="train", unit="step", enabled=self.progress)
         sums: Dict[str, torch.Tensor] = {}
         count, started = 0, time.time()
         last_saved = self.step
@@ -422,7 +421,6 @@ class _Trainer:
                     self.metrics.write(record)
                     if self.ctx.is_main:
                         _log.info("step %d: %s", self.step, " ".join(f"{k} {v:.4g}" for k, v in means.items()))
-                    bar.set_postfix(loss=f"{means['loss']:.3f}", aam=f"{means['aam']:.3f}", kd=f"{means['kd']:.3f}")
                     sums, count, started = {}, 0, time.time()
                 if self.step % val_every == 0:
                     self._validate()

@@ -1,6 +1,6 @@
-// Fused float32 CPU kernels for the fast SV-Mixer inference path (svmix/models/svmixer_fast.py).
-// svmix/models/cpu_kernels.py compiles this file on first use for the CPU's instruction set; each
-// kernel replaces two to four PyTorch passes over the frames, and svmixer_fast.py keeps a PyTorch
+// Fused float32 CPU kernels for the fast SV-Mixer blocks (svmix/models/fast/svmixer.py).
+// svmix/models/fast/kernels.py compiles this file on first use for the CPU's instruction set; each
+// kernel replaces two to four PyTorch passes over the frames, and fast/svmixer.py keeps a PyTorch
 // fallback for every one of them. GELU is the exact (erf) one, written as ATen's CPU kernel writes it.
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
 #define CPU_CAPABILITY_AVX512

@@ -1,4 +1,4 @@
-"""Inference-only version of ``ECAPABackend`` that computes the same (B, D) embeddings faster on a CPU.
+"""Fast ``ECAPABackend`` (the fast path is described in the package docstring): the same (B, D) embeddings.
 
 The reference runs channels-first (B, C, T) Conv1d layers: the k5 input conv below GEMM speed, the
 dilated Res2Net k3 convs through PyTorch's slow non-oneDNN path (plus per-split copies and a
@@ -22,10 +22,8 @@ dilated Res2Net k3 convs through PyTorch's slow non-oneDNN path (plus per-split 
   bias, constant over time, which the softmax cancels;
 - computes variances as a mean then a sum of centred squares: ``torch.var_mean`` is several times slower.
 
-Scratch buffers live in the per-thread workspace (``svmix.models.fast_common``); derived weights are
-cached until a parameter or BatchNorm statistic changes. The module shares the reference's children
-(same ``state_dict()`` keys); it computes no gradients and refuses training mode. While
-tracing/exporting it runs the reference computation, whose graph keeps the batch axis dynamic.
+Scratch buffers live in the per-thread workspace (``common.py``); derived weights are cached until
+a parameter or a BatchNorm statistic changes.
 """
 from __future__ import annotations
 
@@ -34,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from svmix.models.ecapa import ECAPABackend, Res2NetSEBlock
-from svmix.models.fast_common import WORKSPACE, DerivedWeights, adopt_children, tracing
+from svmix.models.fast.common import WORKSPACE, DerivedWeights, adopt_children, tracing
 
 
 def _zero(buffer: torch.Tensor) -> None:
@@ -69,7 +67,7 @@ def _conv_taps(padded: torch.Tensor, pad: int, taps: torch.Tensor, bias: torch.T
 
 
 class FastECAPABackend(nn.Module):
-    """``ECAPABackend`` for eval-mode inference: same parameters (shared), same (B, S, T, H) → (B, D)."""
+    """``ECAPABackend`` on the fast path: (B, S, T, H) hidden-state stacks → (B, D) embeddings."""
 
     def __init__(self, reference: ECAPABackend):
         super().__init__()

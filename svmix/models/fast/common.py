@@ -1,4 +1,4 @@
-"""Machinery shared by the inference-only fast modules (``svmixer_fast``, ``frontend_fast``).
+"""Machinery shared by the fast modules (``svmixer.py``, ``frontend.py``, ``ecapa.py``).
 
 - :func:`adopt_children`: a fast module holds the reference's submodules (shared parameters);
 - :func:`tracing`: whether a graph is being recorded (then fast modules run the reference code);

@@ -1,4 +1,4 @@
-"""Inference-only SV-Mixer blocks that compute what ``svmix.models.svmixer`` computes, faster on a CPU.
+"""Fast SV-Mixer blocks (``svmix.models.svmixer``; the fast path is described in the package docstring).
 
 A reference block spends its time (torch.profiler, 2-core CPU) in grouped 1×1 and depthwise
 convolutions that run far below GEMM speed, in transposes, in passes over 4H-wide hiddens that no
@@ -13,22 +13,18 @@ longer sit in cache, and in page faults of large fresh tensors. A fast block ins
   as an input column (or row) of ones, the avg-pool's ½ folded into the half-rate weights;
 - processes the 4H-wide hiddens in tiles (``HIDDEN_TILE`` elements of whole groups, ``COLUMN_TILE``
   columns of the time MLP) so each is activated (in-place exact GELU) and consumed while still in cache;
-- keeps its scratch buffers in the per-thread workspace (``svmix.models.fast_common``), reused across
-  calls and blocks, whose constant parts (ones, zero padding) are written once; all MLP hiddens share
-  one region, so its memory is still in cache when the next MLP writes it; results never alias it;
+- keeps its scratch buffers in the per-thread workspace (``common.py``), reused across calls and
+  blocks, whose constant parts (ones, zero padding) are written once; all MLP hiddens share one
+  region, so its memory is still in cache when the next MLP writes it; results never alias it;
 - adds the channel-mixing result to the token-mixing output in place (no new block output);
-- on a CPU, runs the element-wise chains as fused C++ kernels (``svmix.models.cpu_kernels``), one pass
-  each: LayerNorm written straight into the GEMM input buffers, the whole LGM local branch (depthwise
+- on a CPU, runs the element-wise chains as the fused C++ kernels (``kernels.py``), one pass each:
+  LayerNorm written straight into the GEMM input buffers, the whole LGM local branch (depthwise
   conv → GELU → depthwise conv → residual), full-rate path + linear upsampling of the half-rate path
-  + biases, and GELU + transpose before the dense layer. Without them (``SVMIX_CPU_KERNELS=0``, no
-  compiler, another device) the same steps run as PyTorch ops: the upsampling as one (T × T/2) GEMM
-  per group, the depthwise convs as oneDNN convolutions.
+  + biases, and GELU + transpose before the dense layer. Without them (switched off, not built,
+  another device) the same steps run as PyTorch ops: the upsampling as one (T × T/2) GEMM per group,
+  the depthwise convs as oneDNN convolutions.
 
-Derived weights (transposed, augmented, folded) are cached and recomputed when a parameter's
-version changes. A fast block shares the reference block's modules under the same names, so
-``state_dict()`` keys and values are unchanged. It ignores dropout and computes no gradients
-(eval-mode inference only). While tracing/exporting (torch.jit.trace, ONNX, torch.export) it runs the
-reference modules, whose graph keeps the batch axis dynamic.
+Derived weights (transposed, augmented, folded) are cached (``DerivedWeights``).
 """
 from __future__ import annotations
 
@@ -38,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svmix.models import cpu_kernels
-from svmix.models.fast_common import WORKSPACE, DerivedWeights, adopt_children, gelu_, tracing
-from svmix.models.svmixer import ChannelMLP, MultiScaleChannelMixing, SVMixerBlock
+from svmix.models.encoder import ChannelMLP
+from svmix.models.fast import kernels as cpu_kernels
+from svmix.models.fast.common import WORKSPACE, DerivedWeights, adopt_children, gelu_, tracing
+from svmix.models.svmixer import MultiScaleChannelMixing, SVMixerBlock
 
 HIDDEN_TILE = 1 << 21  # elements of a grouped channel MLP's hidden processed at once (8 MB in float32)
 COLUMN_TILE = 4096     # (utterance, channel) columns per tile of the time MLP (its 4T hidden: 9.8 MB at T=149)

@@ -1,4 +1,4 @@
-"""Run an exported ONNX segment embedder with onnxruntime."""
+"""Run an exported ONNX segment embedder (``svmix-export --format onnx``) with onnxruntime."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import numpy as np
 
 from svmix.errors import SvmixError
 
-CONFIG_KEY = "svmix_config"  # same key as svmix.export.exporter.CONFIG_KEY
+CONFIG_KEY = "svmix_config"  # the ONNX metadata entry holding the model config (written by svmix.export)
 
 
 class OnnxSegmentEmbedder:

@@ -1,4 +1,4 @@
-"""Inference-only version of ``ConvFrontend`` that computes the same (B, T, C) features faster on a CPU.
+"""Fast ``ConvFrontend`` (the fast path is described in the package docstring): the same (B, T, C) features.
 
 Layer 0 (conv K=10 → GroupNorm(C, C) → GELU) with the GroupNorm folded into the conv. The conv output
 of channel c at frame t is w_c·x_t, x_t the K-sample window at t. Over an utterance its mean is
@@ -22,7 +22,6 @@ After folding, the whole stack is local in time, so it runs per utterance and in
 frames (inputs overlapping by the receptive field minus the hop) whose intermediates stay below
 glibc's 32 MB mmap threshold: the reference's batch-wide intermediates are fresh allocations that
 page-fault on every call (~400k minor faults for 10 × 3 s), which costs more than layer 0 itself.
-While tracing/exporting the reference computation runs, so the batch axis stays dynamic.
 """
 from __future__ import annotations
 
@@ -32,7 +31,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from svmix.models.fast_common import DerivedWeights, adopt_children, gelu_, tracing
+from svmix.models.fast.common import DerivedWeights, adopt_children, gelu_, tracing
 from svmix.models.frontend import ConvFrontend, hop_length, num_frames, receptive_field
 
 # Most elements of the largest intermediate of one chunk (28 MB in float32: below the mmap threshold).
@@ -40,7 +39,7 @@ CHUNK_ELEMENTS = 7 * 2 ** 20
 
 
 class FastConvFrontend(nn.Module):
-    """``ConvFrontend`` for eval-mode inference: same parameters (shared), same (B, T, C) output."""
+    """``ConvFrontend`` on the fast path: (B, samples) waveforms → (B, T, C) features."""
 
     def __init__(self, reference: ConvFrontend):
         super().__init__()
