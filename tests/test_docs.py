@@ -217,11 +217,12 @@ def test_missing_document_patterns_leave_other_uses_alone(line):
     assert not any(p.search(line) for p in MISSING_DOCUMENT_CITATIONS)
 
 
-def test_path_checks_reject_missing_targets():
+def test_path_checks_reject_missing_targets(monkeypatch):
     assert exists("docs/method.md") and exists("svmix/") and exists("conf/model/*.yaml")
     assert not exists("docs/nothing-here.md") and not exists("svmix/nothing/*.py") and not exists("../README.md")
     assert MD_PATH.findall("see docs/mini-voices.md and ../README.md") == ["docs/mini-voices.md", "../README.md"]
     assert SECTION.findall("docs/method.md §Losses: AAM") == [("docs/method.md", "Losses")]
     assert "Losses" in headings("docs/method.md")
-    assert planned("svmix/models/fast/") and planned("svmix/models/fast/kernels.cpp")
+    monkeypatch.setitem(globals(), "PLANNED_PATHS", {"svmix/models/fast/", "svmix/x.py"})
+    assert planned("svmix/models/fast/") and planned("svmix/models/fast/kernels.cpp") and planned("svmix/x.py")
     assert not planned("svmix/models/fastest.py") and not planned("svmix/models/")
