@@ -28,7 +28,7 @@ def tiny_config(tmp_path):
 def test_mini_teacher_trains_saves_hf_layout_and_evaluates(tmp_path, tiny_config, one_thread):
     data = make_datadir(tmp_path / "corpus", num_speakers=3, utts_per_speaker=2, seconds=(1.2, 2.0))
     summary = train_mini_teacher(data, tmp_path / "teacher", tiny_config, trials_data=data, progress=False)
-    assert summary["steps_done"] == 3 and not summary["stopped_early"]
+    assert summary["steps_done"] == 3 == summary["steps"]
     config = json.loads((tmp_path / "teacher" / "config.json").read_text())
     assert config["model_type"] == "wavlm" and config["num_hidden_layers"] == 2
     teacher = load_teacher(tmp_path / "teacher")
@@ -74,3 +74,22 @@ def test_cli_and_config_errors(tmp_path, one_thread):
         load_config(conf)
     result = CliRunner().invoke(main, ["--data", str(data), "--out", str(tmp_path / "t2"), "--config", str(conf)])
     assert result.exit_code == 1 and "unknown key 'stepz'" in result.output
+
+
+def test_time_limit_is_an_error_not_a_shorter_training(tmp_path, tiny_config, monkeypatch, one_thread):
+    from svmix.teachers import mini
+
+    data = make_datadir(tmp_path / "corpus", num_speakers=2, utts_per_speaker=2, seconds=(1.2, 1.6))
+    clock = {"t": 0.0}
+
+    def slow_clock():
+        clock["t"] += 40.0  # every look at the clock finds 40 s more
+        return clock["t"]
+
+    monkeypatch.setattr(mini.time, "time", slow_clock)
+    with pytest.raises(SvmixError, match=r"time limit of 1 min reached after \d of 3 steps; nothing was saved"):
+        train_mini_teacher(data, tmp_path / "teacher", tiny_config, max_minutes=1, progress=False)
+    assert not (tmp_path / "teacher" / "model.safetensors").exists()
+    monkeypatch.undo()
+    # Without a limit the same training runs all its steps, whatever the clock says.
+    assert train_mini_teacher(data, tmp_path / "teacher", tiny_config, progress=False)["steps_done"] == 3

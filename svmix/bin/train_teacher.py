@@ -13,14 +13,15 @@ from svmix.cli import user_errors
               help="Teacher directory (config.json + model.safetensors, Hugging Face layout).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="YAML overriding the defaults (conf/teacher_mini.yaml).")
-@click.option("--max-minutes", type=float, default=6.0, show_default=True,
-              help="Safety cap on training time; stopping early is logged.")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Fail (saving nothing) if training takes longer than this; off by default. "
+                   "A time limit never shortens training.")
 @click.option("--seed", type=int, default=None, help="Overrides the config's seed.")
 @click.option("--steps", type=int, default=None, help="Overrides train.steps.")
 @click.option("--trials-data", type=click.Path(file_okay=False),
               help="Data dir with trials: write OUT/eval.json with the teacher's own EER.")
 @user_errors
-def main(data_dir: str, out_dir: str, config_path: Optional[str], max_minutes: float, seed: Optional[int],
+def main(data_dir: str, out_dir: str, config_path: Optional[str], max_minutes: Optional[float], seed: Optional[int],
          steps: Optional[int], trials_data: Optional[str]) -> None:
     """Train the mini teacher on DATA's speakers and save it to OUT."""
     from svmix.teachers.mini import load_config, train_mini_teacher

@@ -7,8 +7,9 @@ light noise/reverberation augmentation. It is saved in the Hugging Face layout (
 ``model_type: wavlm`` + ``model.safetensors``), so stage 2 loads it exactly like a downloaded WavLM.
 
 Deterministic given the seed (data order, crops, augmentation and initialisation are seeded; a fixed
-number of steps). ``max_minutes`` is a safety cap: hitting it stops early, which is logged, and
-the result then depends on machine speed.
+number of steps). ``max_minutes`` (off by default) bounds the training time: reaching it is an error
+that says so, and nothing is saved. A time limit never shortens training silently, since the
+result would then depend on the machine's speed and load.
 """
 from __future__ import annotations
 
@@ -147,7 +148,7 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def train_mini_teacher(data_dir: os.PathLike, out_dir: os.PathLike, config: Dict[str, Any],
-                       max_minutes: float = 6.0, trials_data: Optional[os.PathLike] = None,
+                       max_minutes: Optional[float] = None, trials_data: Optional[os.PathLike] = None,
                        progress: bool = True) -> Dict[str, Any]:
     """Train, save (HF layout) and optionally evaluate the mini teacher; returns the summary dict."""
     start_time = time.time()
@@ -185,14 +186,12 @@ def train_mini_teacher(data_dir: os.PathLike, out_dir: os.PathLike, config: Dict
               tcfg["batch_size"], tcfg["crop_seconds"])
     model.train()
     losses: List[float] = []
-    stopped_early = False
     with Progress(total=steps, desc="training mini teacher", unit="step", enabled=progress) as bar:
         for step in range(steps):
-            if time.time() - start_time > max_minutes * 60:
-                _log.warning("time limit of %.1f min reached after %d of %d steps; stopping early "
-                             "(the result now depends on machine speed)", max_minutes, step, steps)
-                stopped_early = True
-                break
+            if max_minutes is not None and time.time() - start_time > max_minutes * 60:
+                raise SvmixError(f"time limit of {max_minutes:g} min reached after {step} of {steps} steps; "
+                                 f"nothing was saved to {out_dir} (raise --max-minutes or leave it off: a "
+                                 "time limit never shortens training)")
             wav, label = sampler.batch(tcfg["batch_size"])
             pooled = hf_hidden_states(model, wav, post_ln)[-1].mean(dim=1)
             loss = head(pooled, label)
@@ -208,7 +207,7 @@ def train_mini_teacher(data_dir: os.PathLike, out_dir: os.PathLike, config: Dict
 
     extra = {"svmix_mini_teacher": {"seed": seed, "speakers": len(speakers)}}
     save_hf_wavlm(model, params, out_dir, do_normalize=False, extra_config=extra)
-    summary = {"seed": seed, "steps_done": len(losses), "steps": steps, "stopped_early": stopped_early,
+    summary = {"seed": seed, "steps_done": len(losses), "steps": steps,
                "final_loss": float(np.mean(losses[-tcfg["log_every"]:])) if losses else None,
                "num_speakers": len(speakers), "num_utterances": len(utts),
                "train_minutes": round((time.time() - start_time) / 60, 2), "config": config}
