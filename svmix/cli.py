@@ -2,8 +2,8 @@
 
 Every console script is declared with :func:`command` (its name is the script name) and wrapped by
 :func:`user_errors`; both report a failure as ONE line on stderr, ``svmix-<tool>: error: <message>``,
-and exit non-zero: user errors (``SvmixError``, OS errors) with 1, bad command lines (click usage
-errors: unknown option, missing or out-of-range value) with 2, before any work starts.
+and exit 1: user errors (``SvmixError``, OS errors) from the work, and bad command lines (click usage
+errors: unknown option, missing or out-of-range value, wrong kind of path), found before any work.
 
 The parameter types below make the option declarations checkable up front: numeric ranges that also
 reject NaN/inf, input paths that must exist, output paths whose directory must be writable, integer
@@ -54,7 +54,7 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class SvmixCommand(click.Command):
-    """A click command whose usage errors are one line, ``<name>: error: <message>`` (exit 2),
+    """A click command whose usage errors are one line, ``<name>: error: <message>`` (exit 1),
     instead of click's usage + hint + error block; ``--help`` is unchanged."""
 
     def main(self, args: Optional[List[str]] = None, prog_name: Optional[str] = None,
@@ -64,7 +64,7 @@ class SvmixCommand(click.Command):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as e:
-            fail(self.name or prog_name or "svmix", e.format_message(), e.exit_code)
+            fail(self.name or prog_name or "svmix", e.format_message())
         except click.Abort:
             fail(self.name or prog_name or "svmix", "aborted")
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -90,14 +90,43 @@ class FiniteFloat(click.FloatRange):
         return rv
 
 
-def in_file() -> click.Path:
+class InPath(click.Path):
+    """An existing, readable input: ``kind`` "file", "dir" or "any" (a file or a directory)."""
+
+    def __init__(self, kind: str):
+        if kind not in ("file", "dir", "any"):
+            raise ValueError(kind)
+        super().__init__(exists=True, file_okay=kind != "dir", dir_okay=kind != "file", readable=True)
+        self.kind = kind
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        path = os.fspath(value)
+        what = {"file": "file", "dir": "directory", "any": "file or directory"}[self.kind]
+        if not path.strip():
+            self.fail(f"empty path; expected a {what}.", param, ctx)
+        if not os.path.exists(path):
+            self.fail(f"{path}: {what} not found.", param, ctx)
+        _check_kind(self, path, param, ctx)
+        if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
+            self.fail(f"{path}: permission denied.", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def _check_kind(self: click.Path, path: str, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> None:
+    if os.path.isdir(path) and not self.dir_okay:
+        self.fail(f"{path}: is a directory, expected a file.", param, ctx)
+    if not os.path.isdir(path) and not self.file_okay:
+        self.fail(f"{path}: not a directory.", param, ctx)
+
+
+def in_file() -> InPath:
     """An existing, readable regular file."""
-    return click.Path(exists=True, dir_okay=False, readable=True)
+    return InPath("file")
 
 
-def in_dir() -> click.Path:
+def in_dir() -> InPath:
     """An existing, readable directory."""
-    return click.Path(exists=True, file_okay=False, readable=True)
+    return InPath("dir")
 
 
 class OutPath(click.Path):
@@ -111,19 +140,21 @@ class OutPath(click.Path):
         self.kind = kind
 
     def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
-        if not str(value).strip():
+        path = os.fspath(value)
+        if not path.strip():
             self.fail("empty path.", param, ctx)
-        rv = super().convert(value, param, ctx)
-        path = os.path.abspath(os.fspath(rv))
-        ancestor = path
+        ancestor = os.path.abspath(path)
         while not os.path.lexists(ancestor):
             ancestor = os.path.dirname(ancestor)
-        if ancestor != path:
-            if not os.path.isdir(ancestor):
-                self.fail(f"{value!r}: {ancestor!r} is not a directory.", param, ctx)
-            if not os.access(ancestor, os.W_OK | os.X_OK):
-                self.fail(f"{value!r}: directory {ancestor!r} is not writable.", param, ctx)
-        return rv
+        if ancestor == os.path.abspath(path):
+            _check_kind(self, path, param, ctx)
+            if not os.access(path, os.W_OK):
+                self.fail(f"{path}: not writable.", param, ctx)
+        elif not os.path.isdir(ancestor):
+            self.fail(f"{path}: {ancestor} is not a directory.", param, ctx)
+        elif not os.access(ancestor, os.W_OK | os.X_OK):
+            self.fail(f"{path}: directory {ancestor} is not writable.", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class IntList(click.ParamType):

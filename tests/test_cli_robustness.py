@@ -5,9 +5,10 @@ options from each click command's declared parameters, and the bad values from t
 (tests/cli_cases.py): missing, empty, wrong type, negative, zero, huge, NaN/inf, a path that is a
 directory, a file, missing, below a regular file or without permission. Each case takes a valid
 baseline command line of its script (tiny inputs made once per session), replaces one parameter by
-the bad value, and must fail before any work starts: exit code 2 (a click usage error), exactly one
-line on stderr, ``svmix-<tool>: error: ...`` naming the parameter, no traceback, nothing printed on
-stdout, and no file created, removed or modified in the session's scratch tree.
+the bad value, and must fail while the options are parsed, before the command body starts: exit code 1,
+exactly one line on stderr, ``svmix-<tool>: error: ...`` naming the parameter, no traceback, nothing
+on stdout, and no file created, removed or modified in the session's tree (inputs and the baselines'
+earlier outputs).
 """
 import configparser
 import os
@@ -246,7 +247,7 @@ def test_help_is_unchanged(script):
 
 def assert_rejected_up_front(script: str, param: click.Parameter, exit_code: int, stdout: str, stderr: str) -> None:
     lines = stderr.splitlines()
-    assert exit_code == 2, stderr
+    assert exit_code == 1, stderr
     assert len(lines) == 1 and lines[0].startswith(f"{script}: error: "), stderr
     assert "Traceback" not in stderr and stdout == ""
     names = param.opts if isinstance(param, click.Option) else [param.human_readable_name]
@@ -254,9 +255,14 @@ def assert_rejected_up_front(script: str, param: click.Parameter, exit_code: int
 
 
 @pytest.mark.parametrize("script, name, case", CASES, ids=[f"{s}:{n}:{c.label}" for s, n, c in CASES])
-def test_bad_value_is_one_line_error_before_work(world, script, name, case):
+def test_bad_value_is_one_line_error_before_work(world, script, name, case, monkeypatch):
     param = param_of(script, name)
     argv = mutated(world, script, param, case)
+
+    def body(**kwargs):
+        raise AssertionError(f"{script} started work with {name}={kwargs.get(name)!r}")
+
+    monkeypatch.setattr(SCRIPTS[script], "callback", body)
     before = world.snapshot()
     result = CliRunner().invoke(SCRIPTS[script], argv)
     assert isinstance(result.exception, SystemExit), repr(result.exception)

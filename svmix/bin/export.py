@@ -1,7 +1,7 @@
 """svmix-export: write a trained student as an ONNX or TorchScript segment embedder."""
 import click
 
-from svmix.cli import OutPath, command, user_errors
+from svmix.cli import InPath, OutPath, command, user_errors
 from svmix.export import DEFAULT_OPSET, EXPORT_FORMATS, PARITY_TOLERANCE, export_model
 from svmix.utils.logging import setup_logging
 
@@ -12,7 +12,7 @@ except ImportError:  # pragma: no cover (private torch module moved)
 
 
 @command("svmix-export")
-@click.option("--model", "model_path", required=True, type=click.Path(exists=True, readable=True),
+@click.option("--model", "model_path", required=True, type=InPath("any"),
               help="Experiment directory (uses EXP/model.pt) or checkpoint file.")
 @click.option("--format", "fmt", required=True, type=click.Choice(EXPORT_FORMATS.names()),
               help="onnx: input 'waveform' (B, segment_samples) → output 'embedding' (B, D), dynamic batch; "

@@ -4,13 +4,13 @@ from typing import Optional
 
 import click
 
-from svmix.cli import MAX_JOBS, OutPath, command, in_dir, in_file, user_errors
+from svmix.cli import MAX_JOBS, InPath, OutPath, command, in_dir, in_file, user_errors
 from svmix.inference.extract import extract_embeddings, list_inputs
 from svmix.utils.logging import setup_logging
 
 
 @command("svmix-extract")
-@click.option("--model", required=True, type=click.Path(exists=True, readable=True), help="Experiment dir (its model.pt) or checkpoint.")
+@click.option("--model", required=True, type=InPath("any"), help="Experiment dir (its model.pt) or checkpoint.")
 @click.option("--data", type=in_dir(), help="Kaldi data dir (its wav.scp).")
 @click.option("--wav-scp", type=in_file(), help="A wav.scp: '<utt-id> <path>' lines.")
 @click.option("--wav-dir", type=in_dir(),
