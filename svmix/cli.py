@@ -26,10 +26,10 @@ MAX_JOBS = 256  # upper bound of process/thread counts (--nj, --num-workers, --n
 SEED = click.IntRange(0, 2 ** 32 - 1)  # what numpy accepts as a seed
 
 
-def fail(prog: str, message: str, exit_code: int = 1) -> NoReturn:
-    """Print ``<prog>: error: <message>`` (whitespace collapsed to one line) on stderr and exit."""
+def fail(prog: str, message: str) -> NoReturn:
+    """Print ``<prog>: error: <message>`` (whitespace collapsed to one line) on stderr and exit 1."""
     print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
-    sys.exit(exit_code)
+    sys.exit(1)
 
 
 def _prog_name() -> str:
