@@ -10,17 +10,21 @@ from svmix.errors import SvmixError
 
 
 @command("svmix-cache-teacher")
-@click.option("--teacher", "teacher_spec", type=TeacherSpec(), help="torchaudio bundle name, Hugging Face directory or svmix teacher checkpoint.")
+@click.option("--teacher", "teacher_spec", type=TeacherSpec(),
+              help="torchaudio bundle name, Hugging Face directory or svmix teacher checkpoint.")
 @click.option("--data", "data_dir", type=in_dir(), help="Kaldi data directory (wav.scp).")
-@click.option("--layers", type=IntList(min=0), help="Teacher layers to store, HF indexing (0 = Transformer input), e.g. 8,16,24 or 1-4.")
+@click.option("--layers", type=IntList(min=0),
+              help="Teacher layers to store, HF indexing (0 = Transformer input), e.g. 8,16,24 or 1-4.")
 @click.option("--out", "out_dir", required=True, type=OutPath("dir"), help="Cache directory.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
-@click.option("--nj", type=click.IntRange(1, MAX_JOBS), default=1, show_default=True, help="Parallel processes (per torchrun rank).")
+@click.option("--nj", type=click.IntRange(1, MAX_JOBS), default=1, show_default=True,
+              help="Parallel processes (per torchrun rank).")
 @click.option("--device", type=DEVICE, default="cpu", show_default=True)
 @click.option("--chunk-seconds", type=FiniteFloat(min=0, min_open=True), default=30.0, show_default=True,
               help="Longer utterances are processed in chunks of this length (with context on both sides).")
 @click.option("--chunk-context-seconds", type=FiniteFloat(min=0), default=4.0, show_default=True)
-@click.option("--shard-mb", type=FiniteFloat(min=0, min_open=True), default=512.0, show_default=True, help="Target shard size.")
+@click.option("--shard-mb", type=FiniteFloat(min=0, min_open=True), default=512.0, show_default=True,
+              help="Target shard size.")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable / too short audio (reported) instead of failing.")
 @click.option("--verify", is_flag=True, help="Check sizes and checksums of the finished cache "
               "(alone: only verify OUT); exit 1 naming each bad shard.")

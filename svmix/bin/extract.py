@@ -22,11 +22,15 @@ from svmix.utils.logging import setup_logging
 @click.option("--average", is_flag=True,
               help="Store one embedding per utterance (normalised mean of normalised segment embeddings) "
                    "instead of the (segments, D) matrix.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Segments per forward pass.")
-@click.option("--num-workers", type=click.IntRange(0, MAX_JOBS), default=2, show_default=True, help="Audio-loading worker processes per job.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Segments per forward pass.")
+@click.option("--num-workers", type=click.IntRange(0, MAX_JOBS), default=2, show_default=True,
+              help="Audio-loading worker processes per job.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--num-threads", type=click.IntRange(1, MAX_JOBS), help="CPU threads per job [default: all, or cores / nj].")
-@click.option("--nj", type=click.IntRange(1, MAX_JOBS), default=1, show_default=True, help="Parallel local jobs (one shard each).")
+@click.option("--num-threads", type=click.IntRange(1, MAX_JOBS),
+              help="CPU threads per job [default: all, or cores / nj].")
+@click.option("--nj", type=click.IntRange(1, MAX_JOBS), default=1, show_default=True,
+              help="Parallel local jobs (one shard each).")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable audio (reported and counted) instead of stopping.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=500, show_default=True,
               help="Utterances per resumable chunk (a killed run redoes only unfinished chunks).")

@@ -19,7 +19,8 @@ from svmix.utils.fileio import write_json
 @click.option("--json", "json_path", type=OutPath("file"),
               help="Write metrics JSON (one score file: the metrics object; several: {label: metrics}).")
 @click.option("--det-plot", type=OutPath("file"), help="Write a DET plot (PNG) of all score files.")
-@click.option("--label", "labels", multiple=True, type=Text(), help="Name per --scores, in order [default: file names].")
+@click.option("--label", "labels", multiple=True, type=Text(),
+              help="Name per --scores, in order [default: file names].")
 @user_errors
 def main(score_paths: Tuple[str, ...], trials: str, json_path: Optional[str], det_plot: Optional[str],
          labels: Tuple[str, ...]) -> None:

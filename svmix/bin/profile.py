@@ -71,11 +71,14 @@ def model_table(result: Dict[str, Any], path: str) -> str:
 @click.option("--encoder", type=click.Choice(ENCODERS.names()), help="Profile one layer of this registered encoder.")
 @click.option("--config", "config_path", type=in_file(),
               help="Profile the whole model of this YAML (a 'model:' section or a model config).")
-@click.option("--hidden", type=click.IntRange(1, 8192), default=1024, show_default=True, help="Hidden size (with --encoder).")
-@click.option("--seq-len", type=click.IntRange(1, 10_000), default=None, help="Frames (with --encoder) [default: frames of --seconds].")
+@click.option("--hidden", type=click.IntRange(1, 8192), default=1024, show_default=True,
+              help="Hidden size (with --encoder).")
+@click.option("--seq-len", type=click.IntRange(1, 10_000), default=None,
+              help="Frames (with --encoder) [default: frames of --seconds].")
 @click.option("--group-dim", type=click.IntRange(1, 8192), default=128, show_default=True,
               help="Channels per group (with --encoder; ignored by encoders without groups).")
-@click.option("--seconds", type=FiniteFloat(min=0, max=120, min_open=True), default=3.0, show_default=True, help="Input length in seconds.")
+@click.option("--seconds", type=FiniteFloat(min=0, max=120, min_open=True), default=3.0, show_default=True,
+              help="Input length in seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @user_errors
 def main(encoder: Optional[str], config_path: Optional[str], hidden: int, seq_len: Optional[int],

@@ -12,7 +12,8 @@ from svmix.report import write_report
               help="Experiment dir of a trained system (repeatable).")
 @click.option("--trials-name", "trials_names", multiple=True, default=("trials",), show_default=True, type=NAME,
               help="Trials list name: reads EXP/metrics_<name>.json (repeatable).")
-@click.option("--emb-name", type=NAME, default="test", show_default=True, help="Evaluation set: reads EXP/emb_<name>/extract_stats.json.")
+@click.option("--emb-name", type=NAME, default="test", show_default=True,
+              help="Evaluation set: reads EXP/emb_<name>/extract_stats.json.")
 @click.option("--teacher", type=in_dir(), help="Teacher dir with eval.json (optional).")
 @click.option("--commands", type=in_file(), help="Log of the commands the recipe ran.")
 @click.option("--out", required=True, type=OutPath("file"), help="Where to write RESULTS.md.")

@@ -13,9 +13,9 @@ from svmix.cli import DEVICE, OVERRIDE, OutPath, TeacherSpec, command, in_dir, i
 @click.option("--exp", "exp_dir", required=True, type=OutPath("dir"),
               help="Experiment dir; training resumes automatically when it has a checkpoint.")
 @click.option("--teacher-cache", type=in_dir(), help="Teacher feature cache (stage 2).")
-@click.option("--teacher", type=TeacherSpec(), help="Teacher spec (torchaudio bundle, HF directory or svmix teacher checkpoint): "
-                                "run online on the clean crops, or, with --teacher-cache, check the cache "
-                                "was built by it.")
+@click.option("--teacher", type=TeacherSpec(),
+              help="Teacher spec (torchaudio bundle, HF directory or svmix teacher checkpoint): "
+                   "run online on the clean crops, or, with --teacher-cache, check the cache was built by it.")
 @click.option("--val-data", type=in_dir(), help="Held-out data dir with a labelled trials file.")
 @click.option("--augment-dir", type=in_dir(), help="Augmentation lists (stage 1).")
 @click.option("--model-config", type=in_file(),
