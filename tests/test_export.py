@@ -94,10 +94,10 @@ def test_cli_exports_and_reports(checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "{tmp}/missing.pt", "--format", "onnx", "--out", "{tmp}/x.onnx"], "checkpoint not found"),
+    (["--model", "{tmp}/missing.pt", "--format", "onnx", "--out", "{tmp}/x.onnx"], "missing.pt: file or directory not found"),
     (["--model", "{tmp}", "--format", "onnx", "--out", "{tmp}/x.onnx"], "has no model.pt"),
     (["--model", "{tmp}/junk.pt", "--format", "onnx", "--out", "{tmp}/x.onnx"], "cannot read checkpoint"),
-    (["--model", "{ckpt}", "--format", "onnx", "--opset", "3", "--out", "{tmp}/x.onnx"], "opset 3"),
+    (["--model", "{ckpt}", "--format", "onnx", "--opset", "3", "--out", "{tmp}/x.onnx"], "'--opset': 3 is not in the range"),
 ])
 def test_cli_bad_input_is_one_line_error(checkpoint, tmp_path, args, message):
     (tmp_path / "junk.pt").write_text("not a checkpoint")
@@ -113,4 +113,4 @@ def test_cli_bad_input_is_one_line_error(checkpoint, tmp_path, args, message):
 def test_cli_rejects_unknown_format(checkpoint, tmp_path):
     result = CliRunner().invoke(export_cli, ["--model", str(checkpoint), "--format", "tflite",
                                              "--out", str(tmp_path / "x")])
-    assert result.exit_code == 2 and "tflite" in result.output
+    assert result.exit_code == 1 and "tflite" in result.stderr and len(result.stderr.splitlines()) == 1

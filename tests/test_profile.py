@@ -80,9 +80,9 @@ def test_whole_paper_model_per_part():
 
 @pytest.mark.parametrize("args,message", [
     ([], "exactly one of"),
-    (["--encoder", "svmixer", "--config", "x.yaml"], "exactly one of"),
-    (["--encoder", "nope"], "unknown encoder 'nope'"),
-    (["--config", "/nonexistent/model.yaml"], "No such file"),
+    (["--encoder", "svmixer", "--config", __file__], "exactly one of"),
+    (["--encoder", "nope"], "'nope' is not one of"),  # rejected while parsing the options
+    (["--config", "/nonexistent/model.yaml"], "/nonexistent/model.yaml: file not found"),
 ])
 def test_cli_user_errors(args, message):
     out = CliRunner().invoke(main, args)

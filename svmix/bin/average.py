@@ -3,13 +3,13 @@ from typing import Optional
 
 import click
 
-from svmix.cli import user_errors
+from svmix.cli import OutPath, command, in_dir, user_errors
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--exp", "exp_dir", required=True, type=click.Path(file_okay=False), help="Experiment dir.")
-@click.option("--num", type=int, help="How many of the best checkpoints (default: all kept).")
-@click.option("--out", type=click.Path(dir_okay=False), help="Output model (default: EXP/model.pt).")
+@command("svmix-average")
+@click.option("--exp", "exp_dir", required=True, type=in_dir(), help="Experiment dir.")
+@click.option("--num", type=click.IntRange(min=1), help="How many of the best checkpoints (default: all kept).")
+@click.option("--out", type=OutPath("file"), help="Output model (default: EXP/model.pt).")
 @user_errors
 def main(exp_dir: str, num: Optional[int], out: Optional[str]) -> None:
     """Average the NUM best checkpoints (by validation EER) listed in EXP/checkpoints/best.json."""

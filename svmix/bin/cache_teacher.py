@@ -1,31 +1,35 @@
 """svmix-cache-teacher: stage 2, run a teacher over a data directory and cache selected layers."""
 import os
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import click
 
-from svmix.cli import parse_int_list, user_errors
+from svmix.cli import DEVICE, MAX_JOBS, FiniteFloat, IntList, OutPath, TeacherSpec, command, in_dir, user_errors
 from svmix.errors import SvmixError
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--teacher", "teacher_spec", help="torchaudio bundle name, Hugging Face directory or svmix teacher checkpoint.")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Kaldi data directory (wav.scp).")
-@click.option("--layers", help="Teacher layers to store, HF indexing (0 = Transformer input), e.g. 8,16,24 or 1-4.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Cache directory.")
+@command("svmix-cache-teacher")
+@click.option("--teacher", "teacher_spec", type=TeacherSpec(),
+              help="torchaudio bundle name, Hugging Face directory or svmix teacher checkpoint.")
+@click.option("--data", "data_dir", type=in_dir(), help="Kaldi data directory (wav.scp).")
+@click.option("--layers", type=IntList(min=0),
+              help="Teacher layers to store, HF indexing (0 = Transformer input), e.g. 8,16,24 or 1-4.")
+@click.option("--out", "out_dir", required=True, type=OutPath("dir"), help="Cache directory.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
-@click.option("--nj", type=int, default=1, show_default=True, help="Parallel processes (per torchrun rank).")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--chunk-seconds", type=float, default=30.0, show_default=True,
+@click.option("--nj", type=click.IntRange(1, MAX_JOBS), default=1, show_default=True,
+              help="Parallel processes (per torchrun rank).")
+@click.option("--device", type=DEVICE, default="cpu", show_default=True)
+@click.option("--chunk-seconds", type=FiniteFloat(min=0, min_open=True), default=30.0, show_default=True,
               help="Longer utterances are processed in chunks of this length (with context on both sides).")
-@click.option("--chunk-context-seconds", type=float, default=4.0, show_default=True)
-@click.option("--shard-mb", type=float, default=512.0, show_default=True, help="Target shard size.")
+@click.option("--chunk-context-seconds", type=FiniteFloat(min=0), default=4.0, show_default=True)
+@click.option("--shard-mb", type=FiniteFloat(min=0, min_open=True), default=512.0, show_default=True,
+              help="Target shard size.")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable / too short audio (reported) instead of failing.")
 @click.option("--verify", is_flag=True, help="Check sizes and checksums of the finished cache "
               "(alone: only verify OUT); exit 1 naming each bad shard.")
 @user_errors
-def main(teacher_spec: Optional[str], data_dir: Optional[str], layers: Optional[str], out_dir: str, dtype: str,
+def main(teacher_spec: Optional[str], data_dir: Optional[str], layers: Optional[List[int]], out_dir: str, dtype: str,
          nj: int, device: str, chunk_seconds: float, chunk_context_seconds: float, shard_mb: float,
          skip_bad: bool, verify: bool) -> None:
     """Cache teacher layers for every utterance of DATA into OUT (resumable).
@@ -40,7 +44,7 @@ def main(teacher_spec: Optional[str], data_dir: Optional[str], layers: Optional[
     if any(given) or not verify:
         if not all(given):
             raise SvmixError("--teacher, --data and --layers are required (or use --verify --out DIR alone)")
-        settings = CacheSettings(layers=parse_int_list(layers), dtype=dtype, chunk_seconds=chunk_seconds,
+        settings = CacheSettings(layers=layers, dtype=dtype, chunk_seconds=chunk_seconds,
                                  context_seconds=chunk_context_seconds, shard_mb=shard_mb, skip_bad=skip_bad)
         build_cache(teacher_spec, data_dir, out_dir, settings, nj=nj, device=device)
     if int(os.environ.get("RANK", "0")) != 0:  # report once under torchrun

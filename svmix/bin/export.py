@@ -1,19 +1,25 @@
 """svmix-export: write a trained student as an ONNX or TorchScript segment embedder."""
 import click
 
-from svmix.cli import user_errors
+from svmix.cli import InPath, OutPath, command, user_errors
 from svmix.export import DEFAULT_OPSET, EXPORT_FORMATS, PARITY_TOLERANCE, export_model
 from svmix.utils.logging import setup_logging
 
+try:  # the opsets this torch can export
+    from torch.onnx._constants import ONNX_MAX_OPSET as MAX_OPSET, ONNX_MIN_OPSET as MIN_OPSET
+except ImportError:  # pragma: no cover (private torch module moved)
+    MIN_OPSET, MAX_OPSET = 7, DEFAULT_OPSET
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "model_path", required=True, type=click.Path(),
+
+@command("svmix-export")
+@click.option("--model", "model_path", required=True, type=InPath("any"),
               help="Experiment directory (uses EXP/model.pt) or checkpoint file.")
 @click.option("--format", "fmt", required=True, type=click.Choice(EXPORT_FORMATS.names()),
               help="onnx: input 'waveform' (B, segment_samples) → output 'embedding' (B, D), dynamic batch; "
                    "torchscript: a traced module with the same signature.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file (written atomically).")
-@click.option("--opset", default=DEFAULT_OPSET, show_default=True, type=int, help="ONNX opset version.")
+@click.option("--out", required=True, type=OutPath("file"), help="Output file (written atomically).")
+@click.option("--opset", default=DEFAULT_OPSET, show_default=True, type=click.IntRange(MIN_OPSET, MAX_OPSET),
+              help="ONNX opset version.")
 @click.option("--no-check", is_flag=True,
               help=f"Skip the parity check against PyTorch (max abs difference ≤ {PARITY_TOLERANCE}).")
 @user_errors

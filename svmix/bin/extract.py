@@ -4,31 +4,35 @@ from typing import Optional
 
 import click
 
-from svmix.cli import user_errors
+from svmix.cli import MAX_JOBS, InPath, OutPath, command, in_dir, in_file, user_errors
 from svmix.inference.extract import extract_embeddings, list_inputs
 from svmix.utils.logging import setup_logging
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", required=True, type=click.Path(), help="Experiment dir (its model.pt) or checkpoint.")
-@click.option("--data", type=click.Path(file_okay=False), help="Kaldi data dir (its wav.scp).")
-@click.option("--wav-scp", type=click.Path(dir_okay=False), help="A wav.scp: '<utt-id> <path>' lines.")
-@click.option("--wav-dir", type=click.Path(file_okay=False),
+@command("svmix-extract")
+@click.option("--model", required=True, type=InPath("any"), help="Experiment dir (its model.pt) or checkpoint.")
+@click.option("--data", type=in_dir(), help="Kaldi data dir (its wav.scp).")
+@click.option("--wav-scp", type=in_file(), help="A wav.scp: '<utt-id> <path>' lines.")
+@click.option("--wav-dir", type=in_dir(),
               help="All .wav/.flac files below DIR; utterance id = relative path without extension.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output dir for xvector.ark/.scp.")
+@click.option("--out", required=True, type=OutPath("dir"), help="Output dir for xvector.ark/.scp.")
 @click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
-@click.option("--onnx", type=click.Path(dir_okay=False),
+@click.option("--onnx", type=in_file(),
               help="ONNX model for --runtime onnx [default: model.onnx next to the checkpoint].")
 @click.option("--average", is_flag=True,
               help="Store one embedding per utterance (normalised mean of normalised segment embeddings) "
                    "instead of the (segments, D) matrix.")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Segments per forward pass.")
-@click.option("--num-workers", type=int, default=2, show_default=True, help="Audio-loading worker processes per job.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Segments per forward pass.")
+@click.option("--num-workers", type=click.IntRange(0, MAX_JOBS), default=2, show_default=True,
+              help="Audio-loading worker processes per job.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--num-threads", type=int, help="CPU threads per job [default: all, or cores / nj].")
-@click.option("--nj", type=int, default=1, show_default=True, help="Parallel local jobs (one shard each).")
+@click.option("--num-threads", type=click.IntRange(1, MAX_JOBS),
+              help="CPU threads per job [default: all, or cores / nj].")
+@click.option("--nj", type=click.IntRange(1, MAX_JOBS), default=1, show_default=True,
+              help="Parallel local jobs (one shard each).")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable audio (reported and counted) instead of stopping.")
-@click.option("--chunk-size", type=int, default=500, show_default=True,
+@click.option("--chunk-size", type=click.IntRange(min=1), default=500, show_default=True,
               help="Utterances per resumable chunk (a killed run redoes only unfinished chunks).")
 @user_errors
 def main(model: str, data: Optional[str], wav_scp: Optional[str], wav_dir: Optional[str], out: str, runtime: str,

@@ -4,23 +4,23 @@ from typing import Optional, Tuple
 
 import click
 
-from svmix.cli import user_errors
+from svmix.cli import OutPath, Text, command, in_file, user_errors
 from svmix.errors import SvmixError
 from svmix.metrics import compute_metrics, plot_det
 from svmix.scoring.pipeline import read_scored_trials
 from svmix.utils.fileio import write_json
 
-PATH = click.Path(dir_okay=False)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--scores", "score_paths", required=True, multiple=True, type=PATH,
+@command("svmix-metrics")
+@click.option("--scores", "score_paths", required=True, multiple=True, type=in_file(),
               help="Score file '<enroll> <test> <score>' (repeat to compare systems on the same trials).")
-@click.option("--trials", required=True, type=PATH, help="Labelled trials (Kaldi or VoxCeleb format).")
-@click.option("--json", "json_path", type=PATH,
+@click.option("--trials", required=True, type=in_file(), help="Labelled trials (Kaldi or VoxCeleb format).")
+@click.option("--json", "json_path", type=OutPath("file"),
               help="Write metrics JSON (one score file: the metrics object; several: {label: metrics}).")
-@click.option("--det-plot", type=PATH, help="Write a DET plot (PNG) of all score files.")
-@click.option("--label", "labels", multiple=True, help="Name per --scores, in order [default: file names].")
+@click.option("--det-plot", type=OutPath("file"), help="Write a DET plot (PNG) of all score files.")
+@click.option("--label", "labels", multiple=True, type=Text(),
+              help="Name per --scores, in order [default: file names].")
 @user_errors
 def main(score_paths: Tuple[str, ...], trials: str, json_path: Optional[str], det_plot: Optional[str],
          labels: Tuple[str, ...]) -> None:

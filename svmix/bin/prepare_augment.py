@@ -4,23 +4,24 @@ from typing import Optional
 
 import click
 
-from svmix.cli import user_errors
+from svmix.cli import SEED, OutPath, command, in_dir, user_errors
 from svmix.data.augment_resources import prepare_augment
 from svmix.utils.logging import setup_logging
 
-_DIR = click.Path(exists=True, file_okay=False)
+_DIR = in_dir()
+CLIPS = click.IntRange(0, 100_000)  # synthetic clips of one kind
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (e.g. data/augment).")
+@command("svmix-prepare-augment")
+@click.option("--out", required=True, type=OutPath("dir"), help="Output directory (e.g. data/augment).")
 @click.option("--musan", type=_DIR, help="MUSAN root (noise/, music/, speech/).")
 @click.option("--rirs", type=_DIR, help="RIRS_NOISES root (simulated_rirs/*/*/*.wav).")
 @click.option("--babble-data", type=_DIR, help="Data dir whose wav.scp supplies babble speech (speech.scp).")
 @click.option("--synthetic", is_flag=True, help="Synthesize noise, music-like tones and RIRs for kinds not given.")
-@click.option("--num-noises", default=200, show_default=True, type=int, help="Synthetic noise clips.")
-@click.option("--num-music", default=100, show_default=True, type=int, help="Synthetic music-like clips.")
-@click.option("--num-rirs", default=200, show_default=True, type=int, help="Synthetic room impulse responses.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--num-noises", default=200, show_default=True, type=CLIPS, help="Synthetic noise clips.")
+@click.option("--num-music", default=100, show_default=True, type=CLIPS, help="Synthetic music-like clips.")
+@click.option("--num-rirs", default=200, show_default=True, type=CLIPS, help="Synthetic room impulse responses.")
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @user_errors
 def main(out: str, musan: Optional[str], rirs: Optional[str], babble_data: Optional[str], synthetic: bool,
          num_noises: int, num_music: int, num_rirs: int, seed: int) -> None:

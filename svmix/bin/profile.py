@@ -7,9 +7,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 import yaml
 
-from svmix.cli import user_errors
+from svmix.cli import FiniteFloat, command, in_file, user_errors
 from svmix.errors import SvmixError
 from svmix.profiling import frames_for, profile_encoder_layer, profile_model
+from svmix.registry import ENCODERS
 
 Row = Tuple[str, int, float, float]  # name, params, gmacs, attention gmacs
 
@@ -66,15 +67,18 @@ def model_table(result: Dict[str, Any], path: str) -> str:
     return format_table(title, rows, _row("total", result))
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--encoder", help="Profile one layer of this registered encoder (svmixer, mlpmixer, transformer, …).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+@command("svmix-profile")
+@click.option("--encoder", type=click.Choice(ENCODERS.names()), help="Profile one layer of this registered encoder.")
+@click.option("--config", "config_path", type=in_file(),
               help="Profile the whole model of this YAML (a 'model:' section or a model config).")
-@click.option("--hidden", type=int, default=1024, show_default=True, help="Hidden size (with --encoder).")
-@click.option("--seq-len", type=int, default=None, help="Frames (with --encoder) [default: frames of --seconds].")
-@click.option("--group-dim", type=int, default=128, show_default=True,
+@click.option("--hidden", type=click.IntRange(1, 8192), default=1024, show_default=True,
+              help="Hidden size (with --encoder).")
+@click.option("--seq-len", type=click.IntRange(1, 10_000), default=None,
+              help="Frames (with --encoder) [default: frames of --seconds].")
+@click.option("--group-dim", type=click.IntRange(1, 8192), default=128, show_default=True,
               help="Channels per group (with --encoder; ignored by encoders without groups).")
-@click.option("--seconds", type=float, default=3.0, show_default=True, help="Input length in seconds.")
+@click.option("--seconds", type=FiniteFloat(min=0, max=120, min_open=True), default=3.0, show_default=True,
+              help="Input length in seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @user_errors
 def main(encoder: Optional[str], config_path: Optional[str], hidden: int, seq_len: Optional[int],

@@ -3,20 +3,21 @@ from typing import Optional
 
 import click
 
-from svmix.cli import user_errors
+from svmix.cli import OutPath, command, in_file, user_errors
 from svmix.scoring.cosine import DEFAULT_CHUNK
 from svmix.scoring.norms import SCORE_NORMS
 from svmix.scoring.pipeline import score_file
 from svmix.utils.logging import setup_logging
 
-PATH = click.Path(dir_okay=False)
+PATH = in_file()
+OUT = OutPath("file")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command("svmix-score")
 @click.option("--trials", required=True, type=PATH, help="Trials (Kaldi, VoxCeleb or unlabelled format).")
 @click.option("--embeddings", "scp", required=True, type=PATH,
               help="EMB_DIR/xvector.scp (vectors or segment matrices).")
-@click.option("--output", required=True, type=PATH, help="Score file: '<enroll> <test> <score>' per trial.")
+@click.option("--output", required=True, type=OUT, help="Score file: '<enroll> <test> <score>' per trial.")
 @click.option("--norm", type=click.Choice(SCORE_NORMS.names()), default=None,
               help="Score normalisation [default: asnorm with --cohort, else none].")
 @click.option("--cohort", "cohort_scp", type=PATH, help="Cohort embeddings scp for AS-norm.")
@@ -27,7 +28,7 @@ PATH = click.Path(dir_okay=False)
 @click.option("--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK, show_default=True,
               help="Trials scored per block (bounds memory).")
 @click.option("--skip-missing", is_flag=True, help="Drop (and count) trials naming unknown utterances.")
-@click.option("--metrics-json", type=PATH, help="Also write the metrics as JSON (labelled trials only).")
+@click.option("--metrics-json", type=OUT, help="Also write the metrics as JSON (labelled trials only).")
 @user_errors
 def main(trials: str, scp: str, output: str, norm: Optional[str], cohort_scp: Optional[str],
          cohort_utt2spk: Optional[str], top_n: int, mean_path: Optional[str], mean_from: Optional[str],

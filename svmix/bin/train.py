@@ -3,26 +3,26 @@ from typing import Optional, Tuple
 
 import click
 
-from svmix.cli import user_errors
+from svmix.cli import DEVICE, OVERRIDE, OutPath, TeacherSpec, command, in_dir, in_file, user_errors
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+@command("svmix-train")
+@click.option("--config", "config_path", required=True, type=in_file(),
               help="Training YAML (model: / model_config: and train: sections).")
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="Training data dir.")
-@click.option("--exp", "exp_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--data", "data_dir", required=True, type=in_dir(), help="Training data dir.")
+@click.option("--exp", "exp_dir", required=True, type=OutPath("dir"),
               help="Experiment dir; training resumes automatically when it has a checkpoint.")
-@click.option("--teacher-cache", type=click.Path(file_okay=False), help="Teacher feature cache (stage 2).")
-@click.option("--teacher", help="Teacher spec (torchaudio bundle, HF directory or svmix teacher checkpoint): "
-                                "run online on the clean crops, or, with --teacher-cache, check the cache "
-                                "was built by it.")
-@click.option("--val-data", type=click.Path(file_okay=False), help="Held-out data dir with a labelled trials file.")
-@click.option("--augment-dir", type=click.Path(file_okay=False), help="Augmentation lists (stage 1).")
-@click.option("--model-config", type=click.Path(dir_okay=False),
+@click.option("--teacher-cache", type=in_dir(), help="Teacher feature cache (stage 2).")
+@click.option("--teacher", type=TeacherSpec(),
+              help="Teacher spec (torchaudio bundle, HF directory or svmix teacher checkpoint): "
+                   "run online on the clean crops, or, with --teacher-cache, check the cache was built by it.")
+@click.option("--val-data", type=in_dir(), help="Held-out data dir with a labelled trials file.")
+@click.option("--augment-dir", type=in_dir(), help="Augmentation lists (stage 1).")
+@click.option("--model-config", type=in_file(),
               help="Model YAML; same as --override model_config=PATH.")
-@click.option("--device", help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK when available).")
-@click.option("--max-steps", type=int, help="Override train.max_steps.")
-@click.option("--override", "overrides", multiple=True, metavar="KEY.SUB=VALUE",
+@click.option("--device", type=DEVICE, help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK when available).")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Override train.max_steps.")
+@click.option("--override", "overrides", multiple=True, type=OVERRIDE, metavar="KEY.SUB=VALUE",
               help="Config override, YAML-parsed value; repeatable (e.g. train.batch_size=64).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @user_errors

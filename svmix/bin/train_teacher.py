@@ -3,22 +3,22 @@ from typing import Optional
 
 import click
 
-from svmix.cli import user_errors
+from svmix.cli import SEED, FiniteFloat, OutPath, command, in_dir, in_file, user_errors
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
+@command("svmix-train-teacher")
+@click.option("--data", "data_dir", required=True, type=in_dir(),
               help="Training data dir (wav.scp, utt2spk).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--out", "out_dir", required=True, type=OutPath("dir"),
               help="Teacher directory (config.json + model.safetensors, Hugging Face layout).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+@click.option("--config", "config_path", type=in_file(),
               help="YAML overriding the defaults (conf/teacher_mini.yaml).")
-@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--max-minutes", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Fail (saving nothing) if training takes longer than this; off by default. "
                    "A time limit never shortens training.")
-@click.option("--seed", type=int, default=None, help="Overrides the config's seed.")
-@click.option("--steps", type=int, default=None, help="Overrides train.steps.")
-@click.option("--trials-data", type=click.Path(file_okay=False),
+@click.option("--seed", type=SEED, default=None, help="Overrides the config's seed.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Overrides train.steps.")
+@click.option("--trials-data", type=in_dir(),
               help="Data dir with trials: write OUT/eval.json with the teacher's own EER.")
 @user_errors
 def main(data_dir: str, out_dir: str, config_path: Optional[str], max_minutes: Optional[float], seed: Optional[int],

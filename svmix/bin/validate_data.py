@@ -3,12 +3,12 @@ import sys
 
 import click
 
-from svmix.cli import user_errors
+from svmix.cli import command, in_dir, user_errors
 from svmix.data.validate import fix_datadir, validate_datadir
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("data_dir", type=click.Path(file_okay=False))
+@command("svmix-validate-data")
+@click.argument("data_dir", type=in_dir())
 @click.option("--fix", is_flag=True, help="Drop bad entries (originals kept in DATA_DIR/.backup/).")
 @click.option("--deep", is_flag=True, help="Decode every audio file (finds corrupt, silent, NaN and too-short audio).")
 @click.option("--no-audio", is_flag=True, help="Do not look at audio files at all.")
