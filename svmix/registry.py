@@ -55,7 +55,8 @@ def fill_defaults(spec: Mapping[str, Any], defaults: Mapping[str, Any], key: str
     parameters are one-line errors naming ``key`` (the config section, e.g. ``model.encoder``)."""
     unknown = sorted(set(spec) - set(defaults))
     if unknown:
-        raise SvmixError(f"{key}: unknown key '{unknown[0]}' for {what} (known: {', '.join(sorted(defaults))})")
+        known = f"known: {', '.join(sorted(defaults))}" if defaults else "it takes no parameters"
+        raise SvmixError(f"{key}: unknown key '{unknown[0]}' for {what} ({known})")
     out = {**defaults, **yaml_safe(dict(spec))}
     missing = [name for name, value in out.items() if value is REQUIRED]
     if missing:

@@ -82,7 +82,7 @@ def test_whole_paper_model_per_part():
     ([], "exactly one of"),
     (["--encoder", "svmixer", "--config", "x.yaml"], "exactly one of"),
     (["--encoder", "nope"], "unknown encoder 'nope'"),
-    (["--config", "/nonexistent/model.yaml"], "No such file"),
+    (["--config", "/nonexistent/model.yaml"], "model config not found"),
 ])
 def test_cli_user_errors(args, message):
     out = CliRunner().invoke(main, args)

@@ -75,7 +75,7 @@ def read_yaml(path: os.PathLike, what: str) -> Dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
-        raise SvmixError(f"{path}: invalid YAML ({' '.join(str(e).split())})") from None
+        raise SvmixError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     except UnicodeDecodeError:
         raise SvmixError(f"{path}: {what} is not UTF-8 text") from None
     if not isinstance(data, dict):
@@ -300,7 +300,7 @@ SCHEMA: Dict[str, Rule] = {
     "train.epochs": Num(int, 1, 10 ** 6, null=True),
     "train.optimizer": Section(),
     "train.optimizer.name": Name(),
-    "train.optimizer.lr": Num(float, 0.0, 10.0, lo_open=True),
+    "train.optimizer.lr": Num(float, 0.0, 10.0),  # 0: frozen (tests, warm-up experiments)
     "train.optimizer.weight_decay": Num(float, 0.0, 10.0),
     "train.optimizer.betas": Items(Num(float, 0.0, 1.0, hi_open=True), length=2),
     "train.optimizer.eps": Num(float, 0.0, 1.0, lo_open=True),
