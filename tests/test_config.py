@@ -20,7 +20,7 @@ from svmix.registry import BACKENDS, CLASSIFICATION_LOSSES, ENCODERS, KD_LOSSES
 from svmix.train.config import (SCHEMA, Items, Num, apply_overrides, load_train_config, merge, read_yaml,
                                 resolve_config)
 from svmix.train.augment import DEFAULT_AUGMENT_CONFIG
-from svmix.train.optim import OPTIMIZERS, SCHEDULERS, PlateauSchedule
+from svmix.train.optim import OPTIMIZERS, SCHEDULERS, PlateauSchedule, WarmRestartSchedule, build_schedule
 from svmix.utils.fileio import torch_save_atomic
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -222,6 +222,7 @@ def test_resolution_is_closed_and_idempotent():
 def test_a_section_naming_another_entry_does_not_inherit_the_default_entrys_parameters():
     released = load_train_config(CONF / "train_released.yaml")["train"]
     assert set(released["scheduler"]) == {"name", "t_0", "t_up", "eta_max", "t_mult", "gamma"}
+    assert isinstance(build_schedule(released), WarmRestartSchedule)  # inherited 'factor' was a TypeError
     sgd = resolve_config(apply_overrides(BASE, {"train.optimizer": {"name": "sgd", "lr": 0.1}}))["train"]["optimizer"]
     assert sgd["weight_decay"] == 0 and sgd["momentum"] == 0  # SGD's defaults, not AdamW's recipe values
     same = resolve_config(apply_overrides(BASE, {"train.optimizer": {"lr": 0.1}}))["train"]["optimizer"]
@@ -344,3 +345,15 @@ def test_an_entry_of_the_wrong_kind_names_the_key_and_the_valid_names(key, name,
 def test_a_parameter_of_another_entry_is_an_unknown_key(key, param):
     with pytest.raises(SvmixError, match=rf"{key.replace('.', '[.]')}: unknown key '{param}'"):
         resolve_config(apply_overrides(BASE, {f"{key}.{param}": 1}))
+
+
+@pytest.mark.parametrize("args,message", [(["--steps", "0"], "train.steps=0: must be an integer in [1, "),
+                                          (["--seed", "-1"], "seed=-1: must be an integer in [0, ")])
+def test_train_teacher_cli_range_checks_through_the_config(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from svmix.bin.train_teacher import main
+
+    result = CliRunner().invoke(main, ["--data", str(tmp_path), "--out", str(tmp_path / "t"), *args])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "t").exists()
