@@ -30,8 +30,8 @@ from svmix.checkpoint import save_model
 from svmix.data.datadir import DataDir
 from svmix.errors import SvmixError
 from svmix.models import build_model, init_frontend_from_teacher, resolve_model_config
-from svmix.train.augment import AugmentResources, Augmenter
 from svmix.teachers.protocol import Teacher, check_teacher
+from svmix.train.augment import AugmentResources, Augmenter
 from svmix.train.checkpointing import (BestCheckpoints, average_checkpoints, load_training_state, rng_state,
                                        save_training_state, set_rng_state)
 from svmix.train.config import resolve_config
