@@ -1,4 +1,4 @@
-"""Self-describing model checkpoints: the model config travels with the weights."""
+"""Self-describing model checkpoints: the resolved (closed) model config travels with the weights."""
 from __future__ import annotations
 
 import os
@@ -36,10 +36,22 @@ def resolve_checkpoint_path(path: os.PathLike) -> Path:
 
 
 def read_checkpoint(path: os.PathLike) -> Dict[str, Any]:
+    """The checkpoint dict; its ``config`` is resolved (closed), so checkpoints written before every
+    default was recorded compare equal to new ones of the same model, and ``train_config`` (when
+    present) uses today's key names."""
+    from svmix.models import resolve_model_config
+    from svmix.train.config import upgrade_legacy_train
+
     path = resolve_checkpoint_path(path)
     obj = torch_load(path, "checkpoint")
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT or not isinstance(obj.get("config"), dict):
         raise SvmixError(f"{path}: not an svmix model checkpoint")
+    try:
+        obj["config"] = resolve_model_config(obj["config"])
+    except SvmixError as e:
+        raise SvmixError(f"{path}: {e}") from None
+    if isinstance(obj.get("train_config"), dict):
+        obj["train_config"] = upgrade_legacy_train(obj["train_config"])
     return obj
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from svmix.registry import LOSSES
+from svmix.registry import CLASSIFICATION_LOSSES
 from svmix.train.losses import AAMSoftmaxTopK, DistilHuBERTLoss, LastMSE
 
 
@@ -71,7 +71,7 @@ def test_class_weights_are_total_over_count_and_change_the_loss():
 
 
 def test_aam_weight_init_and_registry():
-    loss = LOSSES.build({"name": "aam_topk", "top_k": 3}, embed_dim=192, num_classes=50, class_counts=[2] * 50)
+    loss = CLASSIFICATION_LOSSES.build({"name": "aam_topk", "top_k": 3}, embed_dim=192, num_classes=50, class_counts=[2] * 50)
     assert loss.weight.shape == (50, 192)
     std = loss.weight.std().item()
     assert std == pytest.approx(math.sqrt(2.0 / (50 + 192)), rel=0.1)  # xavier normal

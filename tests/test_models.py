@@ -10,6 +10,7 @@ from svmix.models.frontend import Frontend
 from svmix.models.svmixer import SVMixerBlock
 from svmix.models.transformer import SelfAttention
 from svmix.registry import BACKENDS, ENCODERS
+from svmix.teachers import SSLTeacher
 
 H, T = 32, 20
 TINY_ENCODER_OPTIONS = {
@@ -206,13 +207,16 @@ def test_speaker_model_end_to_end():
 
 
 def small_teacher(factory, extractor_mode, conv_bias, embed_dim=H, **extra):
-    return factory(**extra, extractor_mode=extractor_mode,
-                   extractor_conv_layer_config=[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2,
-                   extractor_conv_bias=conv_bias, encoder_embed_dim=embed_dim, encoder_projection_dropout=0.0,
-                   encoder_pos_conv_kernel=4, encoder_pos_conv_groups=2, encoder_num_layers=1,
-                   encoder_num_heads=2, encoder_attention_dropout=0.0, encoder_ff_interm_features=16,
-                   encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=False,
-                   encoder_layer_drop=0.0, aux_num_out=None)
+    """An SSLTeacher around a small torchaudio model (``.model``)."""
+    params = dict(**extra, extractor_mode=extractor_mode,
+                  extractor_conv_layer_config=[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2,
+                  extractor_conv_bias=conv_bias, encoder_embed_dim=embed_dim, encoder_projection_dropout=0.0,
+                  encoder_pos_conv_kernel=4, encoder_pos_conv_groups=2, encoder_num_layers=1,
+                  encoder_num_heads=2, encoder_attention_dropout=0.0, encoder_ff_interm_features=16,
+                  encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=False,
+                  encoder_layer_drop=0.0)
+    arch = "wavlm" if factory is torchaudio.models.wavlm_model else "wav2vec2"
+    return SSLTeacher(factory(**params, aux_num_out=None), arch, params)
 
 
 def test_init_frontend_from_group_norm_teacher():
@@ -229,8 +233,8 @@ def test_init_frontend_from_group_norm_teacher():
     assert sorted(copied) == sorted(expected)
     wav = torch.randn(1, 16000)
     with torch.no_grad():
-        teacher_features, _ = teacher.feature_extractor(wav, None)
-        teacher_projected = teacher.encoder.feature_projection(teacher_features)
+        teacher_features, _ = teacher.model.feature_extractor(wav, None)
+        teacher_projected = teacher.model.encoder.feature_projection(teacher_features)
     assert torch.allclose(model.frontend.eval()(wav), teacher_projected, atol=1e-5)
 
 
@@ -244,5 +248,5 @@ def test_init_frontend_skips_mismatched_norms_and_shapes():
     assert sorted(copied) == sorted([f"feature_extractor.conv_layers.{i}.conv.weight" for i in range(7)]
                                     + ["feature_projection.layer_norm.weight", "feature_projection.layer_norm.bias"])
     assert torch.equal(frontend.feature_extractor.conv_layers[3].conv.weight,
-                       teacher.feature_extractor.conv_layers[3].conv.weight)
+                       teacher.model.feature_extractor.conv_layers[3].conv.weight)
     assert torch.equal(frontend.feature_extractor.conv_layers[0].layer_norm.weight, before)

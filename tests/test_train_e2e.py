@@ -27,7 +27,7 @@ TINY_MODEL = {"segment_seconds": 1.0, "num_eval_segments": 2, "hidden": 16, "emb
               "backend": {"name": "linear"}}
 TINY_TRAIN = {"batch_size": 4, "max_steps": STEPS, "log_every": 1, "val_every": 4, "checkpoint_every": 2,
               "val_segments": 2, "keep_best": 2, "average": 2, "num_workers": 1, "seed": 7,
-              "kd": {"type": "distilhubert", "layers": [1, 2]}, "augment": {"p": 0.8}}
+              "kd": {"name": "distilhubert", "layers": [1, 2]}, "augment": {"p": 0.8}}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -156,7 +156,7 @@ def test_online_teacher_mode_and_training_without_validation(setup, tmp_path):
     from svmix.train.trainer import train
 
     config = resolve_config({"model": TINY_MODEL, "train": {**TINY_TRAIN, "max_steps": 2, "num_workers": 0,
-                                                             "kd": {"type": "last_mse", "layers": None}}})
+                                                             "kd": {"name": "last_mse", "layers": None}}})
     teacher = tiny_teacher()
     out = train(config, setup["data"], tmp_path / "online", teacher=teacher, progress=False)
     model, ckpt = load_model_checkpoint(out)

@@ -45,7 +45,7 @@ Stages:
 
 case "$kd" in
   mse) teacher_layers=24 ;;
-  distilhubert) teacher_layers=8,16,24; train_opts="--override train.kd.type=distilhubert --override train.kd.layers=[8,16,24] $train_opts" ;;
+  distilhubert) teacher_layers=8,16,24; train_opts="--override train.kd.name=distilhubert --override train.kd.layers=[8,16,24] $train_opts" ;;
   *) echo "$0: --kd must be mse or distilhubert" >&2; exit 2 ;;
 esac
 train_data=data/voxceleb2_dev

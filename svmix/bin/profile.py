@@ -5,7 +5,6 @@ import json
 from typing import Any, Dict, List, Optional, Tuple
 
 import click
-import yaml
 
 from svmix.cli import FiniteFloat, command, in_file, user_errors
 from svmix.errors import SvmixError
@@ -17,13 +16,9 @@ Row = Tuple[str, int, float, float]  # name, params, gmacs, attention gmacs
 
 def load_model_config(path: str) -> Dict[str, Any]:
     """A YAML file with a ``model:`` section, or a model config itself."""
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise SvmixError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
-    if not isinstance(data, dict):
-        raise SvmixError(f"{path}: expected a mapping with a 'model:' section")
+    from svmix.train.config import read_yaml
+
+    data = read_yaml(path, "model config")
     model = data.get("model", data)
     if not isinstance(model, dict):
         raise SvmixError(f"{path}: 'model:' must be a mapping")

@@ -34,9 +34,11 @@ def main(config_path: str, data_dir: str, exp_dir: str, teacher_cache: Optional[
     from svmix.train.config import load_train_config
     from svmix.train.trainer import train
 
+    if max_steps is not None:  # range-checked with the rest of the config, before any work
+        overrides = (*overrides, f"train.max_steps={max_steps}")
     config = load_train_config(config_path, overrides, model_config)
     out = train(config, data_dir, exp_dir, teacher_cache=teacher_cache, teacher=teacher, val_data=val_data,
-                augment_dir=augment_dir, device=device, max_steps=max_steps, progress=not no_progress)
+                augment_dir=augment_dir, device=device, progress=not no_progress)
     click.echo(str(out))
 
 

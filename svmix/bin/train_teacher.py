@@ -28,11 +28,8 @@ def main(data_dir: str, out_dir: str, config_path: Optional[str], max_minutes: O
     from svmix.utils.logging import setup_logging
 
     setup_logging()
-    config = load_config(config_path)
-    if seed is not None:
-        config["seed"] = seed
-    if steps is not None:
-        config["train"]["steps"] = steps
+    overrides = {key: value for key, value in (("seed", seed), ("train.steps", steps)) if value is not None}
+    config = load_config(config_path, overrides)
     summary = train_mini_teacher(data_dir, out_dir, config, max_minutes=max_minutes, trials_data=trials_data)
     message = f"{out_dir}: mini teacher trained ({summary['steps_done']} steps"
     if "eval" in summary:

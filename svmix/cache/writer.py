@@ -29,6 +29,7 @@ from svmix.cache.format import DTYPES, FORMAT, MANIFEST, PLAN, SHARD_DIR, VERSIO
 from svmix.data.audio import SAMPLE_RATE, load_audio, scan_audio
 from svmix.data.datadir import DataDir
 from svmix.errors import AudioError, SvmixError
+from svmix.teachers.protocol import Teacher
 from svmix.utils.fileio import atomic_path, check_free_space, read_json, sha256_file, write_json
 from svmix.utils.logging import get_logger
 
@@ -45,7 +46,7 @@ class CacheSettings:
     skip_bad: bool = False
 
 
-def utterance_frames(teacher: torch.nn.Module, wav: np.ndarray, layers: Sequence[int], dtype: str = "float32",
+def utterance_frames(teacher: Teacher, wav: np.ndarray, layers: Sequence[int], dtype: str = "float32",
                      chunk_seconds: float = 30.0, context_seconds: float = 4.0) -> np.ndarray:
     """Teacher frames of one utterance as (frames, len(layers), hidden) in ``dtype`` (see module docstring)."""
     shift, field = teacher.frame_shift, teacher.receptive_field
@@ -82,7 +83,7 @@ def scan_inputs(data_dir: os.PathLike, skip_bad: bool, progress: bool = True) ->
     return good, bad
 
 
-def make_plan(teacher: Any, data_dir: os.PathLike, settings: CacheSettings, progress: bool = True) -> Dict[str, Any]:
+def make_plan(teacher: Teacher, data_dir: os.PathLike, settings: CacheSettings, progress: bool = True) -> Dict[str, Any]:
     bad_layers = [x for x in settings.layers if not 0 <= x <= teacher.num_layers]
     if bad_layers or not settings.layers:
         raise SvmixError(f"--layers {settings.layers}: teacher '{teacher.spec}' has layers 0..{teacher.num_layers}")

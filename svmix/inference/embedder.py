@@ -71,8 +71,11 @@ def _onnx_runtime(model: os.PathLike, onnx: Optional[os.PathLike], device: str, 
         raise SvmixError(f"the onnx runtime runs on the CPU only, not on '{device}'")
     path = onnx_model_path(model, onnx)
     embedder = OnnxSegmentEmbedder(str(path), num_threads=num_threads)
+    from svmix.models import resolve_model_config
+
     config = json.loads(json.dumps(read_checkpoint(model)["config"]))  # as stored in the ONNX metadata
-    differ = sorted(k for k in set(config) | set(embedder.config) if config.get(k) != embedder.config.get(k))
+    exported = resolve_model_config(embedder.config)  # closed, like the checkpoint's (old exports are open)
+    differ = sorted(k for k in set(config) | set(exported) if config.get(k) != exported.get(k))
     if differ:
         raise SvmixError(f"{path}: ONNX model was exported from another model than {model} "
                          f"(config differs in {', '.join(differ)}); re-export it with svmix-export")

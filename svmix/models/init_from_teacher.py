@@ -1,10 +1,13 @@
 """Initialise the student's conv frontend and feature projection from a teacher (DistilHuBERT style)."""
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from svmix.teachers.protocol import Teacher
 
 
 def _module_pairs(frontend: nn.Module, teacher: nn.Module) -> Iterator[Tuple[str, nn.Module, Optional[nn.Module]]]:
@@ -19,20 +22,24 @@ def _module_pairs(frontend: nn.Module, teacher: nn.Module) -> Iterator[Tuple[str
 
 
 @torch.no_grad()
-def init_frontend_from_teacher(model: nn.Module, teacher: nn.Module) -> List[str]:
+def init_frontend_from_teacher(model: nn.Module, teacher: "Teacher") -> List[str]:
     """Copy the teacher's frontend and feature-projection tensors into ``model`` where they fit.
 
-    ``model`` is a ``SpeakerModel`` (or its ``Frontend``); ``teacher`` is a torchaudio
-    ``Wav2Vec2Model``-like module (``.feature_extractor.conv_layers[i].conv/.layer_norm``,
+    ``model`` is a ``SpeakerModel`` (or its ``Frontend``); ``teacher`` implements
+    :class:`svmix.teachers.protocol.Teacher`, whose ``model`` is a torchaudio ``Wav2Vec2Model``-like
+    module (``.feature_extractor.conv_layers[i].conv/.layer_norm``,
     ``.encoder.feature_projection.layer_norm/.projection``). A tensor is copied only when the
     modules are of the same kind (a teacher's per-frame LayerNorm never fills the student's
     GroupNorm) and the shapes match; a teacher conv bias the student lacks is skipped. Returns the
     copied parameter names relative to ``model``.
     """
+    from svmix.teachers.protocol import check_teacher
+
+    teacher_model = check_teacher(teacher).model
     prefix = "frontend." if hasattr(model, "frontend") else ""
     frontend = model.frontend if prefix else model
     copied = []
-    for name, student_module, teacher_module in _module_pairs(frontend, teacher):
+    for name, student_module, teacher_module in _module_pairs(frontend, teacher_model):
         if student_module is None or teacher_module is None or not isinstance(teacher_module, type(student_module)):
             continue
         for param_name, param in student_module.named_parameters(recurse=False):

@@ -13,7 +13,6 @@ result would then depend on the machine's speed and load.
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
@@ -56,28 +55,51 @@ DEFAULT_CONFIG: Dict[str, Any] = {
 }
 
 
-def _merge(base: Dict[str, Any], override: Dict[str, Any], where: str) -> Dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if key not in base:
-            raise SvmixError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(base))})")
-        out[key] = _merge(base[key], value, f"{where}.{key}") if isinstance(base[key], dict) else value
-    return out
+def _schema() -> Dict[str, Any]:
+    """Type and range of every key of the mini-teacher config (rules of svmix.train.config)."""
+    from svmix.train.config import DROPOUT, MARGIN, SNR, UNIT, Choice, Flag, Items, Num, Section
+
+    dims = Items(Num(int, 1, 1 << 16))
+    return {
+        "seed": Num(int, 0, 2 ** 32 - 1),
+        "model": Section(), "train": Section(),
+        "model.hidden_size": Num(int, 1, 1 << 16), "model.num_hidden_layers": Num(int, 1, 1000),
+        "model.num_attention_heads": Num(int, 1, 1024), "model.intermediate_size": Num(int, 1, 1 << 20),
+        "model.conv_dim": dims, "model.conv_kernel": Items(Num(int, 1, 1024)),
+        "model.conv_stride": Items(Num(int, 1, 1024)), "model.conv_bias": Flag(),
+        "model.feat_extract_norm": Choice(("group", "layer")), "model.do_stable_layer_norm": Flag(),
+        "model.num_conv_pos_embeddings": Num(int, 1, 4096), "model.num_conv_pos_embedding_groups": Num(int, 1, 4096),
+        "model.num_buckets": Num(int, 1, 10 ** 5), "model.max_bucket_distance": Num(int, 1, 10 ** 6),
+        "model.hidden_dropout": DROPOUT, "model.attention_dropout": DROPOUT,
+        "model.activation_dropout": DROPOUT, "model.feat_proj_dropout": DROPOUT,
+        "train.steps": Num(int, 1, 10 ** 7), "train.batch_size": Num(int, 2, 10 ** 5),  # batch-centred features
+        "train.crop_seconds": Num(float, 0.1, 600.0), "train.lr": Num(float, 0.0, 10.0, lo_open=True),
+        "train.warmup_steps": Num(int, 0, 10 ** 7), "train.weight_decay": Num(float, 0.0, 10.0),
+        "train.grad_clip": Num(float, 0.0, 10.0 ** 6, lo_open=True), "train.margin": MARGIN,
+        "train.scale": Num(float, 0.0, 1000.0, lo_open=True), "train.augment_p": UNIT, "train.noise_snr": SNR,
+        "train.reverb_p": UNIT, "train.gain_db": SNR, "train.log_every": Num(int, 1, 10 ** 9),
+    }
 
 
-def load_config(path: Optional[os.PathLike]) -> Dict[str, Any]:
-    """DEFAULT_CONFIG overridden by the YAML file at ``path`` (unknown keys are errors)."""
-    if path is None:
-        return copy.deepcopy(DEFAULT_CONFIG)
-    import yaml
+def check_config(config: Dict[str, Any], where: str = "teacher config") -> Dict[str, Any]:
+    """``config`` if every key is known and in range, else a one-line error naming ``where`` and the key."""
+    from svmix.train.config import validate
 
-    if not os.path.isfile(path):
-        raise SvmixError(f"{path}: teacher config not found")
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
-    if not isinstance(raw, dict):
-        raise SvmixError(f"{path}: expected a mapping at the top level")
-    return _merge(DEFAULT_CONFIG, raw, str(path))
+    try:
+        validate(config, _schema(), aliases={})
+    except SvmixError as e:
+        raise SvmixError(f"{where}: {e}") from None
+    return config
+
+
+def load_config(path: Optional[os.PathLike], overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """DEFAULT_CONFIG overridden by the YAML file at ``path`` and then by ``overrides``
+    (``{"train.steps": 10}``), checked (unknown keys and out-of-range values are errors)."""
+    from svmix.train.config import apply_overrides, merge, read_yaml
+
+    raw = read_yaml(path, "teacher config") if path is not None else {}
+    config = merge(DEFAULT_CONFIG, apply_overrides(raw, overrides or {}))
+    return check_config(config, str(path) if path is not None else "teacher config")
 
 
 def torchaudio_params(model_config: Dict[str, Any]) -> Dict[str, Any]:
@@ -153,6 +175,7 @@ def train_mini_teacher(data_dir: os.PathLike, out_dir: os.PathLike, config: Dict
     """Train, save (HF layout) and optionally evaluate the mini teacher; returns the summary dict."""
     start_time = time.time()
     out_dir = Path(out_dir)
+    check_config(config)  # before any work
     seed, tcfg = int(config["seed"]), config["train"]
     data = DataDir(data_dir)
     utt2spk, wav_scp = data.utt2spk, data.wav_scp
@@ -162,8 +185,6 @@ def train_mini_teacher(data_dir: os.PathLike, out_dir: os.PathLike, config: Dict
     speakers = sorted(set(utt2spk.values()))
     if len(speakers) < 2:
         raise SvmixError(f"{data_dir}: speaker classification needs at least 2 speakers, found {len(speakers)}")
-    if tcfg["batch_size"] < 2:
-        raise SvmixError(f"train.batch_size must be at least 2 (batch-centred features), got {tcfg['batch_size']}")
     if trials_data is not None:
         _evaluation_trials(trials_data)  # fail before training, not after
     utts = sorted(utt2spk)

@@ -2,7 +2,8 @@
 
 Each source in the ``TEACHERS`` registry answers three questions about a spec: does it name me
 (``matches``), what identifies its weights (``fingerprint``, cheap enough to check a cache against),
-and how to build the frozen :class:`SSLTeacher` (``load``).
+and how to build the frozen :class:`SSLTeacher` (``load``), which implements
+:class:`svmix.teachers.protocol.Teacher`.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from svmix.errors import SvmixError
 from svmix.registry import TEACHERS
 from svmix.teachers.hf_format import load_hf_teacher, load_state_strict, weights_file
 from svmix.teachers.model import SSLTeacher, build_torchaudio_model
+from svmix.teachers.protocol import Teacher, check_teacher
 from svmix.utils.fileio import sha256_file, torch_save_atomic
 
 TORCHAUDIO_BUNDLES = ("WAVLM_BASE", "WAVLM_BASE_PLUS", "WAVLM_LARGE", "HUBERT_BASE", "HUBERT_LARGE",
@@ -128,9 +130,10 @@ def teacher_fingerprint(spec: os.PathLike) -> str:
     return teacher_source(spec).fingerprint(str(spec))
 
 
-def load_teacher(spec: os.PathLike, device: str = "cpu") -> SSLTeacher:
-    """Load a frozen teacher in eval mode; see docs/conventions.md §Teacher specification."""
-    return teacher_source(spec).load(str(spec)).to(device)
+def load_teacher(spec: os.PathLike, device: str = "cpu") -> Teacher:
+    """Load a frozen teacher in eval mode, checked against the :class:`Teacher` interface
+    (docs/conventions.md §Teacher specification)."""
+    return check_teacher(teacher_source(spec).load(str(spec)), f"teacher '{spec}'").to(device)
 
 
 def save_teacher(teacher: SSLTeacher, path: os.PathLike) -> None:

@@ -13,7 +13,6 @@ The augmentation dir (stage 1) holds ``noise.scp``, ``music.scp``, ``speech.scp`
 """
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -29,6 +28,7 @@ from svmix.registry import Registry
 AUGMENTATIONS = Registry("augmentation")
 LISTS = ("noise", "music", "speech", "rir")
 
+# train.augment defaults (resolved into every saved config); valid ranges: svmix.train.config.SCHEMA
 DEFAULT_AUGMENT_CONFIG: Dict[str, Any] = {
     "p": 0.8,
     "types": ["reverb", "babble", "music", "noise", "colored_noise", "clip"],
@@ -166,11 +166,9 @@ class Augmenter:
     """Applies one augmentation, drawn uniformly among the available ``types``, with probability p."""
 
     def __init__(self, config: Optional[Dict[str, Any]], resources: AugmentResources):
-        cfg = copy.deepcopy(DEFAULT_AUGMENT_CONFIG)
-        cfg.update(config or {})
-        unknown = set(cfg) - set(DEFAULT_AUGMENT_CONFIG)
-        if unknown:
-            raise SvmixError(f"unknown augment config key(s): {', '.join(sorted(unknown))}")
+        from svmix.train.config import resolve_augment_config  # (imports this module)
+
+        cfg = resolve_augment_config(config)
         self.p = float(cfg["p"])
         self.augmentations = {}
         for name in cfg["types"]:

@@ -1,7 +1,10 @@
 """Training losses (docs/method.md §Losses): AAM-softmax with top-K hard negatives, and the two KD losses.
 
-All are registered in ``svmix.registry.LOSSES``. KD losses take a frame mask ``(B, T)`` (True where
-the teacher frame exists) so frames that come from repeat-padding a short utterance are ignored.
+The classification loss is registered in ``svmix.registry.CLASSIFICATION_LOSSES`` (config
+``train.aam``), the KD losses in ``svmix.registry.KD_LOSSES`` (config ``train.kd``): their
+constructors take different arguments, so one kind cannot be named where the other is expected.
+KD losses take a frame mask ``(B, T)`` (True where the teacher frame exists) so frames that come
+from repeat-padding a short utterance are ignored.
 """
 from __future__ import annotations
 
@@ -12,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svmix.registry import LOSSES
+from svmix.registry import CLASSIFICATION_LOSSES, KD_LOSSES
 
 
-@LOSSES.register("aam_topk")
+@CLASSIFICATION_LOSSES.register("aam_topk")
 class AAMSoftmaxTopK(nn.Module):
     """Additive angular margin softmax whose K hardest non-target classes get a negative margin.
 
@@ -70,7 +73,7 @@ def _masked_frames(mask: Optional[torch.Tensor], ref: torch.Tensor) -> torch.Ten
     return mask.to(ref.dtype)
 
 
-@LOSSES.register("last_mse")
+@KD_LOSSES.register("last_mse")
 class LastMSE(nn.Module):
     """MSE between the student's last state and one teacher layer, averaged over valid B·T·H.
 
@@ -93,7 +96,7 @@ class LastMSE(nn.Module):
         return (err * m).sum() / m.sum().clamp_min(1.0)
 
 
-@LOSSES.register("distilhubert")
+@KD_LOSSES.register("distilhubert")
 class DistilHuBERTLoss(nn.Module):
     """DistilHuBERT-style KD: one Linear→GELU→Linear head per target teacher layer, all fed the
     student's last state. Per sample and head: mean_{T·H}|p−t| − λ·Σ_t log σ(cos(p_t, t_t));

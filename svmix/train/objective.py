@@ -7,10 +7,16 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from svmix.registry import LOSSES
+from svmix.registry import CLASSIFICATION_LOSSES, KD_LOSSES
 from svmix.train import losses  # noqa: F401  (registers the losses)
 
-KD_KEYS = ("type", "layers", "lambda")
+# train.kd keys the trainer reads; the others are the KD loss's constructor arguments
+KD_TRAINER_KEYS = ("name", "layers", "lambda")
+
+
+def kd_loss_params(kd_config: Dict[str, Any]) -> Dict[str, Any]:
+    """The constructor arguments of the KD loss in a ``train.kd`` section."""
+    return {k: v for k, v in kd_config.items() if k not in KD_TRAINER_KEYS}
 
 
 class DistillationObjective(nn.Module):
@@ -18,14 +24,14 @@ class DistillationObjective(nn.Module):
                  kd_config: Dict[str, Any], teacher_hidden: Optional[int] = None):
         super().__init__()
         self.student = student
-        self.aam = LOSSES.build(aam_config, embed_dim=student.embed_dim, num_classes=len(class_counts),
-                                class_counts=list(class_counts))
+        self.aam = CLASSIFICATION_LOSSES.build(aam_config, embed_dim=student.embed_dim,
+                                               num_classes=len(class_counts), class_counts=list(class_counts))
         self.kd_lambda = float(kd_config.get("lambda", 1.0))
         self.kd = None
-        if kd_config.get("type"):
-            extra = {k: v for k, v in kd_config.items() if k not in KD_KEYS}
-            self.kd = LOSSES.build({"name": kd_config["type"], **extra}, student_hidden=int(student.config["hidden"]),
-                                   teacher_hidden=teacher_hidden, num_targets=len(kd_config["layers"]))
+        if kd_config.get("name"):
+            self.kd = KD_LOSSES.build({"name": kd_config["name"], **kd_loss_params(kd_config)},
+                                      student_hidden=int(student.config["hidden"]), teacher_hidden=teacher_hidden,
+                                      num_targets=len(kd_config["layers"]))
 
     def forward(self, wav: torch.Tensor, labels: torch.Tensor, targets: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:

@@ -22,8 +22,8 @@ import torch
 from svmix.errors import SvmixError
 from svmix.registry import Registry
 
-OPTIMIZERS = Registry("optimizer")
-SCHEDULERS = Registry("scheduler")
+OPTIMIZERS = Registry("optimizer", provided=("params",))
+SCHEDULERS = Registry("scheduler", provided=("base_lr",))
 
 OPTIMIZERS.register("adamw")(torch.optim.AdamW)
 OPTIMIZERS.register("adam")(torch.optim.Adam)

@@ -11,7 +11,6 @@ log interval, ``"type": "train"``, and per validation, ``"type": "val"``), ``che
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import random
@@ -29,14 +28,17 @@ from torch.utils.data import DataLoader
 from svmix.checkpoint import save_model
 from svmix.data.datadir import DataDir
 from svmix.errors import SvmixError
-from svmix.models import build_model, init_frontend_from_teacher
+from svmix.models import build_model, init_frontend_from_teacher, resolve_model_config
+from svmix.teachers.protocol import Teacher, check_teacher
 from svmix.train.augment import AugmentResources, Augmenter
 from svmix.train.checkpointing import (BestCheckpoints, average_checkpoints, load_training_state, rng_state,
                                        save_training_state, set_rng_state)
+from svmix.train.config import resolve_config
 from svmix.train.dataset import TrainingSet
 from svmix.train.distributed import DistContext, init_distributed, shutdown
 from svmix.train.objective import DistillationObjective
-from svmix.train.optim import (EarlyStopping, build_optimizer, build_schedule, optimizer_config_at, set_lr)
+from svmix.train.optim import (OPTIMIZERS, EarlyStopping, build_optimizer, build_schedule, optimizer_config_at,
+                               set_lr)
 from svmix.train.sampler import ShardedBatchSampler
 from svmix.train.validation import Validator
 from svmix.utils.fileio import atomic_open
@@ -53,9 +55,9 @@ class TeacherTargets:
     by that teacher."""
 
     def __init__(self, kd_cfg: Dict[str, Any], cache_dir: Optional[os.PathLike],
-                 teacher: Union[None, str, torch.nn.Module], device: torch.device):
+                 teacher: Union[None, str, Teacher], device: torch.device):
         self.cache, self.teacher = None, None
-        if not kd_cfg.get("type"):
+        if not kd_cfg.get("name"):
             self.layers: List[int] = []
             self.hidden_size, self.frame_shift = None, 320
             return
@@ -72,12 +74,12 @@ class TeacherTargets:
                 from svmix.teachers import load_teacher
 
                 teacher = load_teacher(teacher, str(device))
-            self.teacher = teacher.to(device).eval()
+            self.teacher = check_teacher(teacher).to(device).eval()
             available = list(range(teacher.num_layers + 1))
             self.hidden_size, self.frame_shift = int(teacher.hidden_size), int(teacher.frame_shift)
         else:
-            raise SvmixError(f"kd.type '{kd_cfg['type']}' needs --teacher-cache or --teacher "
-                             "(or set train.kd.type to null to train without distillation)")
+            raise SvmixError(f"train.kd.name '{kd_cfg['name']}' needs --teacher-cache or --teacher "
+                             "(or set train.kd.name to null to train without distillation)")
         layers = kd_cfg.get("layers")
         self.layers = [max(available)] if layers is None else [int(x) for x in layers]
         missing = [x for x in self.layers if x not in available]
@@ -93,7 +95,7 @@ class TeacherTargets:
             raise SvmixError(f"teacher cache lacks {len(missing)} training utterance(s), e.g. '{missing[0]}'; "
                              "rerun svmix-cache-teacher on this data dir")
 
-    def teacher_module(self) -> torch.nn.Module:
+    def teacher_module(self) -> Teacher:
         """The teacher itself: the online one, or the one the cache was built with."""
         if self.teacher is not None:
             return self.teacher
@@ -186,27 +188,29 @@ def _write_config(exp_dir: Path, config: Dict[str, Any]) -> None:
 
 
 def train(config: Dict[str, Any], data_dir: os.PathLike, exp_dir: os.PathLike,
-          teacher_cache: Optional[os.PathLike] = None, teacher: Union[None, str, torch.nn.Module] = None,
+          teacher_cache: Optional[os.PathLike] = None, teacher: Union[None, str, Teacher] = None,
           val_data: Optional[os.PathLike] = None, augment_dir: Optional[os.PathLike] = None,
           device: Optional[str] = None, max_steps: Optional[int] = None, progress: bool = True) -> Path:
     """Train (or resume) the experiment in ``exp_dir``; returns the path of ``EXP/model.pt``.
 
-    ``config`` is a resolved config (:func:`svmix.train.config.load_train_config`)."""
+    ``config`` is a training config (:func:`svmix.train.config.load_train_config`); it is resolved
+    and validated (with ``max_steps`` overriding ``train.max_steps``) before any work starts."""
+    if max_steps is not None:
+        config = {**config, "train": {**config.get("train", {}), "max_steps": max_steps}}
+    config = resolve_config(config)
     ctx = init_distributed(device)
     try:
-        return _Trainer(copy.deepcopy(config), ctx, Path(exp_dir), data_dir, teacher_cache, teacher, val_data,
-                        augment_dir, max_steps, progress).run()
+        return _Trainer(config, ctx, Path(exp_dir), data_dir, teacher_cache, teacher, val_data,
+                        augment_dir, progress).run()
     finally:
         shutdown(ctx)
 
 
 class _Trainer:
     def __init__(self, config, ctx: DistContext, exp_dir: Path, data_dir, teacher_cache, teacher, val_data,
-                 augment_dir, max_steps, progress):
+                 augment_dir, progress):
         self.ctx, self.exp = ctx, exp_dir
         cfg = config["train"]
-        if max_steps is not None:
-            cfg["max_steps"] = int(max_steps)
         self.cfg, self.progress = cfg, progress and ctx.is_main
         if ctx.is_main:
             exp_dir.mkdir(parents=True, exist_ok=True)
@@ -228,7 +232,7 @@ class _Trainer:
             raise SvmixError(f"the student's frame shift ({student.frontend.hop} samples) differs from the "
                              f"teacher's ({self.targets.frame_shift}); KD needs aligned frames")
         if cfg["init_frontend_from_teacher"]:
-            copied = init_frontend_from_teacher(student, self.targets.teacher_module().model)
+            copied = init_frontend_from_teacher(student, self.targets.teacher_module())
             _log.info("initialised %d frontend tensor(s) from the teacher", len(copied))
         counts = np.bincount(labels, minlength=len(self.speakers))
         self.objective = DistillationObjective(student, counts, cfg["aam"], cfg["kd"],
@@ -293,13 +297,13 @@ class _Trainer:
                 self.metrics.truncate_after(0)
                 self.best.remove_strays(self.exp)
             return
-        if state["config"]["model"] != self.config["model"]:
+        if resolve_model_config(state["config"]["model"]) != self.config["model"]:  # old checkpoints: open configs
             raise SvmixError(f"{self.exp}: existing checkpoint has a different model config; "
                              "use a new experiment directory")
         if state["speakers"] != self.speakers:
             raise SvmixError(f"{self.exp}: existing checkpoint was trained on different speakers")
         self.objective.load_state_dict(state["objective"])
-        self.optimizer_cfg = state["optimizer_config"]
+        self.optimizer_cfg = OPTIMIZERS.resolve(state["optimizer_config"], f"{self.exp}: optimizer_config")
         self.optimizer = build_optimizer(self.objective.parameters(), self.optimizer_cfg)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
