@@ -1,5 +1,6 @@
 """Self-supervised teacher pretraining: HF layout loadable by load_teacher, exact resume, time limit."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -88,15 +89,23 @@ def test_time_limit_is_an_error_that_keeps_the_state(tmp_path, pool, monkeypatch
     assert not (tmp_path / "t" / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize("key", sorted(pretrain_mod._RANGES))
-@pytest.mark.parametrize("bad", [-1, 10**12, "x", None, True])
+NUMERIC_KEYS = sorted(k for k, rule in pretrain_mod._schema().items() if type(rule).__name__ == "Num")
+
+
+@pytest.mark.parametrize("key", NUMERIC_KEYS)
+@pytest.mark.parametrize("bad", [-1, 10**12, "x", None, True, float("nan")])
 def test_every_numeric_key_is_range_checked(key, bad):
-    section, name = key.split(".")
-    lo, _ = pretrain_mod._RANGES[key]
-    if bad == -1 and lo < 0:
-        pytest.skip("negative values are in range")
-    with pytest.raises(SvmixError, match=key.replace(".", r"\.")):
-        pretrain_config({section: {name: bad}})
+    section, _, name = key.rpartition(".")
+    rule = pretrain_mod._schema()[key]
+    if rule.ok(bad):
+        pytest.skip(f"{bad!r} is in range for {key}")
+    override = {name: bad} if not section else {section: {name: bad}}
+    with pytest.raises(SvmixError, match=re.escape(key)):
+        pretrain_config(override)
+
+
+def test_pretraining_keys_are_all_checked():
+    assert {"train.mask_prob", "train.mix_p", "kmeans.clusters", "train.steps", "model.hidden_size"} <= set(NUMERIC_KEYS)
 
 
 def test_unknown_key_is_an_error():

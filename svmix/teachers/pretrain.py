@@ -39,7 +39,8 @@ from svmix.data.audio import load_audio
 from svmix.data.datadir import DataDir
 from svmix.errors import SvmixError
 from svmix.teachers.hf_format import save_hf_wavlm
-from svmix.teachers.mini import AAMHead, CropSampler, _lr_factor, _merge, torchaudio_params
+from svmix.teachers.mini import AAMHead, CropSampler, _lr_factor, torchaudio_params
+from svmix.teachers.mini import _schema as mini_schema
 from svmix.teachers.model import build_torchaudio_model, hf_hidden_states
 from svmix.utils.fileio import atomic_open, torch_load, torch_save_atomic, write_json
 from svmix.utils.logging import get_logger
@@ -69,27 +70,32 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     },
 }
 
-# (key, minimum, maximum) for every numeric train/kmeans key: checked before any work starts.
-_RANGES = {
-    "train.steps": (1, 10**8), "train.batch_size": (2, 4096), "train.crop_seconds": (0.5, 60.0),
-    "train.lr": (1e-8, 1.0), "train.warmup_steps": (0, 10**8), "train.weight_decay": (0.0, 1.0),
-    "train.grad_clip": (1e-6, 1e6), "train.mask_prob": (0.0, 1.0), "train.mask_length": (1, 1000),
-    "train.mix_p": (0.0, 1.0), "train.speaker_weight": (0.0, 1e3), "train.margin": (0.0, 1.0),
-    "train.scale": (1.0, 1e3), "train.augment_p": (0.0, 1.0), "train.reverb_p": (0.0, 1.0),
-    "train.log_every": (1, 10**8), "train.checkpoint_every": (1, 10**8),
-    "kmeans.clusters": (2, 10000), "kmeans.frames": (100, 10**9), "kmeans.utterances": (1, 10**9),
-    "kmeans.n_mfcc": (2, 40),
-}
+def _schema() -> Dict[str, Any]:
+    """Type and range of every key: the mini teacher's rules for the keys they share, plus the
+    k-means and masking keys (rules of svmix.train.config)."""
+    from svmix.train.config import UNIT, Num, Section
+
+    schema = {k: v for k, v in mini_schema().items()
+              if not k.startswith("train.") or k.split(".", 1)[1] in DEFAULT_CONFIG["train"]}
+    schema.update({
+        "kmeans": Section(), "kmeans.clusters": Num(int, 2, 10000), "kmeans.frames": Num(int, 100, 10 ** 9),
+        "kmeans.utterances": Num(int, 1, 10 ** 9), "kmeans.n_mfcc": Num(int, 2, 40),
+        "train.mask_prob": UNIT, "train.mask_length": Num(int, 1, 1000), "train.mix_p": UNIT,
+        "train.speaker_weight": Num(float, 0.0, 1000.0), "train.checkpoint_every": Num(int, 1, 10 ** 9),
+    })
+    return schema
 
 
 def pretrain_config(override: Optional[Dict[str, Any]] = None, where: str = "config") -> Dict[str, Any]:
-    """DEFAULT_CONFIG overridden by ``override`` (unknown keys are errors), range-checked."""
-    cfg = _merge(DEFAULT_CONFIG, override or {}, where)
-    for key, (lo, hi) in _RANGES.items():
-        section, name = key.split(".")
-        value = cfg[section][name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-            raise SvmixError(f"{where}: {key} must be a number in [{lo}, {hi}], got {value!r}")
+    """DEFAULT_CONFIG overridden by ``override``, checked: unknown keys and out-of-range values are
+    one-line errors naming ``where`` and the key."""
+    from svmix.train.config import merge, validate
+
+    cfg = merge(DEFAULT_CONFIG, override or {})
+    try:
+        validate(cfg, _schema(), aliases={})
+    except SvmixError as e:
+        raise SvmixError(f"{where}: {e}") from None
     return cfg
 
 
