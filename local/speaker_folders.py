@@ -20,7 +20,7 @@ if __package__ in (None, ""):
 import click
 import numpy as np
 
-from local.trials import check_trials_possible, max_trials, sample_trials
+from local.trials import check_trials_possible, max_trials, pair_counts, sample_trials
 from svmix.cli import user_errors
 from svmix.data.audio import audio_info
 from svmix.data.datadir import write_datadir, write_trials
@@ -106,8 +106,13 @@ def prepare_speaker_folders(src: Path, out: Path, test_speakers: int = 0, num_tr
     else:
         test = set(split_speakers(sorted(corpus), test_speakers, rng))
         test_corpus = {s: u for s, u in corpus.items() if s in test}
+        have_target, have_nontarget = pair_counts(_utt2spk(test_corpus))
+        if not (have_target and have_nontarget):
+            raise SvmixError(f"{out / 'test'}: the {len(test)} test speakers' utterances give {have_target} target and "
+                             f"{have_nontarget} non-target pairs; trials need both (speakers with 2+ files, "
+                             "2+ test speakers)")
         if num_trials is None:
-            num_trials = max(1, min(DEFAULT_TEST_TRIALS, max_trials(_utt2spk(test_corpus), target_ratio)))
+            num_trials = min(DEFAULT_TEST_TRIALS, max_trials(_utt2spk(test_corpus), target_ratio))
             if num_trials < DEFAULT_TEST_TRIALS:
                 log.warning("%s: %d trials, not the default %d: the %d test speakers' utterances give at most %d "
                             "at target ratio %g", out / "test", num_trials, DEFAULT_TEST_TRIALS, len(test),
