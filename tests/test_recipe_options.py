@@ -129,6 +129,8 @@ def test_every_option_without_a_value_fails(recipe):
     (["--students", "no_such_student"], "no_such_student.yaml not found"),
     (["--train-config", "/nonexistent.yaml"], "--train-config /nonexistent.yaml: file not found"),
     (["extra"], "unexpected argument 'extra'"),
+    (["--exp", ""], "--exp must not be empty"),
+    (["--students="], "--students must not be empty"),
 ])
 @pytest.mark.parametrize("recipe", ["mini", "custom", "voxceleb"])
 def test_bad_values_fail_in_one_line_before_any_work(recipe, args, message, tmp_path):
@@ -153,9 +155,11 @@ def test_custom_recipe_checks_its_own_options(args, message, tmp_path):
     assert not (tmp_path / "exp").exists()
 
 
-def test_voxceleb_kd_must_be_known():
-    proc = run("voxceleb", "--kd", "kl")
-    assert proc.returncode == 2 and "--kd must be mse or distilhubert, got 'kl'" in proc.stderr
+@pytest.mark.parametrize("args, message", [(["--kd", "kl"], "--kd must be mse or distilhubert, got 'kl'"),
+                                           (["--teacher-mode", "live"], "--teacher-mode must be cache or online")])
+def test_voxceleb_choices_must_be_known(args, message):
+    proc = run("voxceleb", "--teacher-layers", "2", *args)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1 and message in proc.stderr
 
 
 # The teacher layers follow the teacher unless given (resolved from the teacher's configuration).
@@ -189,6 +193,16 @@ def test_teacher_layers_follow_the_mini_teacher_config_and_a_local_teacher(tmp_p
     assert print_options("custom", "--corpus", str(ROOT), "--teacher", str(hf))["teacher_layers"] == "3"
     proc = run("custom", "--corpus", str(ROOT), "--teacher", "no-such-teacher", "--print-options")
     assert proc.returncode != 0 and "no-such-teacher" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("recipe, args", [("mini", ["--teacher-config", "/nonexistent.yaml"]),
+                                          ("custom", ["--corpus", str(ROOT), "--teacher", "mini",
+                                                      "--teacher-config", "/nonexistent.yaml"])])
+def test_a_missing_mini_teacher_config_fails_in_one_line(recipe, args, tmp_path):
+    proc = run(recipe, "--exp", str(tmp_path / "exp"), *args)
+    assert proc.returncode != 0 and proc.stderr.splitlines() == [
+        "teacher_layers.py: error: /nonexistent.yaml: teacher config not found"]
+    assert not (tmp_path / "exp").exists()
 
 
 def test_the_teacher_layers_are_passed_to_caching_and_to_distillation():

@@ -97,7 +97,9 @@ recipe_begin() {
   local v names
   read -r -d '' -a names <<< "$svmix_stage_variables" || true
   for v in "${names[@]}"; do
-    [ -n "${!v:-}" ] || recipe_error "the recipe does not set \$$v (the shared stages in tools/recipe_stages.sh need it)"
+    [ -n "${!v:-}" ] && continue
+    [[ " $svmix_given_options " == *" $v "* ]] && recipe_error "--${v//_/-} must not be empty"
+    recipe_error "the recipe does not set \$$v (the shared stages in tools/recipe_stages.sh need it)"
   done
   recipe_check_int nj 1
   recipe_check_int ngpu 0
@@ -108,7 +110,7 @@ recipe_begin() {
   esac
   [[ "$teacher_layers" =~ ^[0-9]+(,[0-9]+)*$ ]] \
     || recipe_error "--teacher-layers must be comma-separated layer numbers (e.g. 8,16,24), got '$teacher_layers'"
-  if in_stage 3; then
+  if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     [ -f "$train_config" ] || recipe_error "--train-config $train_config: file not found"
     for v in $students; do
       [ -f "$model_conf_dir/$v.yaml" ] || recipe_error "--students: $model_conf_dir/$v.yaml not found"

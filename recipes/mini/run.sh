@@ -2,9 +2,9 @@
 # The default svmix recipe: distil a teacher into SV-Mixer and Transformer students on the embedded
 # mini corpus (synthetic espeak-ng speakers), offline, on a CPU, end to end. Paths are relative to
 # the directory you run it from; ./run.sh at the repository top runs it from there (data/, exp/).
-#   ./run.sh                      # everything (sets up .venv/ on first use)
-#   ./run.sh --stage 3            # rerun from distillation with what is on disk
-#   ./run.sh --help               # stages and options
+#   recipes/mini/run.sh           # everything (sets up .venv/ on first use); ./run.sh at the top: the same
+#   recipes/mini/run.sh --stage 3 # rerun from distillation with what is on disk
+#   recipes/mini/run.sh --help    # stages and options
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 

@@ -53,7 +53,7 @@ case "$kd" in
   mse) teacher_layers=${teacher_layers:-$(teacher_last_layer --teacher "$teacher")} ;;
   distilhubert)
     teacher_layers=${teacher_layers:-$(teacher_last_layer --teacher "$teacher" --split 3)}
-    train_opts="--override train.kd.name=distilhubert $train_opts" ;;
+    train_opts="--override train.kd.name=distilhubert${train_opts:+ $train_opts}" ;;
   *) recipe_error "--kd must be mse or distilhubert, got '$kd'" ;;
 esac
 voxceleb2_wav=${voxceleb2_wav:-$data/voxceleb2_wav}
