@@ -9,14 +9,16 @@ without loading weights: what the recipes cache and distil from unless --teacher
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import click
+import yaml
 
 from svmix.cli import user_errors
 from svmix.errors import SvmixError
@@ -24,13 +26,25 @@ from svmix.errors import SvmixError
 
 def last_layer(teacher: Optional[str] = None, mini_config: Optional[str] = None) -> int:
     """The number of Transformer layers of ``teacher`` (a ``--teacher`` spec) or of the mini teacher
-    that ``mini_config`` describes (exactly one of the two)."""
+    that ``mini_config`` describes (exactly one of the two). A configuration that states the number
+    is read as text (quick: every recipe start asks); the rest goes through svmix.teachers."""
     if (teacher is None) == (mini_config is None):
         raise SvmixError("give exactly one of --teacher SPEC and --mini-config FILE")
     if mini_config is not None:
+        path = Path(mini_config)
+        if not path.is_file():
+            raise SvmixError(f"{path}: teacher config not found")
+        stated = _stated_layers(path, _model_section)
+        if stated is not None:
+            return stated
         from svmix.teachers.mini import load_config
 
-        return int(load_config(mini_config)["model"]["num_hidden_layers"])
+        return int(load_config(path)["model"]["num_hidden_layers"])
+    hf_config = Path(teacher) / "config.json"
+    if hf_config.is_file():
+        stated = _stated_layers(hf_config, json.loads)
+        if stated is not None:
+            return stated
     from svmix.teachers.sources import HuggingFaceDirectory, TorchaudioBundle, teacher_source
 
     source = teacher_source(teacher)
@@ -50,6 +64,22 @@ def last_layer(teacher: Optional[str] = None, mini_config: Optional[str] = None)
     except Exception as e:
         raise SvmixError(f"{teacher}: cannot read the layer count of this teacher checkpoint "
                          f"({' '.join(str(e).split())[:200]}); set --teacher-layers") from None
+
+
+def _model_section(text: str) -> Optional[dict]:
+    raw = yaml.safe_load(text)
+    return raw.get("model") if isinstance(raw, dict) else None
+
+
+def _stated_layers(path: Path, parse: Callable[[str], dict]) -> Optional[int]:
+    """``num_hidden_layers`` of the mapping ``parse`` reads from ``path``; None when not stated as
+    a number (then the full loader decides, and reports any problem)."""
+    try:
+        mapping = parse(path.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise SvmixError(f"{path}: cannot parse ({' '.join(str(e).split())[:200]})") from None
+    value = mapping.get("num_hidden_layers") if isinstance(mapping, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def evenly_spaced(num_layers: int, parts: int) -> List[int]:

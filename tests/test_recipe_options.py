@@ -277,3 +277,140 @@ def test_recipe_options_naming_an_undefined_variable_is_an_error(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "recipe_options lists 'typo_variable', which the recipe does not define" in proc.stderr
+
+
+@pytest.mark.parametrize("separator", [" ", "\n  ", "\n", "\t", "  \n\t "])
+def test_option_lists_may_be_split_anyhow(separator, tmp_path):
+    """The bug behind issue 14: the last name on a line of recipe_options was unknown."""
+    names = ["first", "end_of_line", "next_line", "last"]
+    script = tmp_path / "toy.sh"
+    script.write_text("\n".join(["set -euo pipefail", *[f"{n}=default" for n in names],
+                                 f'recipe_options="{separator.join(names)}"', f". {ROOT}/tools/stage_lib.sh",
+                                 f'. {ROOT}/tools/parse_options.sh "$@"',
+                                 'for n in $recipe_options; do echo "$n=${!n}"; done']))
+    args = [a for n in names for a in (f"--{n.replace('_', '-')}", f"v {n}")]
+    proc = subprocess.run(["bash", str(script), *args], capture_output=True, text=True)
+    assert printed(proc) == {n: f"v {n}" for n in names}
+
+
+# Every stage with the tools replaced by shell functions that record their arguments (BASH_ENV is
+# sourced by every non-interactive bash): each option's value must reach the commands, as one argument.
+TOOLS = ["python", "torchrun", "svmix-validate-data", "svmix-prepare-augment", "svmix-train-teacher",
+         "svmix-cache-teacher", "svmix-train", "svmix-extract", "svmix-score", "svmix-metrics", "svmix-export",
+         "svmix-report"]
+STUBS = r"""
+_record() {
+  local IFS=$'\x1f'; printf '%s\n' "$*" >> "$SVMIX_TEST_COMMANDS"
+  if [ "$1" = svmix-report ]; then while [ $# -gt 1 ]; do [ "$1" = --out ] && echo "# RESULTS" > "$2"; shift; done; fi
+}
+""" + "".join(f'{tool}() {{ _record {tool} "$@"; }}\n' for tool in TOOLS)
+# Options that steer the run instead of being passed on; checked below by what they change.
+CONTROL = {"stage", "stop_stage", "teacher_mode", "kd"}
+
+
+def recorded_run(recipe, tmp_path, values):
+    (tmp_path / "stubs.sh").write_text(STUBS)
+    log = tmp_path / "commands"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "BASH_ENV": str(tmp_path / "stubs.sh"),
+           "SVMIX_TEST_COMMANDS": str(log)}
+    args = [a for name, value in values.items() for a in (f"--{name.replace('_', '-')}", value)]
+    proc = subprocess.run(["bash", str(RECIPES[recipe]), *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return [line.split("\x1f") for line in log.read_text().splitlines()]
+
+
+# (recipe, values of its own, options that the values make unused)
+VARIANTS = [
+    ("mini", {}, set()),
+    ("custom", {"teacher": "mini"}, {"teacher"}),  # the mini teacher is trained into $exp/teacher
+    ("custom", {}, {"teacher_config", "teacher_opts"}),  # a given teacher: nothing to train
+    ("voxceleb", {"teacher_mode": "online", "kd": "distilhubert"}, set()),
+]
+
+
+@pytest.mark.parametrize("recipe, own, unused", VARIANTS)
+def test_every_option_reaches_the_commands(recipe, own, unused, tmp_path):
+    models = tmp_path / "model confs"
+    models.mkdir()
+    for name in ("student one", "student_two"):
+        (models / f"{name}.yaml").write_text("{}")
+    (tmp_path / "train config.yaml").write_text("{}")
+    (tmp_path / "my corpus").mkdir()
+    values = {}
+    for i, (name, default) in enumerate(help_options(recipe).items()):
+        values[name] = (str(1000 + i) if re.fullmatch(r"-?\d+", default) else
+                        f"--{name.replace('_', '-')}-flag {i}" if name.endswith("_opts") else
+                        f"{tmp_path}/value of {name}")
+    values.update(stage="0", stop_stage="6", ngpu="4", teacher_layers="3,5", students="student_two",
+                  model_conf_dir=str(models), train_config=str(tmp_path / "train config.yaml"))
+    if recipe == "custom":
+        values.update(corpus=str(tmp_path / "my corpus"), target_ratio="0.375", num_trials="777")
+    values.update(own)
+    commands = recorded_run(recipe, tmp_path, values)
+    tools = [c[0] for c in commands]
+    for name, value in values.items():
+        if name in CONTROL | unused or name == "students":
+            continue
+        if name.endswith("_opts"):  # word-split on purpose: its words, in order
+            assert any(value.replace(" ", "\x1f") in "\x1f".join(c) for c in commands), name
+        else:
+            assert any(value in arg for c in commands for arg in c), name
+    assert tools[0] == "python" or tools[0].startswith("svmix-")  # stage 0 ran first
+    assert "torchrun" in tools and any(c[:4] == ["torchrun", "--standalone", "--nproc_per_node", "4"]
+                                       for c in commands)
+    assert any("train.kd.layers=[3,5]" in c for c in commands)
+    trains = [c for c in commands if c[0] == "torchrun"]
+    assert len(trains) == 1 and f"{models}/student_two.yaml" in trains[0]
+    if recipe == "voxceleb":  # online teacher: no caching, the teacher runs in training
+        assert "svmix-cache-teacher" not in tools and "--teacher" in trains[0] and "--teacher-cache" not in trains[0]
+        assert "train.kd.name=distilhubert" in trains[0]
+    else:
+        assert "svmix-cache-teacher" in tools and "--teacher-cache" in trains[0]
+        assert ("svmix-train-teacher" in tools) == (recipe == "mini" or values["teacher"] == "mini")
+        cache = next(c for c in commands if c[0] == "svmix-cache-teacher")
+        assert cache[cache.index("--layers") + 1] == "3,5"
+
+
+# local/teacher_layers.py: the default --teacher-layers.
+def teacher_layers_cli(*args):
+    return subprocess.run(["python", str(ROOT / "local/teacher_layers.py"), *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("model, layers", [({"num_hidden_layers": 6}, "6"), ({"hidden_size": 128}, "4"), ({}, "4")])
+def test_mini_config_layers_stated_or_the_mini_default(model, layers, tmp_path):
+    """Read as text when stated, else through svmix.teachers.mini (its default: 4 layers)."""
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"model": model} if model else {"seed": 1}))
+    proc = teacher_layers_cli("--mini-config", str(tmp_path / "t.yaml"))
+    assert proc.returncode == 0 and proc.stdout.strip() == layers, proc.stderr
+
+
+@pytest.mark.parametrize("text, message", [(": : bad", "cannot parse"), ("[1, 2]", "expected a mapping")])
+def test_bad_mini_configs_fail_in_one_line(text, message, tmp_path):
+    (tmp_path / "t.yaml").write_text(text)
+    proc = teacher_layers_cli("--mini-config", str(tmp_path / "t.yaml"))
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1
+    assert proc.stderr.startswith("teacher_layers.py: error: ") and message in proc.stderr
+
+
+@pytest.mark.parametrize("config, layers", [('{"model_type": "wavlm", "num_hidden_layers": 5}', "5"),
+                                            ('{"model_type": "hubert"}', "12")])  # HF's default
+def test_hf_directory_layers(config, layers, tmp_path):
+    (tmp_path / "config.json").write_text(config)
+    proc = teacher_layers_cli("--teacher", str(tmp_path))
+    assert proc.returncode == 0 and proc.stdout.strip() == layers, proc.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["--teacher", "WAVLM_BASE", "--mini-config", "x.yaml"],
+                                  ["--teacher", "WAVLM_BASE", "--split", "13"], ["--teacher", "/no/such/dir"]])
+def test_teacher_layers_bad_requests_fail_in_one_line(args):
+    proc = teacher_layers_cli(*args)
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1 and "error: " in proc.stderr
+
+
+@pytest.mark.parametrize("num_layers, parts, expected", [(24, 3, [8, 16, 24]), (12, 3, [4, 8, 12]), (4, 1, [4]),
+                                                         (5, 2, [2, 5]), (3, 3, [1, 2, 3])])
+def test_evenly_spaced_layers(num_layers, parts, expected):
+    from local.teacher_layers import evenly_spaced
+
+    assert evenly_spaced(num_layers, parts) == expected
