@@ -20,7 +20,7 @@ if __package__ in (None, ""):
 import click
 import numpy as np
 
-from local.trials import sample_trials
+from local.trials import check_trials_possible, max_trials, pair_counts, sample_trials
 from svmix.cli import user_errors
 from svmix.data.audio import audio_info
 from svmix.data.datadir import write_datadir, write_trials
@@ -64,17 +64,28 @@ def split_speakers(speakers: List[str], num_test: int, rng: np.random.Generator)
     return sorted(speakers[i] for i in rng.choice(len(speakers), size=num_test, replace=False))
 
 
+DEFAULT_TEST_TRIALS = 10000
+TRIALS_HINT = " (ask for fewer with --num-trials, or hold out more speakers with --test-speakers)"
+
+
+def _utt2spk(corpus: Dict[str, Dict[str, Path]]) -> Dict[str, str]:
+    return {utt: spk for spk, utts in corpus.items() for utt in utts}
+
+
 def write_speaker_datadir(out: Path, corpus: Dict[str, Dict[str, Path]], num_trials: int = 0,
                           target_ratio: float = 0.5, rng: Optional[np.random.Generator] = None) -> None:
+    """A Kaldi data dir of ``corpus`` at ``out``, with ``num_trials`` trials when > 0 (exactly that
+    many at ``target_ratio``, else an error before anything is written)."""
+    utt2spk = _utt2spk(corpus)
+    trials = (sample_trials(utt2spk, num_trials, target_ratio, rng or np.random.default_rng(0), strict=True,
+                            where=str(out / "trials"), hint=TRIALS_HINT) if num_trials > 0 else None)
     files = {utt: path for utts in corpus.values() for utt, path in utts.items()}
-    utt2spk = {utt: spk for spk, utts in corpus.items() for utt in utts}
     durations = {}
     for utt, path in files.items():
         frames, rate = audio_info(path, utt)
         durations[utt] = frames / rate
     write_datadir(out, {u: str(p.resolve()) for u, p in files.items()}, utt2spk, durations)
-    if num_trials > 0:
-        trials = sample_trials(utt2spk, num_trials, target_ratio, rng or np.random.default_rng(0))
+    if trials is not None:
         write_trials(out / "trials", trials, "kaldi")
         write_trials(out / "trials.voxceleb", trials, "voxceleb")
         log.info("%s: %d trials (%d target)", out, len(trials), sum(t.label for t in trials))
@@ -84,28 +95,50 @@ def write_speaker_datadir(out: Path, corpus: Dict[str, Dict[str, Path]], num_tri
 def prepare_speaker_folders(src: Path, out: Path, test_speakers: int = 0, num_trials: Optional[int] = None,
                             target_ratio: float = 0.5, min_utts: int = 1, seed: int = 0) -> None:
     """Without a split, ``out`` is one data dir (trials when ``num_trials`` > 0); with
-    ``test_speakers`` > 0, ``out/train`` and ``out/test`` (trials, 10000 by default)."""
+    ``test_speakers`` > 0, ``out/train`` and ``out/test`` with trials: ``num_trials`` exactly, or by
+    default DEFAULT_TEST_TRIALS or as many as the test speakers give if fewer (a warning says so).
+    A trial count the data cannot give is an error before anything is written."""
     rng = np.random.default_rng(seed)
     corpus = scan_speaker_folders(src, min_utts)
     out = Path(out)
     if test_speakers == 0:
-        write_speaker_datadir(out, corpus, num_trials or 0, target_ratio, rng)
-        return
-    test = set(split_speakers(sorted(corpus), test_speakers, rng))
-    write_speaker_datadir(out / "train", {s: u for s, u in corpus.items() if s not in test})
-    write_speaker_datadir(out / "test", {s: u for s, u in corpus.items() if s in test},
-                          10000 if num_trials is None else num_trials, target_ratio, rng)
+        parts = [(out, corpus, num_trials or 0)]
+    else:
+        test = set(split_speakers(sorted(corpus), test_speakers, rng))
+        test_corpus = {s: u for s, u in corpus.items() if s in test}
+        have_target, have_nontarget = pair_counts(_utt2spk(test_corpus))
+        if not (have_target and have_nontarget):
+            raise SvmixError(f"{out / 'test'}: the {len(test)} test speakers' utterances give {have_target} target and "
+                             f"{have_nontarget} non-target pairs; trials need both (speakers with 2+ files, "
+                             "2+ test speakers)")
+        if num_trials is None:
+            num_trials = min(DEFAULT_TEST_TRIALS, max_trials(_utt2spk(test_corpus), target_ratio))
+            if num_trials < DEFAULT_TEST_TRIALS:
+                log.warning("%s: %d trials, not the default %d: the %d test speakers' utterances give at most %d "
+                            "at target ratio %g", out / "test", num_trials, DEFAULT_TEST_TRIALS, len(test),
+                            num_trials, target_ratio)
+        parts = [(out / "train", {s: u for s, u in corpus.items() if s not in test}, 0),
+                 (out / "test", test_corpus, num_trials)]
+    for path, speakers, count in parts:
+        if count > 0:
+            check_trials_possible(_utt2spk(speakers), count, target_ratio, str(path / "trials"), TRIALS_HINT)
+    for path, speakers, count in parts:
+        write_speaker_datadir(path, speakers, count, target_ratio, rng)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--src", required=True, type=click.Path(exists=True, file_okay=False),
               help="Corpus root with one folder per speaker (audio found recursively).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output data dir.")
-@click.option("--test-speakers", default=0, show_default=True, type=int,
+@click.option("--test-speakers", default=0, show_default=True, type=click.IntRange(min=0),
               help="Speakers held out for OUT/test (0: write OUT as one data dir).")
-@click.option("--num-trials", type=int, help="Trials to generate [default: 10000 for the test split, none otherwise].")
-@click.option("--target-ratio", default=0.5, show_default=True, type=float, help="Share of target trials.")
-@click.option("--min-utts", default=2, show_default=True, type=int, help="Skip speakers with fewer files.")
+@click.option("--num-trials", type=click.IntRange(min=0),
+              help="Trials to generate, exactly (an error naming the maximum if the speakers cannot give "
+                   "that many) [default: none without a split; with one, 10000 or as many as the test speakers give].")
+@click.option("--target-ratio", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Share of target trials.")
+@click.option("--min-utts", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Skip speakers with fewer files.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @user_errors
 def main(src: str, out: str, test_speakers: int, num_trials: Optional[int], target_ratio: float,

@@ -10,6 +10,16 @@
 # Each command run is appended to $commands_log when that is set (RESULTS.md lists them).
 svmix_log() { echo "[$(date '+%F %T')] $*" >&2; }
 
+# recipe_error MESSAGE: one line on stderr, `<recipe>: error: MESSAGE`, and exit 2.
+recipe_error() { echo "$0: error: $*" >&2; exit 2; }
+
+# recipe_check_int NAME MIN: $NAME must be an integer >= MIN (MIN may be omitted), else recipe_error.
+recipe_check_int() {
+  local value="${!1}"
+  [[ "$value" =~ ^-?[0-9]{1,18}$ ]] || recipe_error "--${1//_/-} must be an integer, got '$value'"
+  [ -z "${2:-}" ] || [ "$value" -ge "$2" ] || recipe_error "--${1//_/-} must be at least $2, got $value"
+}
+
 _svmix_fingerprint() {
   local p
   for p in "$@"; do

@@ -1,5 +1,5 @@
 # Corpus locations for this recipe (like ESPnet's db.sh). Edit these, or override on the command
-# line (./run.sh --voxceleb1 /path ...).
+# line (recipes/voxceleb/run.sh --voxceleb1 /path ...).
 VOXCELEB1=${VOXCELEB1:-/data/corpora/VoxCeleb1}        # wav/idXXXXX/<video>/<nnnnn>.wav + the trial lists
 VOXCELEB2_DEV=${VOXCELEB2_DEV:-/data/corpora/VoxCeleb2/dev}  # aac/idXXXXX/<video>/<nnnnn>.m4a (or wav/ after conversion)
 MUSAN=${MUSAN:-/data/corpora/musan}                    # music/ noise/ speech/

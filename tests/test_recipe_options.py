@@ -1,0 +1,416 @@
+"""Every recipe's options, as its --help lists them: each can be set from the command line (--name value,
+--name=value, dashes or underscores) and takes effect, checked with --print-options (the variables
+recipe_begin resolved, printed before any work); unknown options and options without a value fail
+with one line; the teacher layers follow the teacher; paths resolve against the directory run from."""
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {
+    "top": ROOT / "run.sh",  # the thin wrapper around recipes/mini/run.sh
+    "mini": ROOT / "recipes/mini/run.sh",
+    "custom": ROOT / "recipes/custom/run.sh",
+    "voxceleb": ROOT / "recipes/voxceleb/run.sh",
+}
+# Values that must be of a kind (the rest get distinct strings). Stages 4-5 keep stage 0's corpus
+# checks and stage 3's config checks out of the way, so that every option can be set at once.
+TYPED_VALUES = {"stage": "4", "stop_stage": "5", "teacher_mode": "online", "kd": "distilhubert",
+                "teacher_layers": "1,3", "num_trials": "123", "target_ratio": "0.25", "ngpu": "3"}
+
+
+def run(recipe, *args, cwd=ROOT):
+    return subprocess.run(["bash", str(RECIPES[recipe]), *args], capture_output=True, text=True, cwd=cwd)
+
+
+def help_options(recipe):
+    """{option name with underscores: default} from the recipe's --help."""
+    proc = run(recipe, "--help")
+    assert proc.returncode == 0, proc.stderr
+    listing = proc.stdout.split("\nOptions (default):\n", 1)[1]
+    options = {}
+    for line in listing.splitlines():
+        name, default = re.match(r"  --(\S+) +(.*)$", line).groups()
+        if name != "print-options":  # a flag, not a variable
+            options[name.replace("-", "_")] = "" if default == '""' else default
+    return options
+
+
+def printed(proc):
+    assert proc.returncode == 0, proc.stderr
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines())
+
+
+def print_options(recipe, *args, cwd=ROOT):
+    return printed(run(recipe, *args, "--print-options", cwd=cwd))
+
+
+def new_value(name, default):
+    if name in TYPED_VALUES:
+        return TYPED_VALUES[name]
+    if re.fullmatch(r"-?\d+", default):
+        return str(int(default) + 1)
+    if name.endswith("_opts"):
+        return f"--{name.replace('_', '-')}-flag 1 --other x"  # values may start with dashes, hold spaces
+    return f"set {name}/value"
+
+
+def spell(name, value, style):
+    flag = "--" + (name if "underscores" in style else name.replace("_", "-"))
+    return [f"{flag}={value}"] if "equals" in style else [flag, value]
+
+
+@pytest.mark.parametrize("style", ["dashes", "dashes-equals", "underscores", "underscores-equals"])
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_help_option_can_be_set_and_takes_effect(recipe, style):
+    options = help_options(recipe)
+    assert {"stage", "stop_stage", "nj", "exp", "teacher", "teacher_layers", "students"} <= set(options)
+    values = {name: new_value(name, default) for name, default in options.items()}
+    assert all(values[n] != options[n] for n in options)  # every value differs from its default
+    args = [a for name, value in values.items() for a in spell(name, value, style)]
+    got = print_options(recipe, *args)
+    for name, value in values.items():
+        if recipe == "voxceleb" and name == "train_opts":  # --kd distilhubert adds its loss
+            assert got[name] == f"--override train.kd.name=distilhubert {value}"
+        else:
+            assert got[name] == value, name
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_help_defaults_are_what_the_recipe_uses(recipe):
+    """The printed variables that --help lists start from their --help default (derived ones excepted)."""
+    options = help_options(recipe)
+    got = print_options(recipe, "--teacher-layers", "2", "--corpus", str(ROOT)) if recipe == "custom" else \
+        print_options(recipe, "--teacher-layers", "2")
+    derived = {"teacher", "cache", "teacher_layers", "voxceleb2_wav", "corpus"}  # "default: ..." ones; set above
+    for name, default in options.items():
+        if name not in derived:
+            assert got[name] == default, name
+
+
+def test_top_run_sh_is_the_mini_recipe():
+    assert help_options("top") == help_options("mini")
+    assert print_options("top", "--teacher-layers", "2") == print_options("mini", "--teacher-layers", "2")
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_unknown_option_fails_listing_the_known_ones(recipe):
+    proc = run(recipe, "--no-such-option", "1")
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "error: unknown option --no-such-option; known options:" in lines[0]
+    known = lines[0].split("known options:", 1)[1].split()
+    assert known == ["--" + n.replace("_", "-") for n in help_options(recipe)]
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_option_without_a_value_fails(recipe):
+    for name in help_options(recipe):
+        for flag in ("--" + name, "--" + name.replace("_", "-")):
+            proc = run(recipe, "--stage", "4", flag)
+            assert proc.returncode == 2, flag
+            program = "recipes/mini/run.sh" if recipe == "top" else str(RECIPES[recipe])  # the wrapper's exec
+            assert proc.stderr.splitlines() == [f"{program}: error: option {flag} needs a value"], flag
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stage", "one"], "--stage must be an integer, got 'one'"),
+    (["--stop-stage="], "--stop-stage must be an integer, got ''"),
+    (["--nj", "0"], "--nj must be at least 1, got 0"),
+    (["--nj", "2.5"], "--nj must be an integer, got '2.5'"),
+    (["--ngpu", "-1"], "--ngpu must be at least 0, got -1"),
+    (["--teacher-layers", "1-4"], "--teacher-layers must be comma-separated layer numbers"),
+    (["--teacher-layers", "4,"], "--teacher-layers must be comma-separated layer numbers"),
+    (["--students", "no_such_student"], "no_such_student.yaml not found"),
+    (["--train-config", "/nonexistent.yaml"], "--train-config /nonexistent.yaml: file not found"),
+    (["extra"], "unexpected argument 'extra'"),
+    (["--exp", ""], "--exp must not be empty"),
+    (["--students="], "--students must not be empty"),
+])
+@pytest.mark.parametrize("recipe", ["mini", "custom", "voxceleb"])
+def test_bad_values_fail_in_one_line_before_any_work(recipe, args, message, tmp_path):
+    base = ["--exp", str(tmp_path / "exp"), "--teacher-layers", "2"]
+    if recipe == "custom":
+        base += ["--corpus", str(tmp_path)]
+    proc = run(recipe, *base, *args)
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1 and message in proc.stderr and ": error: " in proc.stderr
+    assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "--corpus DIR is required"),
+    (["--corpus", "/nonexistent/speakers"], "--corpus /nonexistent/speakers: directory not found"),
+    (["--corpus", str(ROOT), "--num-trials", "0"], "--num-trials must be at least 1, got 0"),
+    (["--corpus", str(ROOT), "--test-speakers", "x"], "--test-speakers must be an integer"),
+])
+def test_custom_recipe_checks_its_own_options(args, message, tmp_path):
+    proc = run("custom", "--exp", str(tmp_path / "exp"), *args)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize("args, message", [(["--kd", "kl"], "--kd must be mse or distilhubert, got 'kl'"),
+                                           (["--teacher-mode", "live"], "--teacher-mode must be cache or online")])
+def test_voxceleb_choices_must_be_known(args, message):
+    proc = run("voxceleb", "--teacher-layers", "2", *args)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1 and message in proc.stderr
+
+
+# The teacher layers follow the teacher unless given (resolved from the teacher's configuration).
+@pytest.mark.parametrize("recipe, args, layers", [
+    ("custom", [], "12"),                                                # WavLM Base+
+    ("custom", ["--teacher", "mini"], "4"),                              # conf/teacher_mini.yaml
+    ("custom", ["--teacher", "mini", "--teacher-layers", "2"], "2"),
+    ("custom", ["--teacher", "WAVLM_LARGE"], "24"),
+    ("voxceleb", [], "24"),
+    ("voxceleb", ["--kd", "distilhubert"], "8,16,24"),
+    ("voxceleb", ["--kd", "distilhubert", "--teacher", "HUBERT_BASE"], "4,8,12"),   # DistilHuBERT's own
+    ("voxceleb", ["--teacher", "WAVLM_BASE_PLUS", "--teacher-layers", "6"], "6"),
+    ("mini", [], "4"),
+])
+def test_teacher_layers_follow_the_teacher(recipe, args, layers):
+    got = print_options(recipe, "--corpus", str(ROOT), *args) if recipe == "custom" else print_options(recipe, *args)
+    assert got["teacher_layers"] == layers
+
+
+def test_teacher_layers_follow_the_mini_teacher_config_and_a_local_teacher(tmp_path):
+    config = yaml.safe_load((ROOT / "conf/teacher_mini.yaml").read_text())
+    config["model"]["num_hidden_layers"] = 6
+    (tmp_path / "teacher6.yaml").write_text(yaml.safe_dump(config))
+    assert print_options("mini", "--teacher-config", str(tmp_path / "teacher6.yaml"))["teacher_layers"] == "6"
+    got = print_options("custom", "--corpus", str(ROOT), "--teacher", "mini",
+                        "--teacher-config", str(tmp_path / "teacher6.yaml"))
+    assert got["teacher_layers"] == "6" and got["teacher"] == "exp/custom/teacher"
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text('{"model_type": "wavlm", "num_hidden_layers": 3}')
+    assert print_options("custom", "--corpus", str(ROOT), "--teacher", str(hf))["teacher_layers"] == "3"
+    proc = run("custom", "--corpus", str(ROOT), "--teacher", "no-such-teacher", "--print-options")
+    assert proc.returncode != 0 and "no-such-teacher" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("recipe, args", [("mini", ["--teacher-config", "/nonexistent.yaml"]),
+                                          ("custom", ["--corpus", str(ROOT), "--teacher", "mini",
+                                                      "--teacher-config", "/nonexistent.yaml"])])
+def test_a_missing_mini_teacher_config_fails_in_one_line(recipe, args, tmp_path):
+    proc = run(recipe, "--exp", str(tmp_path / "exp"), *args)
+    assert proc.returncode != 0 and proc.stderr.splitlines() == [
+        "teacher_layers.py: error: /nonexistent.yaml: teacher config not found"]
+    assert not (tmp_path / "exp").exists()
+
+
+def test_the_teacher_layers_are_passed_to_caching_and_to_distillation():
+    text = (ROOT / "tools/recipe_stages.sh").read_text()
+    assert '--layers "$teacher_layers"' in text and '--override "train.kd.layers=[$teacher_layers]"' in text
+    for recipe in ("mini", "custom", "voxceleb"):  # stated once: no recipe hard-codes the KD layers
+        assert "kd.layers" not in RECIPES[recipe].read_text()
+
+
+@pytest.mark.parametrize("recipe", ["mini", "custom", "voxceleb"])
+def test_paths_resolve_against_the_directory_run_from(recipe, tmp_path):
+    """Outputs and relative option values are relative to the working directory, conf/ to the repository."""
+    extra = ["--corpus", "speakers"] if recipe == "custom" else []
+    (tmp_path / "speakers").mkdir()
+    proc = run(recipe, *extra, "--teacher-layers", "2", "--stop-stage", "-1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    got = print_options(recipe, *extra, "--teacher-layers", "2", cwd=tmp_path)
+    assert not Path(got["exp"]).is_absolute() and (tmp_path / got["exp"] / "run.log").is_file()
+    assert not Path(got["train_data"]).is_absolute()
+    assert Path(got["train_config"]).is_file() and Path(got["model_conf_dir"]).is_dir()
+
+
+def test_top_run_sh_writes_to_the_repository_top_from_anywhere(tmp_path):
+    name = f"exp-test-{uuid.uuid4().hex[:8]}"
+    try:
+        proc = run("top", "--exp", name, "--teacher-layers", "2", "--stop-stage", "-1", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert (ROOT / name / "run.log").is_file() and not (tmp_path / name).exists()
+    finally:
+        shutil.rmtree(ROOT / name, ignore_errors=True)
+
+
+# recipe_begin checks what the shared stages need.
+def _stage_variables():
+    out = subprocess.run(["bash", "-c", f'. {ROOT}/tools/recipe_stages.sh; echo $svmix_stage_variables'],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def _toy_recipe(tmp_path, omit=None, extra=""):
+    """A recipe that sets every shared-stage variable but ``omit`` (neither defined nor an option)."""
+    values = {v: f"{tmp_path}/{v}" for v in _stage_variables()}
+    values.update(stage="0", stop_stage="-1", nj="1", ngpu="0", teacher_layers="1", exp=str(tmp_path / "exp"),
+                  cache=str(tmp_path / "cache"))
+    values.pop(omit, None)
+    lines = [f"{k}='{v}'" for k, v in values.items()]
+    script = "\n".join(["set -euo pipefail", *lines, f'recipe_options="{" ".join(values)} {extra}"',
+                        f". {ROOT}/tools/stage_lib.sh", f'. {ROOT}/tools/parse_options.sh "$@"',
+                        f". {ROOT}/tools/recipe_stages.sh", 'recipe_begin "$@"', "echo began"])
+    path = tmp_path / "toy.sh"
+    path.write_text(script)
+    return path
+
+
+def test_recipe_begin_accepts_a_complete_recipe(tmp_path):
+    proc = subprocess.run(["bash", str(_toy_recipe(tmp_path))], capture_output=True, text=True)
+    assert proc.returncode == 0 and "began" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("variable", _stage_variables())
+def test_recipe_begin_names_a_missing_stage_variable(variable, tmp_path):
+    proc = subprocess.run(["bash", str(_toy_recipe(tmp_path, omit=variable))], capture_output=True, text=True)
+    assert proc.returncode == 2 and "began" not in proc.stdout
+    assert proc.stderr.splitlines() == [
+        f"{tmp_path}/toy.sh: error: the recipe does not set ${variable} (the shared stages in "
+        "tools/recipe_stages.sh need it)"]
+    assert not (tmp_path / "exp").exists()
+
+
+def test_recipe_options_naming_an_undefined_variable_is_an_error(tmp_path):
+    proc = subprocess.run(["bash", str(_toy_recipe(tmp_path, extra="\n  typo_variable"))],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "recipe_options lists 'typo_variable', which the recipe does not define" in proc.stderr
+
+
+@pytest.mark.parametrize("separator", [" ", "\n  ", "\n", "\t", "  \n\t "])
+def test_option_lists_may_be_split_anyhow(separator, tmp_path):
+    """The bug behind issue 14: the last name on a line of recipe_options was unknown."""
+    names = ["first", "end_of_line", "next_line", "last"]
+    script = tmp_path / "toy.sh"
+    script.write_text("\n".join(["set -euo pipefail", *[f"{n}=default" for n in names],
+                                 f'recipe_options="{separator.join(names)}"', f". {ROOT}/tools/stage_lib.sh",
+                                 f'. {ROOT}/tools/parse_options.sh "$@"',
+                                 'for n in $recipe_options; do echo "$n=${!n}"; done']))
+    args = [a for n in names for a in (f"--{n.replace('_', '-')}", f"v {n}")]
+    proc = subprocess.run(["bash", str(script), *args], capture_output=True, text=True)
+    assert printed(proc) == {n: f"v {n}" for n in names}
+
+
+# Every stage with the tools replaced by shell functions that record their arguments (BASH_ENV is
+# sourced by every non-interactive bash): each option's value must reach the commands, as one argument.
+TOOLS = ["python", "torchrun", "svmix-validate-data", "svmix-prepare-augment", "svmix-train-teacher",
+         "svmix-cache-teacher", "svmix-train", "svmix-extract", "svmix-score", "svmix-metrics", "svmix-export",
+         "svmix-report"]
+STUBS = r"""
+_record() {
+  local IFS=$'\x1f'; printf '%s\n' "$*" >> "$SVMIX_TEST_COMMANDS"
+  if [ "$1" = svmix-report ]; then while [ $# -gt 1 ]; do [ "$1" = --out ] && echo "# RESULTS" > "$2"; shift; done; fi
+}
+""" + "".join(f'{tool}() {{ _record {tool} "$@"; }}\n' for tool in TOOLS)
+# Options that steer the run instead of being passed on; checked below by what they change.
+CONTROL = {"stage", "stop_stage", "teacher_mode", "kd"}
+
+
+def recorded_run(recipe, tmp_path, values):
+    (tmp_path / "stubs.sh").write_text(STUBS)
+    log = tmp_path / "commands"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "BASH_ENV": str(tmp_path / "stubs.sh"),
+           "SVMIX_TEST_COMMANDS": str(log)}
+    args = [a for name, value in values.items() for a in (f"--{name.replace('_', '-')}", value)]
+    proc = subprocess.run(["bash", str(RECIPES[recipe]), *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return [line.split("\x1f") for line in log.read_text().splitlines()]
+
+
+# (recipe, values of its own, options that the values make unused)
+VARIANTS = [
+    ("mini", {}, set()),
+    ("custom", {"teacher": "mini"}, {"teacher"}),  # the mini teacher is trained into $exp/teacher
+    ("custom", {}, {"teacher_config", "teacher_opts"}),  # a given teacher: nothing to train
+    ("voxceleb", {"teacher_mode": "online", "kd": "distilhubert"}, set()),
+]
+
+
+@pytest.mark.parametrize("recipe, own, unused", VARIANTS)
+def test_every_option_reaches_the_commands(recipe, own, unused, tmp_path):
+    models = tmp_path / "model confs"
+    models.mkdir()
+    for name in ("student one", "student_two"):
+        (models / f"{name}.yaml").write_text("{}")
+    (tmp_path / "train config.yaml").write_text("{}")
+    (tmp_path / "my corpus").mkdir()
+    values = {}
+    for i, (name, default) in enumerate(help_options(recipe).items()):
+        values[name] = (str(1000 + i) if re.fullmatch(r"-?\d+", default) else
+                        f"--{name.replace('_', '-')}-flag {i}" if name.endswith("_opts") else
+                        f"{tmp_path}/value of {name}")
+    values.update(stage="0", stop_stage="6", ngpu="4", teacher_layers="3,5", students="student_two",
+                  model_conf_dir=str(models), train_config=str(tmp_path / "train config.yaml"))
+    if recipe == "custom":
+        values.update(corpus=str(tmp_path / "my corpus"), target_ratio="0.375", num_trials="777")
+    values.update(own)
+    commands = recorded_run(recipe, tmp_path, values)
+    tools = [c[0] for c in commands]
+    for name, value in values.items():
+        if name in CONTROL | unused or name == "students":
+            continue
+        if name.endswith("_opts"):  # word-split on purpose: its words, in order
+            assert any(value.replace(" ", "\x1f") in "\x1f".join(c) for c in commands), name
+        else:
+            assert any(value in arg for c in commands for arg in c), name
+    assert tools[0] == "python" or tools[0].startswith("svmix-")  # stage 0 ran first
+    assert "torchrun" in tools and any(c[:4] == ["torchrun", "--standalone", "--nproc_per_node", "4"]
+                                       for c in commands)
+    assert any("train.kd.layers=[3,5]" in c for c in commands)
+    trains = [c for c in commands if c[0] == "torchrun"]
+    assert len(trains) == 1 and f"{models}/student_two.yaml" in trains[0]
+    if recipe == "voxceleb":  # online teacher: no caching, the teacher runs in training
+        assert "svmix-cache-teacher" not in tools and "--teacher" in trains[0] and "--teacher-cache" not in trains[0]
+        assert "train.kd.name=distilhubert" in trains[0]
+    else:
+        assert "svmix-cache-teacher" in tools and "--teacher-cache" in trains[0]
+        assert ("svmix-train-teacher" in tools) == (recipe == "mini" or values["teacher"] == "mini")
+        cache = next(c for c in commands if c[0] == "svmix-cache-teacher")
+        assert cache[cache.index("--layers") + 1] == "3,5"
+
+
+# local/teacher_layers.py: the default --teacher-layers.
+def teacher_layers_cli(*args):
+    return subprocess.run(["python", str(ROOT / "local/teacher_layers.py"), *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("model, layers", [({"num_hidden_layers": 6}, "6"), ({"hidden_size": 128}, "4"), ({}, "4")])
+def test_mini_config_layers_stated_or_the_mini_default(model, layers, tmp_path):
+    """Read as text when stated, else through svmix.teachers.mini (its default: 4 layers)."""
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"model": model} if model else {"seed": 1}))
+    proc = teacher_layers_cli("--mini-config", str(tmp_path / "t.yaml"))
+    assert proc.returncode == 0 and proc.stdout.strip() == layers, proc.stderr
+
+
+@pytest.mark.parametrize("text, message", [(": : bad", "cannot parse"), ("[1, 2]", "expected a mapping")])
+def test_bad_mini_configs_fail_in_one_line(text, message, tmp_path):
+    (tmp_path / "t.yaml").write_text(text)
+    proc = teacher_layers_cli("--mini-config", str(tmp_path / "t.yaml"))
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1
+    assert proc.stderr.startswith("teacher_layers.py: error: ") and message in proc.stderr
+
+
+@pytest.mark.parametrize("config, layers", [('{"model_type": "wavlm", "num_hidden_layers": 5}', "5"),
+                                            ('{"model_type": "hubert"}', "12")])  # HF's default
+def test_hf_directory_layers(config, layers, tmp_path):
+    (tmp_path / "config.json").write_text(config)
+    proc = teacher_layers_cli("--teacher", str(tmp_path))
+    assert proc.returncode == 0 and proc.stdout.strip() == layers, proc.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["--teacher", "WAVLM_BASE", "--mini-config", "x.yaml"],
+                                  ["--teacher", "WAVLM_BASE", "--split", "13"], ["--teacher", "/no/such/dir"]])
+def test_teacher_layers_bad_requests_fail_in_one_line(args):
+    proc = teacher_layers_cli(*args)
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1 and "error: " in proc.stderr
+
+
+@pytest.mark.parametrize("num_layers, parts, expected", [(24, 3, [8, 16, 24]), (12, 3, [4, 8, 12]), (4, 1, [4]),
+                                                         (5, 2, [2, 5]), (3, 3, [1, 2, 3])])
+def test_evenly_spaced_layers(num_layers, parts, expected):
+    from local.teacher_layers import evenly_spaced
+
+    assert evenly_spaced(num_layers, parts) == expected
