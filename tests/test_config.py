@@ -1,5 +1,6 @@
 """Closed configs: resolution records every default, one reader/merge, old configs and checkpoints
 still load, the loss registries are separate, and every numeric key is range-checked up front."""
+import re
 import copy
 import inspect
 import math
@@ -347,13 +348,20 @@ def test_a_parameter_of_another_entry_is_an_unknown_key(key, param):
         resolve_config(apply_overrides(BASE, {f"{key}.{param}": 1}))
 
 
-@pytest.mark.parametrize("args,message", [(["--steps", "0"], "train.steps=0: must be an integer in [1, "),
-                                          (["--seed", "-1"], "seed=-1: must be an integer in [0, ")])
-def test_train_teacher_cli_range_checks_through_the_config(tmp_path, args, message):
+@pytest.mark.parametrize("args,option,key,message", [
+    (["--steps", "0"], "--steps", {"train.steps": 0}, "train.steps=0: must be an integer in [1, "),
+    (["--seed", "-1"], "--seed", {"seed": -1}, "seed=-1: must be an integer in [0, ")])
+def test_train_teacher_range_checks_in_the_cli_and_in_the_config(tmp_path, args, option, key, message):
+    """The CLI rejects the value while parsing its options; the config layer rejects the same value
+    for Python callers."""
     from click.testing import CliRunner
 
     from svmix.bin.train_teacher import main
+    from svmix.teachers.mini import load_config
 
     result = CliRunner().invoke(main, ["--data", str(tmp_path), "--out", str(tmp_path / "t"), *args])
-    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert result.exit_code == 1 and f"'{option}'" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    with pytest.raises(SvmixError, match=re.escape(message)):
+        load_config(None, key)
     assert not (tmp_path / "t").exists()

@@ -34,7 +34,6 @@ LINKED_DOCUMENTS = ("README.md", "recipes/README.md")
 PLANNED_PATHS = {
     "svmix/utils/sharded_job.py",
     "svmix/utils/locking.py",
-    "recipes/mini/run.sh",
 }
 
 # The two documents code used to cite that were never in the repository (the names are assembled

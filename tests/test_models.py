@@ -18,7 +18,8 @@ TINY_ENCODER_OPTIONS = {
     "transformer": {"num_heads": 4, "ffn_dim": 64, "pos_conv_kernel": 4, "pos_conv_groups": 4},
 }
 TINY_BACKEND_OPTIONS = {"ecapa": {"channels": 16, "pooled_channels": 48, "se_bottleneck": 8,
-                                  "attention_bottleneck": 8}}
+                                  "attention_bottleneck": 8},
+                        "redimnet": {"freq": 8, "attention_bottleneck": 8}}
 
 # docs/method.md §Layer sizes, at H=1024, T=149.
 BLOCK_PARAMS = 3_745_969

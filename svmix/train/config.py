@@ -292,6 +292,11 @@ SCHEMA: Dict[str, Rule] = {
     "model.backend.pooled_channels": Num(int, 1, DIM),
     "model.backend.attention_bottleneck": Num(int, 1, DIM),
     "model.backend.noise_std": Items(Num(float, 0.0, 10.0), length=2, ascending=True),
+    "model.backend.freq": Num(int, 1, DIM),                       # redimnet
+    "model.backend.freq_strides": Items(Num(int, 1, 64)),
+    "model.backend.blocks_2d": Num(int, 0, 64),
+    "model.backend.expansion": Num(int, 1, 64),
+    "model.backend.time_kernel": Num(int, 1, 1023),
     # train
     "train": Section(),
     "train.seed": Num(int, 0, 2 ** 32 - 1),
