@@ -118,7 +118,7 @@ def test_inconsistent_dimension_names_the_utterance(tmp_path):
 
 
 TRIAL_TEXTS = {
-    "mixed formats, blank lines": "a b target\n\n1 c d\n  e   f\t nontarget\n0 g h\ni j\n1 target x\n",
+    "mixed formats, blank lines": "a b target\n\n1 c d\n  e   f\t nontarget\n0 g h\n1 target x\n",
     "kaldi, non-ASCII, no final newline": "a b target\nc d nontarget\ne\u00e9 f target",
     "voxceleb": "1 a b\n0 c d\n1 e f\n",
     "unlabelled": "a b\nc d\n",
