@@ -97,23 +97,32 @@ def _has_zero_row(data: Union[np.ndarray, List[np.ndarray]]) -> np.ndarray:
     return ~data.any(axis=1)
 
 
+HEADER_PEEK = 2 + 3 + 5 + 5  # "\0B", "FM ", two (size byte, int32) dimensions
+
+
 def _binary_entry_bytes(fd: BinaryIO) -> Optional[int]:
     """Bytes that the Kaldi binary header at ``fd``'s position promises for a float or double vector
-    or matrix (header included); None for other kinds (text, compressed), which kaldiio checks itself."""
-    head = fd.read(2 + 4 + 10)
+    or matrix, header included; None for other kinds (text, compressed), which kaldiio checks itself.
+    A header cut off by the end of the file promises more bytes than are left."""
+    head = fd.read(HEADER_PEEK)
+    if len(head) < 2:
+        return HEADER_PEEK
     if head[:2] != b"\0B":
         return None
-    kind, _, rest = head[2:].partition(b" ")
-    if kind not in (b"FV", b"DV", b"FM", b"DM") or len(rest) < 5 or rest[0] != 4:
+    kind, space, rest = head[2:].partition(b" ")
+    if not space:
+        return HEADER_PEEK if len(head) < HEADER_PEEK else None
+    if kind not in (b"FV", b"DV", b"FM", b"DM"):
         return None
-    rows = struct.unpack("<i", rest[1:5])[0]
-    header = 2 + len(kind) + 1 + 5
-    count = rows
-    if kind.endswith(b"M"):
-        if len(rest) < 10 or rest[5] != 4:
-            return None
+    matrix = kind.endswith(b"M")
+    header = 2 + len(kind) + 1 + (10 if matrix else 5)
+    if len(rest) < header - 2 - len(kind) - 1:
+        return header
+    if rest[0] != 4 or (matrix and rest[5] != 4):
+        return None
+    count = struct.unpack("<i", rest[1:5])[0]
+    if matrix:
         count *= struct.unpack("<i", rest[6:10])[0]
-        header += 5
     return header + max(count, 0) * (4 if kind.startswith(b"F") else 8)
 
 
