@@ -132,21 +132,22 @@ class _ArkReader:
     ``kaldiio.load_mat``."""
 
     def __init__(self):
-        self.files: Dict[str, BinaryIO] = {}
-
-    def read(self, location: str) -> np.ndarray:
         import kaldiio
         from kaldiio.matio import read_kaldi
 
+        self.load_mat, self.read_kaldi = kaldiio.load_mat, read_kaldi
+        self.files: Dict[str, Tuple[BinaryIO, int]] = {}  # ark -> (open file, size)
+
+    def read(self, location: str) -> np.ndarray:
         ark, sep, offset_text = location.rpartition(":")
         if not sep or not offset_text.isdigit() or ark.rstrip().endswith("|"):
-            return kaldiio.load_mat(location)
+            return self.load_mat(location)
         if ark not in self.files:
             if not os.path.isfile(ark):
                 raise SvmixError(f"ark file {ark} not found")
-            self.files[ark] = open(ark, "rb")
-        fd, offset = self.files[ark], int(offset_text)
-        size = os.fstat(fd.fileno()).st_size
+            fd = open(ark, "rb")
+            self.files[ark] = fd, os.fstat(fd.fileno()).st_size
+        (fd, size), offset = self.files[ark], int(offset_text)
         if offset >= size:
             raise SvmixError(f"offset {offset} is past the end of {ark} ({size} bytes; truncated ark?)")
         fd.seek(offset)
@@ -155,10 +156,10 @@ class _ArkReader:
             raise SvmixError(f"the entry at {location} needs {needed} bytes but {ark} ends {size - offset} bytes "
                              f"after its start (truncated ark)")
         fd.seek(offset)
-        return read_kaldi(fd)
+        return self.read_kaldi(fd)
 
     def close(self) -> None:
-        for fd in self.files.values():
+        for fd, _ in self.files.values():
             fd.close()
         self.files.clear()
 
