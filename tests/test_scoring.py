@@ -321,3 +321,17 @@ def test_non_finite_scores_are_never_written(scored_setup, monkeypatch, bad):
     assert str(info.value) == (f"{out}: not written: {len(bad)} of 200 scores are NaN or infinite; first: "
                                f"{trials_path}:{bad[0] + 1} '{first.enroll} {first.test}'")
     assert out.read_text() == "previous\n"
+
+
+@pytest.mark.parametrize("line", [1, 3, 40])
+@pytest.mark.parametrize("bad", [b"\xe9", b"\xff", b"\xe2\x82"], ids=["latin-1", "ff", "cut-multibyte"])
+def test_non_utf8_trials_and_score_files_name_the_line(tmp_path, line, bad):
+    path = tmp_path / "trials"
+    lines = [f"e{i} t{i} target".encode() for i in range(50)]
+    lines[line - 1] = b"e" + bad + lines[line - 1][1:]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    for chunk_chars in (16, 1 << 20):
+        with pytest.raises(SvmixError, match=rf"^{path}:{line}: not UTF-8 text \(byte 0x{bad[0]:02x} at character 2\)"):
+            list(iter_token_chunks(path, chunk_chars=chunk_chars))
+    with pytest.raises(SvmixError, match=rf"^{path}:{line}: not UTF-8"):
+        read_trial_index(path, {}, grow=True)
