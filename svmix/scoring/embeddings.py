@@ -79,7 +79,7 @@ class Embeddings:
                 rows = np.flatnonzero(bad)
                 others = ", ".join(f"'{ids[i]}'" for i in rows[1:3]) + (", ..." if len(rows) > 3 else "")
                 also = f"; also {others}" if others else ""
-                raise problem(ids[rows[0]], f"{fault}; {len(rows)} of {len(ids)} embeddings do{also}")
+                raise problem(ids[rows[0]], f"{fault}; {len(rows)} of {len(ids)} embeddings have this problem{also}")
         return cls(ids, data, dim, source)
 
 
