@@ -82,5 +82,6 @@ def test_synthesis_stops_up_front_when_the_disk_cannot_hold_it(tmp_path, monkeyp
     result = CliRunner().invoke(main, ["--out", str(tmp_path / "aug"), "--synthetic", "--num-noises", str(noises),
                                        "--num-music", str(music), "--num-rirs", str(rirs)])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "synthesizing augmentation audio needs about" in result.stderr and f"{free / 1e9:.2f} GB free" in result.stderr
+    assert "synthesizing augmentation audio needs about" in result.stderr
+    assert f"{free / 1e9:.2f} GB free" in result.stderr
     assert not (tmp_path / "aug" / "wav").exists()

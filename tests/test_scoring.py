@@ -258,7 +258,9 @@ def mixed_trials_text(fmt, n, odd_line, first_labelled=True):
     def line(i, labelled):
         if not labelled:
             return f"e{i} t{i}"
-        return f"e{i} t{i} {'target' if i % 3 == 0 else 'nontarget'}" if fmt == "kaldi" else f"{int(i % 3 == 0)} e{i} t{i}"
+        if fmt == "kaldi":
+            return f"e{i} t{i} {'target' if i % 3 == 0 else 'nontarget'}"
+        return f"{int(i % 3 == 0)} e{i} t{i}"
     return "".join(line(i, first_labelled != (i + 1 == odd_line)) + "\n" for i in range(n))
 
 

@@ -40,7 +40,8 @@ def validate_datadir(path, check_audio: bool = True, deep: bool = False, progres
     report.num_utts = len(wav.entries)
 
     if check_audio:
-        files = {utt: value for utt, value in wav.entries.items() if not value.rstrip().endswith("|")}  # pipes unchecked
+        pipes = {utt for utt, value in wav.entries.items() if value.rstrip().endswith("|")}  # not checked
+        files = {utt: value for utt, value in wav.entries.items() if utt not in pipes}
         if deep:
             bad = {}
             for utt, value in track(files.items(), desc="decoding audio", unit="file", enabled=progress):
