@@ -37,8 +37,10 @@ def _check(scores: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarr
     labels = np.asarray(labels).ravel()
     if scores.shape != labels.shape:
         raise SvmixError(f"{len(scores)} scores but {len(labels)} labels")
-    if not np.all(np.isfinite(scores)):
-        raise SvmixError(f"{int(np.count_nonzero(~np.isfinite(scores)))} scores are NaN or infinite")
+    not_finite = ~np.isfinite(scores)
+    if not_finite.any():
+        raise SvmixError(f"{int(np.count_nonzero(not_finite))} of {len(scores)} scores are NaN or infinite; "
+                         f"first: score {int(np.argmax(not_finite)) + 1} ({scores[np.argmax(not_finite)]})")
     if labels.dtype != bool and not np.isin(labels, (0, 1)).all():
         raise SvmixError("labels must be 1 (target) or 0 (non-target)")
     labels = labels.astype(bool)

@@ -70,7 +70,8 @@ def test_fix_drops_bad_entries_and_keeps_backup(tiny_datadir):
     assert bad_utt not in read_kv(tiny_datadir / "wav.scp")
     assert bad_utt not in read_kv(tiny_datadir / "utt2spk")
     assert all(bad_utt not in (t.enroll, t.test) for t in read_trials(tiny_datadir / "trials"))
-    assert (tiny_datadir / ".backup" / "wav.scp").read_text().startswith(f"{bad_utt} /nonexistent.wav")
+    assert (tiny_datadir / ".backup" / "001" / "wav.scp").read_text().startswith(f"{bad_utt} /nonexistent.wav")
+    assert f"originals in {tiny_datadir / '.backup' / '001'}/" in proc.stdout
     assert validate_datadir(tiny_datadir).ok
 
 

@@ -106,3 +106,106 @@ def test_cli_score_file_not_covering_trials_is_an_error(two_systems):
     assert result.exit_code == 1
     assert "no score for 3 of 2000 trials" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def run_metrics(tmp_path, scores_path, trials_path, *extra):
+    out = tmp_path / "m.json"
+    out.write_text('{"previous": true}\n')
+    result = CliRunner().invoke(metrics_cli, ["--scores", str(scores_path), "--trials", str(trials_path),
+                                              "--json", str(out), *extra])
+    return result, out
+
+
+def one_error_line(result):
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.stderr
+    return errors[0]
+
+
+def reordered(two_systems):
+    """The good system's score lines, reversed (so pairs are looked up, not taken in trial order)."""
+    tmp_path, trials, paths = two_systems
+    return tmp_path, paths[0][0].read_text().splitlines()[::-1]
+
+
+@pytest.mark.parametrize("same_score", [False, True], ids=["different-score", "same-score"])
+@pytest.mark.parametrize("first, again", [(0, 1), (5, 1999), (1998, 1999)])
+@pytest.mark.parametrize("in_trial_order", [False, True])
+def test_a_pair_scored_twice_is_an_error_naming_both_lines(two_systems, first, again, same_score, in_trial_order):
+    tmp_path, _, paths = two_systems
+    lines = paths[0][0].read_text().splitlines()
+    if not in_trial_order:
+        lines = lines[::-1]
+    enroll, test, score = lines[first].split()
+    duplicate = f"{enroll} {test} {score if same_score else '0.123456'}"
+    lines = lines[:again] + [duplicate] + lines[again:]  # the repeat becomes line again + 1
+    scores = tmp_path / "dup.scores"
+    scores.write_text("\n".join(lines) + "\n")
+    result, out = run_metrics(tmp_path, scores, tmp_path / "trials")
+    error = one_error_line(result)
+    assert f"{scores}:{again + 1}: pair '{enroll} {test}' is scored twice (also on line {first + 1}" in error
+    assert out.read_text() == '{"previous": true}\n'
+
+
+def test_lines_for_pairs_not_in_the_trials_are_reported_and_ignored(two_systems, caplog):
+    import logging
+
+    tmp_path, lines = reordered(two_systems)
+    scores = tmp_path / "extra.scores"
+    extra = ["ghost-e ghost-t 0.5", "e1 ghost-t 0.25", "ghost-e t3 0.75"]
+    scores.write_text("\n".join(lines[:10] + extra + lines[10:]) + "\n")
+    logger = logging.getLogger("svmix")
+    logger.addHandler(caplog.handler)
+    try:
+        result, out = run_metrics(tmp_path, scores, tmp_path / "trials")
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert result.exit_code == 0, result.output
+    assert f"{scores}: ignoring 3 line(s) scoring pairs that are not in the trials; first: line 11 " \
+           f"'ghost-e ghost-t'" in caplog.text
+    labels = [t.label for t in two_systems[1]]
+    assert json.loads(out.read_text()) == compute_metrics(two_systems[2][0][1], labels)
+
+
+@pytest.mark.parametrize("token", ["nan", "NaN", "inf", "-inf", "Infinity"])
+@pytest.mark.parametrize("line", [1, 700, 2000])
+@pytest.mark.parametrize("in_trial_order", [False, True])
+def test_non_finite_scores_name_the_file_and_first_line(two_systems, token, line, in_trial_order):
+    tmp_path, _, paths = two_systems
+    lines = paths[0][0].read_text().splitlines()
+    if not in_trial_order:
+        lines = lines[::-1]
+    lines[line - 1] = lines[line - 1].rsplit(" ", 1)[0] + f" {token}"
+    lines[-1] = lines[-1].rsplit(" ", 1)[0] + " nan"  # a second one later: the first is named
+    scores = tmp_path / "nan.scores"
+    scores.write_text("\n".join(lines) + "\n")
+    result, out = run_metrics(tmp_path, scores, tmp_path / "trials")
+    error = one_error_line(result)
+    assert f"{scores}:{line}: score" in error and "not finite" in error
+    assert f"{1 if line == 2000 else 2} of 2000 scores are NaN or infinite" in error
+    assert out.read_text() == '{"previous": true}\n'
+
+
+@pytest.mark.parametrize("bad", [[3], [0, 7], [9]])
+def test_compute_metrics_names_the_first_non_finite_score(bad):
+    scores = np.linspace(0, 1, 10)
+    scores[bad] = np.nan
+    with pytest.raises(SvmixError, match=rf"^{len(bad)} of 10 scores are NaN or infinite; first: score {bad[0] + 1} "):
+        compute_metrics(scores, np.arange(10) % 2)
+
+
+@pytest.mark.parametrize("fmt", ["kaldi", "voxceleb"])
+@pytest.mark.parametrize("unlabelled_line", [1, 2, 1000, 2000])
+def test_half_labelled_trials_are_an_error_for_metrics(two_systems, fmt, unlabelled_line):
+    tmp_path, trials, paths = two_systems
+    write_trials(tmp_path / "mixed", trials, fmt)
+    lines = (tmp_path / "mixed").read_text().splitlines()
+    t = trials[unlabelled_line - 1]
+    lines[unlabelled_line - 1] = f"{t.enroll} {t.test}"
+    (tmp_path / "mixed").write_text("\n".join(lines) + "\n")
+    result, out = run_metrics(tmp_path, paths[0][0], tmp_path / "mixed")
+    error = one_error_line(result)
+    offending = 2 if unlabelled_line == 1 else unlabelled_line  # the first line that differs from line 1
+    assert f"{tmp_path / 'mixed'}:{offending}: " in error and "label every trial" in error
+    assert out.read_text() == '{"previous": true}\n'

@@ -1,5 +1,6 @@
 """Stage 1 augmentation lists: real MUSAN/RIRS_NOISES layouts, synthetic resources, babble, idempotence."""
 import numpy as np
+import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
@@ -69,3 +70,18 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert result.exit_code == 1 and "is this MUSAN?" in result.output
     result = CliRunner().invoke(main, ["--out", str(tmp_path / "o"), "--rirs", str(tmp_path / "empty")])
     assert result.exit_code == 1 and "is this RIRS_NOISES?" in result.output
+
+
+@pytest.mark.parametrize("counts, free_mb", [((1, 0, 0), 0.1), ((0, 3, 0), 0.5), ((0, 0, 50), 1.0), ((20, 20, 20), 10)])
+def test_synthesis_stops_up_front_when_the_disk_cannot_hold_it(tmp_path, monkeypatch, counts, free_mb):
+    import shutil
+
+    free = int(free_mb * 1e6)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 ** 12, 10 ** 12 - free, free))
+    noises, music, rirs = counts
+    result = CliRunner().invoke(main, ["--out", str(tmp_path / "aug"), "--synthetic", "--num-noises", str(noises),
+                                       "--num-music", str(music), "--num-rirs", str(rirs)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "synthesizing augmentation audio needs about" in result.stderr
+    assert f"{free / 1e9:.2f} GB free" in result.stderr
+    assert not (tmp_path / "aug" / "wav").exists()

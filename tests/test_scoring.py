@@ -1,5 +1,6 @@
 """Trial scoring: vectorised cosine / segment-pair / AS-norm scores against naive loops, and svmix-score."""
 import json
+import re
 
 import kaldiio
 import numpy as np
@@ -118,7 +119,7 @@ def test_inconsistent_dimension_names_the_utterance(tmp_path):
 
 
 TRIAL_TEXTS = {
-    "mixed formats, blank lines": "a b target\n\n1 c d\n  e   f\t nontarget\n0 g h\ni j\n1 target x\n",
+    "mixed formats, blank lines": "a b target\n\n1 c d\n  e   f\t nontarget\n0 g h\n1 target x\n",
     "kaldi, non-ASCII, no final newline": "a b target\nc d nontarget\ne\u00e9 f target",
     "voxceleb": "1 a b\n0 c d\n1 e f\n",
     "unlabelled": "a b\nc d\n",
@@ -250,3 +251,89 @@ def test_cli_asnorm_and_mean_from_match_api(scored_setup):
                         cohort_utt2spk={u: u.split("-")[0] for u in cohort})
     got = [float(line.split()[2]) for line in out.read_text().splitlines()]
     np.testing.assert_allclose(got, want, atol=2e-6)
+
+
+def mixed_trials_text(fmt, n, odd_line, first_labelled=True):
+    """``n`` trials, labelled in format ``fmt`` or unlabelled, with line ``odd_line`` of the other kind."""
+    def line(i, labelled):
+        if not labelled:
+            return f"e{i} t{i}"
+        if fmt == "kaldi":
+            return f"e{i} t{i} {'target' if i % 3 == 0 else 'nontarget'}"
+        return f"{int(i % 3 == 0)} e{i} t{i}"
+    return "".join(line(i, first_labelled != (i + 1 == odd_line)) + "\n" for i in range(n))
+
+
+@pytest.mark.parametrize("fmt", ["kaldi", "voxceleb"])
+@pytest.mark.parametrize("first_labelled", [True, False])
+@pytest.mark.parametrize("odd_line", [2, 37, 60])
+def test_half_labelled_trials_are_an_error_in_both_readers(tmp_path, fmt, first_labelled, odd_line):
+    path = tmp_path / "trials"
+    path.write_text(mixed_trials_text(fmt, 60, odd_line, first_labelled))
+    kinds = ("unlabelled", "labelled")
+    expected = (f"{path}:{odd_line}: {kinds[not first_labelled]} trial, but the first trial (line 1) is "
+                f"{kinds[first_labelled]}")
+    with pytest.raises(SvmixError, match=re.escape(expected)):
+        read_trials(path)
+    with pytest.raises(SvmixError, match=re.escape(expected)):
+        read_trial_index(path, {}, grow=True)
+    problems = []
+    read_trials(path, problems=problems)
+    assert [str(p) for p in problems] == [f"{expected}; label every trial (target/nontarget or 1/0) or none"]
+
+
+def test_half_labelled_trials_given_in_python_are_an_error():
+    emb = make_vectors()
+    ids = list(emb)
+    with pytest.raises(SvmixError, match="trials:3: unlabelled trial, but the first trial"):
+        score_trials([(ids[0], ids[1], 1), (ids[0], ids[2], 0), (ids[1], ids[2])], emb)
+
+
+def test_cli_half_labelled_trials_exit_1_without_output(scored_setup):
+    tmp_path, emb, scp, trials, trials_path = scored_setup
+    lines = trials_path.read_text().splitlines()
+    lines[41] = " ".join(lines[41].split()[1:])  # drop the VoxCeleb label of line 42
+    trials_path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "scores"
+    result = CliRunner().invoke(score_cli, ["--trials", str(trials_path), "--embeddings", scp, "--output", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"error: {trials_path}:42: unlabelled trial" in result.stderr.strip().splitlines()[-1]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("bad", [[0], [57], [3, 199]])
+def test_non_finite_scores_are_never_written(scored_setup, monkeypatch, bad):
+    """A last check before writing: whatever produced them, NaN scores do not reach the score file."""
+    import svmix.scoring.pipeline as pipeline
+
+    tmp_path, emb, scp, trials, trials_path = scored_setup
+    real = pipeline.score_trials
+
+    def with_nan(*args, **kwargs):
+        scores = real(*args, **kwargs).astype(np.float64)
+        scores[bad] = np.nan
+        return scores
+
+    monkeypatch.setattr(pipeline, "score_trials", with_nan)
+    out = tmp_path / "scores"
+    out.write_text("previous\n")
+    with pytest.raises(SvmixError) as info:
+        pipeline.score_file(trials_path, scp, out)
+    first = trials[bad[0]]
+    assert str(info.value) == (f"{out}: not written: {len(bad)} of 200 scores are NaN or infinite; first: "
+                               f"{trials_path}:{bad[0] + 1} '{first.enroll} {first.test}'")
+    assert out.read_text() == "previous\n"
+
+
+@pytest.mark.parametrize("line", [1, 3, 40])
+@pytest.mark.parametrize("bad", [b"\xe9", b"\xff", b"\xe2\x82"], ids=["latin-1", "ff", "cut-multibyte"])
+def test_non_utf8_trials_and_score_files_name_the_line(tmp_path, line, bad):
+    path = tmp_path / "trials"
+    lines = [f"e{i} t{i} target".encode() for i in range(50)]
+    lines[line - 1] = b"e" + bad + lines[line - 1][1:]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    for chunk_chars in (16, 1 << 20):
+        with pytest.raises(SvmixError, match=rf"^{path}:{line}: not UTF-8 text \(byte 0x{bad[0]:02x} at character 2\)"):
+            list(iter_token_chunks(path, chunk_chars=chunk_chars))
+    with pytest.raises(SvmixError, match=rf"^{path}:{line}: not UTF-8"):
+        read_trial_index(path, {}, grow=True)

@@ -9,6 +9,7 @@ from svmix.errors import SvmixError
 from svmix.metrics import compute_metrics, plot_det
 from svmix.scoring.pipeline import read_scored_trials
 from svmix.utils.fileio import write_json
+from svmix.utils.logging import setup_logging
 
 
 
@@ -25,6 +26,7 @@ from svmix.utils.fileio import write_json
 def main(score_paths: Tuple[str, ...], trials: str, json_path: Optional[str], det_plot: Optional[str],
          labels: Tuple[str, ...]) -> None:
     """Compute EER (%) and minDCF (p_target 0.01 and 0.05) for each score file."""
+    setup_logging()
     if labels and len(labels) != len(score_paths):
         raise SvmixError(f"{len(labels)} --label values for {len(score_paths)} --scores files")
     names = list(labels) or [os.path.basename(p) for p in score_paths]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from typing import Dict, Mapping, Optional, Set, Tuple
 
 import numpy as np
@@ -19,6 +20,43 @@ _resample_noted: Set[Tuple[int, int]] = set()
 
 def _name(utt_id: Optional[str], path: os.PathLike) -> str:
     return f"utterance '{utt_id}' ({path})" if utt_id else str(path)
+
+
+def wav_data_shortfall(path: os.PathLike) -> Optional[Tuple[int, int]]:
+    """``(promised, present)`` sample bytes of a RIFF/WAVE file whose ``data`` chunk is cut short,
+    else None (complete files, other formats, streamed WAVs with an unknown size).
+
+    libsndfile silently reads a truncated WAV as a shorter one; this compares the header with the
+    file size instead, reading only the chunk headers.
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return None
+        endian = "<" if head[:4] == b"RIFF" else ">"
+        size = os.fstat(f.fileno()).st_size
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk_id, chunk_size = struct.unpack(endian + "4sI", f.read(8))
+            if chunk_id == b"data":
+                present = size - pos - 8
+                streamed = chunk_size in (0, 0xFFFFFFFF)  # written to a pipe: size never filled in
+                return None if streamed or present >= chunk_size else (chunk_size, present)
+            pos += 8 + chunk_size + (chunk_size & 1)
+    return None
+
+
+def _check_complete(path: os.PathLike, name: str) -> None:
+    """Raise :class:`AudioError` when ``path`` is a WAV whose header promises more samples than it holds."""
+    try:
+        shortfall = wav_data_shortfall(path)
+    except OSError as e:
+        raise AudioError(f"{name}: cannot read audio ({e.strerror or e})") from None
+    if shortfall is not None:
+        promised, present = shortfall
+        raise AudioError(f"{name}: truncated audio: the WAV header promises {promised} bytes of samples, "
+                         f"the file holds {present}")
 
 
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -42,7 +80,7 @@ def load_audio(
     """Read ``path`` as a 1-D float32 array at ``sample_rate``.
 
     Multi-channel audio is down-mixed and other rates are resampled (noted once per rate).
-    Raises :class:`AudioError` for missing, unreadable, empty, too short, non-finite or
+    Raises :class:`AudioError` for missing, unreadable, truncated, empty, too short, non-finite or
     (unless ``allow_silent``) all-zero audio.
     """
     import soundfile as sf
@@ -50,6 +88,7 @@ def load_audio(
     name = _name(utt_id, path)
     if not os.path.exists(path):
         raise AudioError(f"{name}: audio file not found")
+    _check_complete(path, name)
     try:
         wav, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types for corrupt files
@@ -72,20 +111,23 @@ def load_audio(
 
 
 def audio_info(path: os.PathLike, utt_id: Optional[str] = None) -> Tuple[int, int]:
-    """Return (frames, sample_rate) from the header, without decoding."""
+    """Return (frames, sample_rate) from the header, without decoding; a WAV whose header promises
+    more samples than the file holds is an :class:`AudioError`."""
     import soundfile as sf
 
+    name = _name(utt_id, path)
     try:
         info = sf.info(path)
     except Exception as e:
-        raise AudioError(f"{_name(utt_id, path)}: cannot read audio header ({' '.join(str(e).split())})") from None
+        raise AudioError(f"{name}: cannot read audio header ({' '.join(str(e).split())})") from None
+    _check_complete(path, name)
     return info.frames, info.samplerate
 
 
 def scan_audio(utts: Mapping[str, str], progress: bool = False,
                desc: str = "checking audio") -> Tuple[Dict[str, int], Dict[str, str]]:
     """Check every file's header without decoding, before long work: ``(utt -> samples at 16 kHz,
-    utt -> problem)``. Finds missing, unreadable, empty and too short files."""
+    utt -> problem)``. Finds missing, unreadable, truncated (WAV), empty and too short files."""
     good, bad = {}, {}
     for utt, path in track(utts.items(), desc=desc, unit="file", enabled=progress, leave=False):
         try:
@@ -104,10 +146,13 @@ def scan_audio(utts: Mapping[str, str], progress: bool = False,
 
 
 def write_wav(path: os.PathLike, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """Write 16-bit PCM atomically."""
+    """Write 16-bit PCM atomically; a failed write (e.g. a full disk) is a one-line error naming ``path``."""
     import soundfile as sf
 
-    from svmix.utils.fileio import atomic_path
+    from svmix.utils.fileio import WriteError, atomic_path
 
     with atomic_path(path) as tmp:
-        sf.write(tmp, np.asarray(wav, dtype=np.float32), sample_rate, subtype="PCM_16", format="WAV")
+        try:
+            sf.write(tmp, np.asarray(wav, dtype=np.float32), sample_rate, subtype="PCM_16", format="WAV")
+        except sf.LibsndfileError as e:  # libsndfile reports a full disk as its own error type
+            raise WriteError(path, OSError(None, f"libsndfile: {' '.join(str(e).split())} (disk full?)")) from None

@@ -18,7 +18,7 @@ from svmix.data import simulate
 from svmix.data.audio import SAMPLE_RATE, write_wav
 from svmix.data.datadir import read_kv, write_kv
 from svmix.errors import SvmixError
-from svmix.utils.fileio import read_json, write_json
+from svmix.utils.fileio import check_free_space, read_json, write_json
 from svmix.utils.logging import get_logger
 from svmix.utils.progress import track
 
@@ -75,7 +75,17 @@ SYNTHESIZERS = {
 }
 
 
-def synthesize(kind: str, out_dir: Path, count: int, seed: int, seconds: Tuple[float, float] = (5.0, 10.0)) -> Entries:
+CLIP_SECONDS = (5.0, 10.0)  # synthetic noise and music clip lengths
+RIR_SECONDS_MAX = 2.0  # an upper bound on a simulated RIR's length (RT60 at most 0.8 s)
+
+
+def synthesis_bytes(counts: Dict[str, int]) -> int:
+    """An upper bound on the disk space of synthesizing ``counts`` clips per kind (16-bit WAVs)."""
+    seconds = {"noise": CLIP_SECONDS[1], "music": CLIP_SECONDS[1], "rir": RIR_SECONDS_MAX}
+    return sum(int(n * (seconds[kind] * SAMPLE_RATE * 2 + 44)) for kind, n in counts.items())
+
+
+def synthesize(kind: str, out_dir: Path, count: int, seed: int, seconds: Tuple[float, float] = CLIP_SECONDS) -> Entries:
     """``count`` synthetic clips of ``kind`` as 16 kHz wavs under ``out_dir/kind/``, one seed each."""
     entries = []
     for i in track(range(count), desc=f"synthesizing {kind}", unit="clip", leave=False):
@@ -116,10 +126,11 @@ def prepare_augment(out: Path, musan: Optional[Path] = None, rirs: Optional[Path
     if babble_data:
         lists["speech"] = list_babble_datadir(Path(babble_data))
     if synthetic:
-        counts = {"noise": num_noises, "music": num_music, "rir": num_rirs}
+        counts = {kind: count for kind, count in (("noise", num_noises), ("music", num_music), ("rir", num_rirs))
+                  if not lists[kind]}
+        check_free_space(out, synthesis_bytes(counts), "synthesizing augmentation audio")
         for kind, count in counts.items():
-            if not lists[kind]:
-                lists[kind] = synthesize(kind, out / "wav", count, seed)
+            lists[kind] = synthesize(kind, out / "wav", count, seed)
     if not any(lists.values()):
         log.warning("no augmentation sources given (--musan, --rirs, --babble-data or --synthetic): "
                     "all lists are empty and training will not augment")

@@ -1,7 +1,8 @@
 """Kaldi-style data directories: wav.scp, utt2spk, spk2utt, utt2dur and trials.
 
 Trials come in two formats, detected line by line: Kaldi ``<enroll> <test> target|nontarget`` and
-VoxCeleb ``1|0 <enroll> <test>``. Unlabelled ``<enroll> <test>`` lines are allowed for scoring.
+VoxCeleb ``1|0 <enroll> <test>``. Unlabelled ``<enroll> <test>`` lists are allowed for scoring, but a
+list is labelled on every line or on none. Every list file must be UTF-8 text.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from svmix.errors import SvmixError
 from svmix.utils.fileio import atomic_open
@@ -23,6 +24,7 @@ class Problem:
     line: int  # 1-based; 0 when the problem is not tied to a line
     message: str
     key: Optional[str] = None
+    fixable: bool = True  # False when dropping entries cannot resolve it (``svmix-validate-data --fix`` refuses)
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
@@ -39,27 +41,40 @@ class Table:
     problems: List[Problem] = field(default_factory=list)
 
 
-def read_table(path: os.PathLike) -> Table:
-    path = str(path)
+def text_lines(path: str) -> Iterator[Tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file; bytes that are not UTF-8 are a one-line error
+    naming the file, the line and the column."""
     if not os.path.isfile(path):
         raise SvmixError(f"{path}: file not found")
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError as e:
+                byte = ord(line[e.start]) - 0xDC00  # surrogateescape maps byte b to U+DC00 + b
+                raise SvmixError(f"{path}:{lineno}: not UTF-8 text (byte 0x{byte:02x} at character "
+                                 f"{e.start + 1}); list files must be UTF-8") from None
+            yield lineno, line
+
+
+def read_table(path: os.PathLike) -> Table:
+    path = str(path)
     table = Table(path)
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.strip()
-            if not line:
-                continue
-            parts = line.split(maxsplit=1)
-            if len(parts) < 2:
-                table.problems.append(Problem(path, lineno, f"expected '<key> <value>', got '{line}'", parts[0]))
-                continue
-            key, value = parts
-            if key in table.entries:
-                table.problems.append(
-                    Problem(path, lineno, f"duplicate key '{key}' (first on line {table.lines[key]})", key))
-                continue
-            table.entries[key] = value
-            table.lines[key] = lineno
+    for lineno, raw in text_lines(path):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) < 2:
+            table.problems.append(Problem(path, lineno, f"expected '<key> <value>', got '{line}'", parts[0]))
+            continue
+        key, value = parts
+        if key in table.entries:
+            table.problems.append(
+                Problem(path, lineno, f"duplicate key '{key}' (first on line {table.lines[key]})", key))
+            continue
+        table.entries[key] = value
+        table.lines[key] = lineno
     return table
 
 
@@ -104,26 +119,42 @@ def parse_trial_line(line: str) -> Optional[Trial]:
     return None
 
 
+def label_mix_problem(path: str, first_line: int, first_labelled: bool, line: int) -> Problem:
+    """The problem of a trials list mixing labelled and unlabelled lines: ``line`` is the first line
+    whose kind differs from the first trial's (on ``first_line``)."""
+    kinds = ("unlabelled", "labelled")
+    return Problem(path, line, f"{kinds[not first_labelled]} trial, but the first trial (line {first_line}) is "
+                               f"{kinds[first_labelled]}; label every trial (target/nontarget or 1/0) or none",
+                   fixable=False)
+
+
 def read_trials(path: os.PathLike, problems: Optional[List[Problem]] = None) -> List[Trial]:
-    """Read trials (format auto-detected). Bad lines raise, or are appended to ``problems``."""
+    """Read trials (format auto-detected). Bad lines raise, or are appended to ``problems``.
+
+    A list mixing labelled and unlabelled trials is a problem at the first line that differs from
+    the first trial.
+    """
     path = str(path)
-    if not os.path.isfile(path):
-        raise SvmixError(f"{path}: file not found")
     trials = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            trial = parse_trial_line(raw)
-            if trial is None:
-                problem = Problem(path, lineno, "expected '<enroll> <test> target|nontarget', "
-                                                "'1|0 <enroll> <test>' or '<enroll> <test>'")
-                if problems is None:
-                    raise SvmixError(str(problem))
-                problems.append(problem)
-                continue
-            trial.line = lineno
-            trials.append(trial)
+    for lineno, raw in text_lines(path):
+        if not raw.strip():
+            continue
+        trial = parse_trial_line(raw)
+        if trial is None:
+            problem = Problem(path, lineno, "expected '<enroll> <test> target|nontarget', "
+                                            "'1|0 <enroll> <test>' or '<enroll> <test>'")
+            if problems is None:
+                raise SvmixError(str(problem))
+            problems.append(problem)
+            continue
+        trial.line = lineno
+        trials.append(trial)
+    odd = next((t for t in trials if (t.label is None) != (trials[0].label is None)), None)
+    if odd is not None:
+        problem = label_mix_problem(path, trials[0].line, trials[0].label is not None, odd.line)
+        if problems is None:
+            raise SvmixError(str(problem))
+        problems.append(problem)
     return trials
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Set
+from typing import Dict, List, Set
 
-from svmix.data.audio import load_audio, audio_info
+from svmix.data.audio import load_audio, scan_audio
 from svmix.data.datadir import Problem, read_table, read_trials, write_kv, write_trials, spk2utt_from_utt2spk
 from svmix.errors import AudioError, SvmixError
 from svmix.utils.progress import track
@@ -26,8 +26,8 @@ class ValidationReport:
 
 
 def validate_datadir(path, check_audio: bool = True, deep: bool = False, progress: bool = False) -> ValidationReport:
-    """Validate ``path``. ``check_audio`` checks each file's header; ``deep`` decodes every file
-    (finds corrupt, non-finite, silent and too-short audio)."""
+    """Validate ``path``. ``check_audio`` checks each file's header (missing, unreadable, truncated
+    WAV, empty, too short); ``deep`` decodes every file (also finds corrupt, non-finite and silent audio)."""
     path = Path(path)
     if not path.is_dir():
         raise SvmixError(f"{path}: data directory not found")
@@ -39,17 +39,20 @@ def validate_datadir(path, check_audio: bool = True, deep: bool = False, progres
     report.problems += wav.problems
     report.num_utts = len(wav.entries)
 
-    entries = wav.entries.items() if check_audio else ()
-    for utt, value in track(entries, desc="checking audio", unit="file", enabled=progress and check_audio):
-        if value.rstrip().endswith("|"):
-            continue  # pipe commands are not checked
-        try:
-            if deep:
-                load_audio(value, utt)
-            else:
-                audio_info(value, utt) if Path(value).exists() else load_audio(value, utt)
-        except AudioError as e:
-            report.problems.append(Problem(str(wav_file), wav.lines[utt], str(e), utt))
+    if check_audio:
+        pipes = {utt for utt, value in wav.entries.items() if value.rstrip().endswith("|")}  # not checked
+        files = {utt: value for utt, value in wav.entries.items() if utt not in pipes}
+        if deep:
+            bad = {}
+            for utt, value in track(files.items(), desc="decoding audio", unit="file", enabled=progress):
+                try:
+                    load_audio(value, utt)
+                except AudioError as e:
+                    bad[utt] = str(e)
+        else:
+            bad = scan_audio(files, progress=progress)[1]
+        for utt, message in bad.items():
+            report.problems.append(Problem(str(wav_file), wav.lines[utt], message, utt))
             report.bad_utts.add(utt)
 
     utt2spk_file = path / "utt2spk"
@@ -105,13 +108,54 @@ def validate_datadir(path, check_audio: bool = True, deep: bool = False, progres
     return report
 
 
-def fix_datadir(path, report: ValidationReport) -> dict:
-    """Drop the entries ``report`` found bad; originals are kept in ``<path>/.backup/``.
+BACKUP_DIR = ".backup"
+LIST_FILES = ("wav.scp", "utt2spk", "spk2utt", "utt2dur", "trials")
 
-    Returns counts of dropped entries per file."""
+
+@dataclass
+class FixResult:
+    dropped: Dict[str, int]  # entries dropped per file
+    backup: Path  # where the original lists were copied
+
+
+def new_backup_dir(path: Path) -> Path:
+    """A new numbered directory ``path/.backup/NNN`` (one more than the highest); earlier backups stay."""
+    root = path / BACKUP_DIR
+    root.mkdir(exist_ok=True)
+    number = 1 + max((int(p.name) for p in root.iterdir() if p.name.isdigit()), default=0)
+    while True:
+        try:
+            (root / f"{number:03d}").mkdir()
+            return root / f"{number:03d}"
+        except FileExistsError:  # another --fix got there first
+            number += 1
+
+
+def back_up_lists(path: Path) -> Path:
+    """Copy the list files of ``path`` into a new backup directory; nothing is changed if a copy fails."""
+    backup = new_backup_dir(path)
+    for name in LIST_FILES:
+        if (path / name).is_file():
+            try:
+                shutil.copy2(path / name, backup / name)
+            except OSError as e:
+                shutil.rmtree(backup, ignore_errors=True)
+                raise SvmixError(f"{backup / name}: cannot back up {path / name} ({e.strerror or e}); "
+                                 f"nothing was changed") from None
+    return backup
+
+
+def fix_datadir(path, report: ValidationReport) -> FixResult:
+    """Drop the entries ``report`` found bad. The original lists are first copied into a new
+    numbered directory ``<path>/.backup/NNN/`` (earlier backups are kept).
+
+    Problems that dropping entries cannot resolve (``Problem.fixable`` false, e.g. trials mixing
+    labelled and unlabelled lines) are an error before anything is changed."""
     path = Path(path)
-    backup = path / ".backup"
-    backup.mkdir(exist_ok=True)
+    unfixable = [p for p in report.problems if not p.fixable]
+    if unfixable:
+        raise SvmixError(f"{unfixable[0]} (--fix cannot resolve this; nothing was changed)")
+    backup = back_up_lists(path)
     wav = read_table(path / "wav.scp")
     bad = set(report.bad_utts)
     dropped = {}
@@ -120,9 +164,6 @@ def fix_datadir(path, report: ValidationReport) -> dict:
     if utt2spk is not None:
         keep = [u for u in keep if u in utt2spk]
     keep_set = set(keep)
-    for name in ("wav.scp", "utt2spk", "spk2utt", "utt2dur", "trials"):
-        if (path / name).is_file():
-            shutil.copy2(path / name, backup / name)
     dropped["wav.scp"] = len(wav.entries) - len(keep) + len(wav.problems)
     write_kv(path / "wav.scp", ((u, wav.entries[u]) for u in keep))
     if utt2spk is not None:
@@ -148,7 +189,7 @@ def fix_datadir(path, report: ValidationReport) -> dict:
         dropped["trials"] = len(trials) + len(problems) - len(good_trials)
         fmt = "voxceleb" if _looks_voxceleb(backup / "trials") else "kaldi"
         write_trials(path / "trials", good_trials, fmt=fmt)
-    return dropped
+    return FixResult(dropped, backup)
 
 
 def _looks_voxceleb(path: Path) -> bool:

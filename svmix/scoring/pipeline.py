@@ -86,6 +86,12 @@ def score_file(trials_path: os.PathLike, scp: os.PathLike, output: os.PathLike, 
     spk_of = read_kv(cohort_utt2spk) if cohort_utt2spk is not None else None
     scores = score_trials(trials, embeddings, norm=norm, cohort=cohort, cohort_utt2spk=spk_of, top_n=top_n,
                           mean=mean, chunk_size=chunk_size)
+    not_finite = ~np.isfinite(scores)
+    if not_finite.any():
+        i = int(np.argmax(not_finite))
+        raise SvmixError(f"{output}: not written: {int(not_finite.sum())} of {len(scores)} scores are NaN or "
+                         f"infinite; first: {trials_path}:{trials.line(i)} '{embeddings.ids[trials.enroll[i]]} "
+                         f"{embeddings.ids[trials.test[i]]}'")
     write_scores(output, embeddings.ids, trials, scores)
     log.info("%s: %d scores written", output, len(scores))
     if not trials.labelled:

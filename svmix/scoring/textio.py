@@ -18,6 +18,7 @@ from typing import Dict, Iterator, List, Sequence
 
 import numpy as np
 
+from svmix.data.datadir import text_lines
 from svmix.errors import SvmixError
 
 CHUNK_CHARS = 32 << 20  # about a million trial lines per block
@@ -84,6 +85,8 @@ def iter_token_chunks(path: os.PathLike, chunk_chars: int = CHUNK_CHARS) -> Iter
             try:
                 block = f.read(chunk_chars)
             except UnicodeDecodeError as e:
+                for _ in text_lines(path):  # raises the exact line and byte
+                    pass
                 raise SvmixError(f"{path}: not UTF-8 text after line {done} ({e.reason})") from None
             text = carry + block
             cut = text.rfind("\n") + 1 if block else len(text)

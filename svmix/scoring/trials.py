@@ -2,16 +2,18 @@
 
 The format is recognised line by line with the same rules as ``svmix.data.datadir.read_trials``:
 VoxCeleb ``1|0 <enroll> <test>``, Kaldi ``<enroll> <test> target|nontarget``, unlabelled
-``<enroll> <test>``. Unlike ``read_trials`` it keeps no Python object per trial.
+``<enroll> <test>``. Unlike ``read_trials`` it keeps no Python object per trial. As there, a list
+is either labelled on every line or on none (mixing is an error naming the first differing line).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from svmix.data.datadir import label_mix_problem
 from svmix.errors import SvmixError
 from svmix.scoring.textio import TokenChunk, encode_ids, iter_token_chunks
 from svmix.utils.logging import get_logger
@@ -24,12 +26,20 @@ FORMAT_HINT = "expected '<enroll> <test> target|nontarget', '1|0 <enroll> <test>
 
 @dataclass
 class TrialIndex:
-    """Trials as codes into an id list: ``enroll``/``test`` int32, ``labels`` int8 (1, 0 or -1)."""
+    """Trials as codes into an id list: ``enroll``/``test`` int32, ``labels`` int8 (1, 0 or -1).
+
+    ``lines`` are the 1-based line numbers in the trials file (item numbers for trials given in Python).
+    """
 
     enroll: np.ndarray
     test: np.ndarray
     labels: np.ndarray
     skipped: int = 0  # trials dropped because an id was missing (``skip_missing``)
+    lines: Optional[np.ndarray] = None
+
+    def line(self, i: int) -> int:
+        """The line (or item) number of trial ``i``."""
+        return int(self.lines[i]) if self.lines is not None else i + 1
 
     def __len__(self) -> int:
         return len(self.enroll)
@@ -97,6 +107,14 @@ def missing_message(missing_ids: Sequence[str], n_affected: int, n_trials: int, 
             f"from {source}; first missing: '{missing_ids[0]}'")
 
 
+def check_labels(path: str, labels: np.ndarray, lines: np.ndarray) -> None:
+    """Every trial labelled, or none: else a one-line error naming the first line that differs."""
+    labelled = labels != UNLABELLED
+    if len(labelled) and not (labelled.all() or not labelled.any()):
+        i = int(np.argmax(labelled != labelled[0]))
+        raise SvmixError(str(label_mix_problem(path, int(lines[0]), bool(labelled[0]), int(lines[i]))))
+
+
 def read_trial_index(path: os.PathLike, vocab: Dict[str, int], grow: bool = False,
                      skip_missing: bool = False, source: str = "the embeddings") -> TrialIndex:
     """Read trials as codes into ``vocab`` (id -> index).
@@ -106,7 +124,7 @@ def read_trial_index(path: os.PathLike, vocab: Dict[str, int], grow: bool = Fals
     dropped and counted.
     """
     path = str(path)
-    enrolls, tests, labels = [], [], []
+    enrolls, tests, labels, line_numbers = [], [], [], []
     missing: List[str] = []  # in order of appearance, with repeats
     for chunk in iter_token_chunks(path):
         enroll, test, label = parse_trial_chunk(path, chunk)
@@ -117,11 +135,12 @@ def read_trial_index(path: os.PathLike, vocab: Dict[str, int], grow: bool = Fals
         enrolls.append(enroll_codes)
         tests.append(test_codes)
         labels.append(label)
-    enroll = np.concatenate(enrolls) if enrolls else np.empty(0, np.int64)
-    test = np.concatenate(tests) if tests else np.empty(0, np.int64)
-    label = np.concatenate(labels) if labels else np.empty(0, np.int8)
-    if len(enroll) == 0:
+        line_numbers.append(chunk.lines.astype(np.int64))
+    if not enrolls:
         raise SvmixError(f"{path}: no trials")
+    enroll, test = np.concatenate(enrolls), np.concatenate(tests)
+    label, lines = np.concatenate(labels), np.concatenate(line_numbers)
+    check_labels(path, label, lines)
     skipped = 0
     if missing:
         keep = (enroll >= 0) & (test >= 0)
@@ -130,10 +149,10 @@ def read_trial_index(path: os.PathLike, vocab: Dict[str, int], grow: bool = Fals
         if not skip_missing:
             raise SvmixError(f"{path}: {message} (use --skip-missing to drop those trials)")
         log.warning("%s: skipping trials: %s", path, message)
-        enroll, test, label = enroll[keep], test[keep], label[keep]
+        enroll, test, label, lines = enroll[keep], test[keep], label[keep], lines[keep]
         if len(enroll) == 0:
             raise SvmixError(f"{path}: every trial names an utterance missing from {source}")
-    return TrialIndex(enroll.astype(np.int32), test.astype(np.int32), label, skipped)
+    return TrialIndex(enroll.astype(np.int32), test.astype(np.int32), label, skipped, lines)
 
 
 def trial_index_from_pairs(pairs: Sequence, vocab: Dict[str, int], source: str = "the embeddings") -> TrialIndex:
@@ -148,4 +167,5 @@ def trial_index_from_pairs(pairs: Sequence, vocab: Dict[str, int], source: str =
         names = [utt for row in np.flatnonzero(affected) for utt in rows[row][:2] if utt not in vocab]
         raise SvmixError(missing_message(names, int(affected.sum()), len(rows), source))
     labels = np.array([UNLABELLED if r[2] is None else int(r[2]) for r in rows], dtype=np.int8)
+    check_labels("trials", labels, np.arange(1, len(rows) + 1))
     return TrialIndex(enroll.astype(np.int32), test.astype(np.int32), labels)

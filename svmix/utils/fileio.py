@@ -17,22 +17,48 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+class WriteError(SvmixError, OSError):
+    """An OS error (full disk, no permission, ...) while writing ``path``; the message names ``path``.
+
+    Still an ``OSError`` with the original ``errno``, so callers that test for one keep working."""
+
+    def __init__(self, path: PathLike, error: OSError):
+        super().__init__(error.errno, error.strerror or str(error))
+        self.path = str(path)
+        self.reason = error.strerror or " ".join(str(error).split()) or type(error).__name__
+
+    def __str__(self) -> str:
+        return f"{self.path}: cannot write ({self.reason}); any previous version is left unchanged"
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    An ``OSError`` on the way (creating the directory or the temporary file, writing in the block,
+    fsync, rename) is raised as a :class:`WriteError` that names ``path``, unless it already names
+    another file (e.g. one the block reads); the temporary file is removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; publish with the usual permissions
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp_path = Path(tmp)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; publish with the usual permissions
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+    except WriteError:
+        raise
+    except OSError as e:
+        if e.filename is not None and str(e.filename) not in (str(tmp_path), str(path), str(path.parent)):
+            raise
+        raise WriteError(path, e) from e
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 
@@ -52,10 +78,12 @@ def write_json(path: PathLike, obj: Any) -> None:
 
 def read_json(path: PathLike) -> Any:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         raise SvmixError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise SvmixError(f"{path}: not valid JSON (not UTF-8 text: {e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise SvmixError(f"{path}: not valid JSON ({e})") from None
 
