@@ -36,6 +36,7 @@ from svmix.train.checkpointing import (BestCheckpoints, average_checkpoints, loa
                                        save_training_state, set_rng_state)
 from svmix.train.dataset import TrainingSet
 from svmix.train.distributed import DistContext, init_distributed, shutdown
+from svmix.utils.locking import output_lock
 from svmix.train.objective import DistillationObjective
 from svmix.train.optim import (EarlyStopping, build_optimizer, build_schedule, optimizer_config_at, set_lr)
 from svmix.train.sampler import ShardedBatchSampler
@@ -194,8 +195,9 @@ def train(config: Dict[str, Any], data_dir: os.PathLike, exp_dir: os.PathLike,
     ``config`` is a resolved config (:func:`svmix.train.config.load_train_config`)."""
     ctx = init_distributed(device)
     try:
-        return _Trainer(copy.deepcopy(config), ctx, Path(exp_dir), data_dir, teacher_cache, teacher, val_data,
-                        augment_dir, max_steps, progress).run()
+        with output_lock(exp_dir, "svmix-train"):  # a second run on EXP refuses, naming this one
+            return _Trainer(copy.deepcopy(config), ctx, Path(exp_dir), data_dir, teacher_cache, teacher, val_data,
+                            augment_dir, max_steps, progress).run()
     finally:
         shutdown(ctx)
 
