@@ -252,18 +252,16 @@ class ShardedJob:
                 self.data_path(i).unlink(missing_ok=True)
         return False
 
-    def _write_plan(self, restart: bool) -> bool:
-        """Store the plan (clearing old units on a restart); True when this run created it."""
-        created = restart or not self.plan_path.is_file()
+    def _write_plan(self, restart: bool) -> None:
+        """Store the plan (clearing old units on a restart)."""
         if restart:
             _log.warning("%s holds unfinished %s of other inputs/options (differs in %s); starting over",
                          self.out, self.what, ", ".join(self._other_plan))
             shutil.rmtree(self.unit_dir, ignore_errors=True)
         self.unit_dir.mkdir(parents=True, exist_ok=True)
-        if created or read_json(self.plan_path) != self.plan:
+        if restart or not self.plan_path.is_file() or read_json(self.plan_path) != self.plan:
             with naming_file(self.plan_path):
                 write_json(self.plan_path, self.plan)
-        return created
 
     def _clean_up_failed_start(self) -> None:
         """After a failure with nothing published: remove the plan and unit dir this run created."""
@@ -271,8 +269,7 @@ class ShardedJob:
             _log.info("%s: kept %d finished unit(s) for resuming", self.out, len(self.done_units()))
             return
         self.plan_path.unlink(missing_ok=True)
-        if self.unit_dir.is_dir() and not any(p for p in self.unit_dir.iterdir() if not p.name.endswith(".tmp")):
-            shutil.rmtree(self.unit_dir, ignore_errors=True)
+        shutil.rmtree(self.unit_dir, ignore_errors=True)  # this run's: it created the plan
 
     # ------------------------------------------------------------------ running
     def run(self, work: Callable[["ShardedJob", List[int], Worker], None], merge: Callable[["ShardedJob"], R], *,
@@ -290,21 +287,23 @@ class ShardedJob:
         if nj < 1:
             raise SvmixError(f"--nj must be at least 1, got {nj}")
         with output_lock(self.out, self.tool):
-            with directory_guard(self.out):
-                restart = self._prepare(env.rank, env.world_size)
-                if finished is not None:
-                    result = finished(self)
-                    if result is not None:
-                        self.complete_at_start = True
-                        return result
-                if before_work is not None:
-                    before_work(self)
-                created = self._write_plan(restart)
-                self.resumed = self.done_units()
-            mine = [i for i in self.units_of(env.rank, env.world_size, self.num_units) if i not in self.resumed]
-            if self.resumed:
-                _log.info("resuming: %d of %d units are done", len(self.resumed), self.num_units)
+            created = False
             try:
+                with directory_guard(self.out):
+                    restart = self._prepare(env.rank, env.world_size)
+                    if finished is not None:
+                        result = finished(self)
+                        if result is not None:
+                            self.complete_at_start = True
+                            return result
+                    if before_work is not None:
+                        before_work(self)
+                    created = restart or not self.plan_path.is_file()
+                    self._write_plan(restart)
+                    self.resumed = self.done_units()
+                mine = [i for i in self.units_of(env.rank, env.world_size, self.num_units) if i not in self.resumed]
+                if self.resumed:
+                    _log.info("resuming: %d of %d units are done", len(self.resumed), self.num_units)
                 self._launch(work, mine, env.rank, env.world_size, env.local_rank, nj)
             except BaseException:
                 if created and env.world_size == 1:
