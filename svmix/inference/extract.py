@@ -312,8 +312,10 @@ def extract_embeddings(model: os.PathLike, utts: "OrderedDict[str, str]", out_di
                        runtime: str = "torch", onnx: Optional[os.PathLike] = None, average: bool = False,
                        batch_size: int = 32, num_workers: int = 2, device: str = "cpu",
                        num_threads: Optional[int] = None, nj: int = 1, skip_bad: bool = False,
-                       chunk_size: int = 500, progress: bool = True) -> Optional[Dict[str, Any]]:
-    """Embed ``utts`` (id → audio path) with the checkpoint ``model`` into ``out_dir``.
+                       chunk_size: int = 500, progress: bool = True,
+                       log_file: Optional[os.PathLike] = None) -> Optional[Dict[str, Any]]:
+    """Embed ``utts`` (id → audio path) with the checkpoint ``model`` into ``out_dir``, logging also
+    to ``log_file`` once the output is this run's.
 
     Returns the stats, or None for a torchrun rank that finished before the others (the last
     rank to finish merges). A rerun after a kill continues from the finished chunks. Another run
@@ -342,7 +344,7 @@ def extract_embeddings(model: os.PathLike, utts: "OrderedDict[str, str]", out_di
     needed = estimate_bytes(ex, int(config["embed_dim"]), int(config["num_eval_segments"]))
     job = ShardedJob(ex.out, {**fp, "batch_size": batch_size}, ex.num_chunks, LAYOUT, tool=TOOL,
                      what="embeddings", on_other_plan="restart", sticky=("batch_size",),
-                     log_file=ex.out / "extract.log")
+                     log_file=log_file)
     stats = job.run(functools.partial(run_shard, ex), functools.partial(merge_chunks, ex, fp, start,
                                                                        num_threads or torch.get_num_threads()),
                     finished=functools.partial(finished_output, fp), nj=nj,

@@ -130,6 +130,7 @@ class ShardedJob:
                  ignore: Sequence[str] = (), sticky: Sequence[str] = (),
                  differences: Optional[Callable[[Dict[str, Any], Dict[str, Any]], List[str]]] = None,
                  log_file: Optional[os.PathLike] = None):
+        """``log_file``: where this process (once it holds the output) and its local workers log."""
         if on_other_plan not in ("restart", "refuse"):
             raise ValueError(f"on_other_plan must be 'restart' or 'refuse', not {on_other_plan!r}")
         self.out = Path(out)
@@ -287,6 +288,8 @@ class ShardedJob:
         if nj < 1:
             raise SvmixError(f"--nj must be at least 1, got {nj}")
         with output_lock(self.out, self.tool):
+            if self.log_file is not None:  # only now: a refused run must not write into another's output
+                setup_logging(self.log_file)
             created = False
             try:
                 with directory_guard(self.out):
