@@ -22,9 +22,15 @@ from svmix.utils.locking import LOCK_NAME, OutputBusyError, lock_path, output_lo
 
 BIN = Path(sys.executable).parent
 HOLDER = textwrap.dedent("""
-    import sys
+    import os, sys, time
     from svmix.utils.locking import output_lock
     with output_lock(sys.argv[1], "svmix-holder", is_dir=sys.argv[2] == "dir"):
+        if len(sys.argv) > 3:  # a forked worker (like a DataLoader's) that outlives this process
+            child = os.fork()
+            if child == 0:
+                time.sleep(120)
+                os._exit(0)
+            print(child, flush=True)
         print("held", flush=True)
         sys.stdin.read()  # hold the lock until the test closes stdin
 """)
@@ -33,12 +39,14 @@ HOLDER = textwrap.dedent("""
 class Holder:
     """Another process holding the lock of ``target`` until ``release()`` (or a kill)."""
 
-    def __init__(self, tmp_path: Path, target: Path, is_dir: bool = True, env=None):
+    def __init__(self, tmp_path: Path, target: Path, is_dir: bool = True, env=None, fork: bool = False):
         script = tmp_path / "hold_output.py"
         script.write_text(HOLDER)
-        self.proc = subprocess.Popen([sys.executable, str(script), str(target), "dir" if is_dir else "file"],
+        self.proc = subprocess.Popen([sys.executable, str(script), str(target), "dir" if is_dir else "file",
+                                      *(["fork"] if fork else [])],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env={**os.environ, **(env or {})})
+        self.child = int(self.proc.stdout.readline()) if fork else None
         assert self.proc.stdout.readline().strip() == "held"
         self.pid = self.proc.pid
 
@@ -82,10 +90,11 @@ def test_waiting_run_serialises_behind_the_first(tmp_path):
     holder.proc.wait(60)
 
 
-def test_lock_of_a_killed_run_is_taken_over(tmp_path, caplog):
+@pytest.mark.parametrize("fork", [False, True], ids=["alone", "with_orphaned_worker"])
+def test_lock_of_a_killed_run_is_taken_over(tmp_path, caplog, fork):
     out = tmp_path / "out"
-    holder = Holder(tmp_path, out)
-    holder.kill()  # SIGKILL: the lock file stays, naming a dead process
+    holder = Holder(tmp_path, out, fork=fork)
+    holder.kill()  # SIGKILL: the lock file stays, naming a dead process (whose forked worker may live on)
     assert json.loads((out / LOCK_NAME).read_text())["pid"] == holder.pid
     logger = logging.getLogger("svmix")
     logger.addHandler(caplog.handler)
@@ -94,6 +103,8 @@ def test_lock_of_a_killed_run_is_taken_over(tmp_path, caplog):
             pass
     finally:
         logger.removeHandler(caplog.handler)
+    if holder.child is not None:
+        os.kill(holder.child, signal.SIGKILL)
     assert f"pid {holder.pid}" in caplog.text and "no longer running" in caplog.text
     assert not (out / LOCK_NAME).exists()
 

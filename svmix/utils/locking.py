@@ -16,7 +16,8 @@ on it for as long as it holds the lock. Checking and registering happen under an
 release deletes the lock file.
 
 Stale locks: ``flock`` locks belong to open files, so the kernel drops them when their process
-dies, SIGKILL included. A lock file left by a killed run therefore has no holder: the next run
+dies, SIGKILL included; forked children (DataLoader workers) close their inherited copy, so
+orphaned workers do not keep it. A lock file left by a killed run therefore has no holder: the next run
 finds it stale, logs a warning naming the dead run, and takes it over. A lock never blocks forever
 on a dead process, and a reused pid cannot keep it alive. The one exception is a filesystem
 without working ``flock`` (some network mounts). There the lock is not enforced.
@@ -35,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Set, Union
 
 from svmix.errors import SvmixError
 from svmix.utils.logging import get_logger
@@ -43,6 +44,19 @@ from svmix.utils.logging import get_logger
 LOCK_NAME = ".svmix.lock"
 _log = get_logger("lock")
 _STARTED = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+_HELD_FDS: Set[int] = set()  # lock files this process holds
+
+
+def _close_inherited() -> None:
+    """In a forked child (DataLoader workers): drop the parent's lock files, so that workers left
+    behind by a killed run do not keep its output locked."""
+    for fd in list(_HELD_FDS):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited)
 
 
 class OutputBusyError(SvmixError):
@@ -131,6 +145,7 @@ class OutputLock:
         while True:
             fd = cls._try_register(path, me)
             if isinstance(fd, int):
+                _HELD_FDS.add(fd)
                 return cls(path, me, fd, created)
             if time.monotonic() >= deadline:
                 target_kind = "output directory" if is_dir else "output file"
@@ -171,6 +186,7 @@ class OutputLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        _HELD_FDS.discard(fd)
         with directory_guard(self.path.parent):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the last holder removes the file
