@@ -219,3 +219,20 @@ def test_rerun_finds_and_redoes_a_corrupted_shard(setup, damage):
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == good
     assert verify_cache(out) == []
     assert "already complete" in run_cli(*args).stderr
+
+
+def test_torchrun_ranks_build_one_cache_and_one_rank_reports(setup, monkeypatch):
+    tmp_path, data, teacher_dir = setup
+    out, settings = tmp_path / "cache", CacheSettings(layers=[2], shard_mb=0.02)
+    build_cache(teacher_dir, data, tmp_path / "reference", settings, progress=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")  # the ranks run one after another: no process group is needed
+    assert build_cache(teacher_dir, data, out, settings, progress=False) is None
+    assert not (out / "manifest.json").exists()
+    monkeypatch.setenv("RANK", "0")
+    assert build_cache(teacher_dir, data, out, settings, progress=False) == out  # the last one merges
+    assert (out / "manifest.json").read_bytes() == (tmp_path / "reference" / "manifest.json").read_bytes()
+    monkeypatch.setenv("RANK", "1")
+    assert build_cache(teacher_dir, data, out, settings, progress=False) is None  # complete: rank 0 reports
+    monkeypatch.setenv("RANK", "0")
+    assert build_cache(teacher_dir, data, out, settings, progress=False) == out

@@ -224,7 +224,8 @@ def _check_space(job: ShardedJob) -> None:
 def build_cache(teacher_spec: os.PathLike, data_dir: os.PathLike, out: os.PathLike, settings: CacheSettings,
                 nj: int = 1, device: str = "cpu", progress: bool = True) -> Optional[Path]:
     """Build (or finish) the cache in ``out``; returns its directory, or None on a torchrun rank
-    that finished before the others (the last one to finish writes the manifest).
+    that does not report: one that finished before the others (the last one writes the manifest),
+    or one other than rank 0 when the cache was complete already.
 
     A rerun of a complete cache checks each shard's size and crc32 against its done-marker and
     redoes shards that fail; ``verify_cache`` (``--verify``) checks the sha256 of the manifest.
@@ -247,6 +248,8 @@ def build_cache(teacher_spec: os.PathLike, data_dir: os.PathLike, out: os.PathLi
     work = functools.partial(_run_shards, teacher if nj == 1 else None, device, threads, progress)
     result = job.run(work, _merge_manifest, finished=_finished_cache, before_work=_check_space, nj=nj)
     if job.complete_at_start:
+        if env.rank != 0:
+            return None  # every rank found it complete; rank 0 reports
         _log.info("%s: teacher cache already complete (shard sizes and crc32 checked)", cache_dir)
     return result
 
