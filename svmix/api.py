@@ -14,8 +14,7 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 import torch
 
-from svmix.data.audio import SAMPLE_RATE, load_audio, resample
-from svmix.errors import SvmixError
+from svmix.data.audio import SAMPLE_RATE, check_waveform, load_audio
 from svmix.inference.embedder import embed_utterances, load_embedder, num_segments
 from svmix.inference.segments import mean_embedding, segment_pair_score
 
@@ -42,16 +41,14 @@ class SpeakerEmbeddingModel:
         return num_segments(self.embedder)
 
     def waveform(self, audio: Audio, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-        """``audio`` as a 1-D float32 16 kHz array: a file path, or a 1-D / (channels, N) waveform."""
+        """``audio`` as a 1-D float32 16 kHz array: a file path, or a 1-D / (channels, N) waveform.
+
+        Arrays pass the same checks as files in the CLIs (:func:`svmix.data.audio.check_waveform`):
+        a bad one raises ``SvmixError`` with the message ``svmix-extract`` gives for such a file."""
         if isinstance(audio, (str, os.PathLike)):
             return load_audio(audio)
         wav = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
-        if wav.ndim == 2:
-            wav = wav.mean(axis=0)
-        if wav.ndim != 1 or wav.size == 0:
-            raise SvmixError(f"expected a path or a non-empty 1-D or (channels, samples) waveform, "
-                             f"got shape {tuple(np.shape(audio))}")
-        return resample(wav.astype(np.float32), sample_rate, SAMPLE_RATE)
+        return check_waveform(wav.T if wav.ndim == 2 else wav, sample_rate, "waveform")
 
     def embed(self, audio: Audio, segments: bool = False, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """The utterance embedding (normalised mean of normalised segment embeddings), or with

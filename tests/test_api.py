@@ -70,3 +70,67 @@ def test_bad_inputs_are_user_errors(setup, tmp_path):
         model.embed(np.zeros((2, 3, 4), np.float32))
     with pytest.raises(SvmixError, match="not found"):
         svmix.load_model(tmp_path / "nothing.pt")
+
+
+def bad_waveform(kind: str) -> np.ndarray:
+    """Generated bad input audio: (samples,) or (channels, samples) float32."""
+    rng = np.random.default_rng(abs(hash(kind)) % 1000)
+    voice = (0.1 * rng.standard_normal(24000)).astype(np.float32)
+    if kind == "zeros_100":  # the issue's case: under the 400-sample minimum
+        return np.zeros(100, np.float32)
+    if kind.startswith("noise_"):
+        return voice[:int(kind.split("_")[1])]
+    if kind == "empty":
+        return voice[:0]
+    if kind in ("nan", "inf", "neg_inf"):
+        voice[int(rng.integers(len(voice)))] = {"nan": np.nan, "inf": np.inf, "neg_inf": -np.inf}[kind]
+        return voice
+    if kind == "silent":
+        return np.zeros(24000, np.float32)
+    if kind == "stereo_short":
+        return np.stack([voice[:300], voice[:300]])
+    raise ValueError(kind)
+
+
+BAD_KINDS = ["zeros_100", "noise_1", "noise_399", "empty", "nan", "inf", "neg_inf", "silent", "stereo_short"]
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_api_and_cli_reject_the_same_bad_audio_with_the_same_message(setup, tmp_path, kind):
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from svmix.bin.extract import main as extract_cli
+
+    ckpt, _ = setup
+    wav = bad_waveform(kind)
+    path = tmp_path / f"{kind}.wav"
+    sf.write(path, wav.T, 16000, subtype="FLOAT")
+    (tmp_path / "wav.scp").write_text(f"bad-utt {path}\n")
+    result = CliRunner().invoke(extract_cli, ["--model", str(ckpt), "--wav-scp", str(tmp_path / "wav.scp"),
+                                              "--out", str(tmp_path / "emb"), "--num-workers", "0"])
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+
+    model = svmix.load_model(ckpt)
+    with pytest.raises(SvmixError) as info:
+        model.embed(wav)
+    assert str(info.value).startswith("waveform: ")
+    problem = str(info.value)[len("waveform: "):]
+    # the CLI names the utterance and file, then the same problem (the header scan adds a hint after it)
+    named = f"utterance 'bad-utt' ({path}): {problem}"
+    assert errors[0].endswith(named) or f"{named}; " in errors[0], (errors[0], problem)
+    for audio in (torch.from_numpy(wav), path):
+        with pytest.raises(SvmixError) as info:
+            model.embed(audio)
+        assert str(info.value) == f"{'waveform' if audio is not path else path}: {problem}"
+    with pytest.raises(SvmixError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        model.score(wav, path)
+
+
+@pytest.mark.parametrize("wav", [np.zeros((2, 3, 400), np.float32), np.zeros((), np.float32),
+                                 np.array(["a"] * 400), np.ones(400, bool)], ids=["3d", "scalar", "str", "bool"])
+def test_api_rejects_arrays_that_are_no_waveform(setup, wav):
+    model = svmix.load_model(setup[0])
+    with pytest.raises(SvmixError, match=r"^waveform: expected a 1-D or \(channels, samples\) waveform of numbers"):
+        model.embed(wav)

@@ -195,3 +195,44 @@ def test_parallel_workers_and_dataloader_reads(setup):
     loaded = torch.cat(list(torch.utils.data.DataLoader(Crops(), batch_size=2, num_workers=2)))
     expected = torch.stack([torch.from_numpy(one.frames(u, 2, 100)) for u in one.utt_ids])
     assert torch.equal(loaded, expected)
+
+
+@pytest.mark.parametrize("damage", ["flip_byte", "zero_block", "truncate"])
+def test_rerun_finds_and_redoes_a_corrupted_shard(setup, damage):
+    tmp_path, data, teacher_dir = setup
+    out = tmp_path / "cache"
+    args = ["--teacher", teacher_dir, "--data", data, "--layers", "2", "--shard-mb", "0.02", "--out", out]
+    run_cli(*args)
+    good = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    shard = out / "shards" / "shard-00001.bin"
+    raw = bytearray(shard.read_bytes())
+    if damage == "flip_byte":  # same size: only a checksum can tell
+        raw[len(raw) // 3] ^= 0x01
+    elif damage == "zero_block":
+        raw[100:4196] = bytes(4096)
+    else:
+        raw = raw[:-64]
+    shard.write_bytes(bytes(raw))
+    proc = run_cli(*args)
+    assert "already complete" not in proc.stderr
+    assert "shard-00001.bin" in proc.stderr and "redoing it" in proc.stderr and "shard-00000" not in proc.stderr
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == good
+    assert verify_cache(out) == []
+    assert "already complete" in run_cli(*args).stderr
+
+
+def test_torchrun_ranks_build_one_cache_and_one_rank_reports(setup, monkeypatch):
+    tmp_path, data, teacher_dir = setup
+    out, settings = tmp_path / "cache", CacheSettings(layers=[2], shard_mb=0.02)
+    build_cache(teacher_dir, data, tmp_path / "reference", settings, progress=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")  # the ranks run one after another: no process group is needed
+    assert build_cache(teacher_dir, data, out, settings, progress=False) is None
+    assert not (out / "manifest.json").exists()
+    monkeypatch.setenv("RANK", "0")
+    assert build_cache(teacher_dir, data, out, settings, progress=False) == out  # the last one merges
+    assert (out / "manifest.json").read_bytes() == (tmp_path / "reference" / "manifest.json").read_bytes()
+    monkeypatch.setenv("RANK", "1")
+    assert build_cache(teacher_dir, data, out, settings, progress=False) is None  # complete: rank 0 reports
+    monkeypatch.setenv("RANK", "0")
+    assert build_cache(teacher_dir, data, out, settings, progress=False) == out

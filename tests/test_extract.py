@@ -237,3 +237,83 @@ def test_onnx_runtime_matches_torch(setup, tmp_path):
     for x in a:
         for y in a:
             assert segment_pair_score(b[x], b[y]) == pytest.approx(segment_pair_score(a[x], a[y]), abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def resumable(tmp_path_factory):
+    """Utterances of several distinct segments, and an uninterrupted reference extraction."""
+    root = tmp_path_factory.mktemp("resume")
+    ckpt = make_checkpoint(root / "exp" / "model.pt")
+    data = make_datadir(root, num_speakers=3, utts_per_speaker=4, seconds=(3.2, 6.0), seed=11, trials=False)
+    extract_embeddings(ckpt, list_inputs(data=data), root / "ref", chunk_size=2, batch_size=3, num_workers=0,
+                       progress=False)
+    return ckpt, data, root / "ref"
+
+
+def assert_same_output(out: Path, ref: Path) -> None:
+    assert (out / "xvector.ark").read_bytes() == (ref / "xvector.ark").read_bytes()
+    assert (out / "xvector.scp").read_text().replace(str(out.resolve()), "X") == \
+        (ref / "xvector.scp").read_text().replace(str(ref.resolve()), "X")
+    assert not (out / "chunks").exists() and not (out / ".svmix.lock").exists()
+
+
+def test_resume_after_a_kill_is_byte_identical(resumable, tmp_path):
+    ckpt, data, ref = resumable
+    out = tmp_path / "emb"
+    cmd = [sys.executable, "-m", "svmix.bin.extract", "--model", str(ckpt), "--data", str(data), "--out", str(out),
+           "--chunk-size", "2", "--batch-size", "3", "--num-workers", "0", "--num-threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list((out / "chunks").glob("xvector.*.json")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list((out / "chunks").glob("xvector.*.json")))
+    assert 1 <= finished < 6 and not (out / "xvector.scp").exists()
+    # resumed with another batch size: the plan's batch size is kept, so the batches are the same
+    stats = extract_embeddings(ckpt, list_inputs(data=data), out, chunk_size=2, batch_size=7, num_workers=0,
+                               progress=False)
+    assert stats["resumed_utts"] == 2 * finished
+    assert_same_output(out, ref)
+
+
+@pytest.mark.parametrize("ok_writes, file", [(1, "chunks/xvector.000000.ark"), (4, "chunks/xvector.000001.json"),
+                                              (13, "xvector.ark")])
+def test_disk_full_names_the_file_and_the_rerun_is_byte_identical(resumable, tmp_path, monkeypatch, ok_writes, file):
+    ckpt, data, ref = resumable
+    out = tmp_path / "emb"
+    calls = []
+
+    def fsync_until_full(fd):  # the last step of every atomic write: plan, then ark + marker per chunk
+        calls.append(fd)
+        if len(calls) > ok_writes:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fsync_until_full)
+    result = CliRunner().invoke(extract_cli, ["--model", str(ckpt), "--data", str(data), "--out", str(out),
+                                              "--chunk-size", "2", "--batch-size", "3", "--num-workers", "0"])
+    monkeypatch.undo()
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert result.exit_code == 1 and "Traceback" not in result.output and len(errors) == 1, result.output
+    assert errors[0].endswith(f" error: [Errno 28] No space left on device: '{out / file}'"), errors[0]
+    extract_embeddings(ckpt, list_inputs(data=data), out, chunk_size=2, batch_size=3, num_workers=0, progress=False)
+    assert_same_output(out, ref)
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_failed_extraction_leaves_no_config_lock_or_chunks(resumable, tmp_path, earlier):
+    import soundfile as sf
+
+    ckpt, data, ref = resumable
+    out = tmp_path / "emb"
+    if earlier:  # a finished extraction of other inputs in the same directory
+        extract_embeddings(ckpt, dict(list(list_inputs(data=data).items())[:3]), out, num_workers=0, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()} if earlier else {}
+    sf.write(tmp_path / "silent.wav", np.zeros(24000, np.float32), 16000)  # found only when decoded
+    scp = tmp_path / "wav.scp"
+    scp.write_text((data / "wav.scp").read_text() + f"zz-silent {tmp_path / 'silent.wav'}\n")
+    result = CliRunner().invoke(extract_cli, ["--model", str(ckpt), "--wav-scp", str(scp), "--out", str(out),
+                                              "--num-workers", "0"])
+    assert result.exit_code == 1 and "zz-silent" in result.stderr and "all silence" in result.stderr
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "extract.log"}
+    assert after == before  # nothing new (no extract_config.json, lock or chunks), nothing earlier changed

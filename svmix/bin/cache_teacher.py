@@ -1,5 +1,4 @@
 """svmix-cache-teacher: stage 2, run a teacher over a data directory and cache selected layers."""
-import os
 import sys
 from typing import List, Optional
 
@@ -32,10 +31,11 @@ from svmix.errors import SvmixError
 def main(teacher_spec: Optional[str], data_dir: Optional[str], layers: Optional[List[int]], out_dir: str, dtype: str,
          nj: int, device: str, chunk_seconds: float, chunk_context_seconds: float, shard_mb: float,
          skip_bad: bool, verify: bool) -> None:
-    """Cache teacher layers for every utterance of DATA into OUT (resumable).
+    """Cache teacher layers for every utterance of DATA into OUT.
 
-    The cache layout is described in docs/conventions.md §Teacher feature cache.
-    """
+    Resumable: rerun the same command after an interruption. A rerun checks each shard's size and
+    crc32 and redoes bad ones; --verify also checks the sha256 of each shard. The cache layout is described in
+    docs/conventions.md §Teacher feature cache."""
     from svmix.cache import CacheSettings, TeacherCache, build_cache, verify_cache
     from svmix.utils.logging import setup_logging
 
@@ -46,9 +46,8 @@ def main(teacher_spec: Optional[str], data_dir: Optional[str], layers: Optional[
             raise SvmixError("--teacher, --data and --layers are required (or use --verify --out DIR alone)")
         settings = CacheSettings(layers=layers, dtype=dtype, chunk_seconds=chunk_seconds,
                                  context_seconds=chunk_context_seconds, shard_mb=shard_mb, skip_bad=skip_bad)
-        build_cache(teacher_spec, data_dir, out_dir, settings, nj=nj, device=device)
-    if int(os.environ.get("RANK", "0")) != 0:  # report once under torchrun
-        return
+        if build_cache(teacher_spec, data_dir, out_dir, settings, nj=nj, device=device) is None:
+            return  # a torchrun rank that finished before the last one, which reports
     if all(given):
         manifest = TeacherCache(out_dir).manifest
         click.echo(f"{out_dir}: {len(manifest['utts'])} utterances cached; {len(manifest['skipped'])} skipped")

@@ -42,10 +42,11 @@ def main(model: str, data: Optional[str], wav_scp: Optional[str], wav_dir: Optio
 
     Resumable: rerun the same command after an interruption. Under torchrun each rank is one shard.
     """
-    setup_logging(Path(out) / "extract.log")
+    setup_logging(None)  # OUT/extract.log is added once this run holds OUT
     stats = extract_embeddings(model, list_inputs(data, wav_scp, wav_dir), out, runtime=runtime, onnx=onnx,
                                average=average, batch_size=batch_size, num_workers=num_workers, device=device,
-                               num_threads=num_threads, nj=nj, skip_bad=skip_bad, chunk_size=chunk_size)
+                               num_threads=num_threads, nj=nj, skip_bad=skip_bad, chunk_size=chunk_size,
+                               log_file=Path(out) / "extract.log")
     if stats is not None:
         rtf = "n/a" if stats["rtf"] is None else f"{stats['rtf']:.4f}"
         click.echo(f"{out}/xvector.scp: {stats['total_utts']} utterances; real-time factor {rtf} "

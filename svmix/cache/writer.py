@@ -1,9 +1,11 @@
 """Stage 2: run a teacher over a data directory and store selected layers (see ``format.py``).
 
-Resumable: a shard is published atomically and then marked done; a rerun keeps done shards and
-redoes the rest, so the final cache is byte-identical to an uninterrupted run (same settings).
-Utterances are assigned to shards from the sorted utterance list, independently of ``nj`` and of
-torchrun's world size; shard ``i`` is written by rank ``i % world``, worker ``(i // world) % nj``.
+Runs on the resumable sharded-job engine (:mod:`svmix.utils.sharded_job`). A shard is published
+atomically and then marked done. A rerun keeps the done shards whose size and crc32 match their
+marker and redoes the rest, so the final cache is byte-identical to an uninterrupted run with the
+same settings. Utterances are assigned to shards from the sorted utterance list, independently of
+``nj`` and of torchrun's world size. Shard ``i`` belongs to rank ``i % world``, and within a rank
+the shards are split over ``nj`` local processes. The last process to finish writes the manifest.
 
 Long utterances are processed in chunks of ``chunk_seconds`` with ``context_seconds`` of extra
 audio on each side, and only the chunk's own frames are kept. Utterances no longer than one chunk
@@ -16,7 +18,7 @@ depending on the layer (layer 0: 0.02 %), i.e. around float16 rounding (0.05 %) 
 """
 from __future__ import annotations
 
-import hashlib
+import functools
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,13 +27,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from svmix.cache.format import DTYPES, FORMAT, MANIFEST, PLAN, SHARD_DIR, VERSION, shard_bin, shard_marker, shard_name
+from svmix.cache.format import DTYPES, FORMAT, MANIFEST, PLAN, SHARD_DIR, VERSION, shard_name
 from svmix.data.audio import SAMPLE_RATE, load_audio, scan_audio
 from svmix.data.datadir import DataDir
 from svmix.errors import AudioError, SvmixError
 from svmix.teachers.protocol import Teacher
-from svmix.utils.fileio import atomic_path, check_free_space, read_json, sha256_file, write_json
+from svmix.utils.fileio import check_free_space, read_json, sha256_file, write_json
 from svmix.utils.logging import get_logger
+from svmix.utils.progress import Progress
+from svmix.utils.sharded_job import JobLayout, ShardedJob, Worker, naming_file
 
 _log = get_logger("cache")
 
@@ -127,74 +131,59 @@ def _plan_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-# ---------------------------------------------------------------- shards
-def _shard_done(cache_dir: Path, index: int) -> bool:
-    marker, data = shard_marker(cache_dir, index), shard_bin(cache_dir, index)
-    if not (marker.is_file() and data.is_file()):
-        return False
-    return read_json(marker).get("bytes") == data.stat().st_size
+# ---------------------------------------------------------------- shards (on the sharded-job engine)
+LAYOUT = JobLayout(plan_file=PLAN, unit_dir=SHARD_DIR, unit_name="shard-{:05d}", data_suffix=".bin")
+TOOL = "svmix-cache-teacher"
 
 
-def _write_shard(cache_dir: Path, index: int, plan: Dict[str, Any], teacher: Any, bar: Any) -> None:
-    for stale in (cache_dir / SHARD_DIR).glob(f".{shard_name(index)}.*.tmp"):
-        stale.unlink()  # left by a killed run
-    digest, rows, utts, skipped = hashlib.sha256(), 0, {}, {}
-    with atomic_path(shard_bin(cache_dir, index)) as tmp:
-        with open(tmp, "wb") as f:
-            for utt, path in plan["shards"][index]:
-                try:
-                    feats = utterance_frames(teacher, load_audio(path, utt), plan["layers"], plan["dtype"],
-                                             plan["chunk_seconds"], plan["context_seconds"])
-                except AudioError as e:
-                    if not plan["skip_bad"]:
-                        raise
-                    _log.warning("skipping %s", e)
-                    skipped[utt] = str(e)
-                    bar.update(1)
-                    continue
-                data = feats.tobytes()
-                f.write(data)
-                digest.update(data)
-                utts[utt] = [rows, len(feats)]
-                rows += len(feats)
+def _write_shard(job: ShardedJob, index: int, teacher: Any, bar: Progress) -> None:
+    plan = job.plan
+    rows, utts, skipped = 0, {}, {}
+    with job.publish(index) as unit:
+        for utt, path in plan["shards"][index]:
+            try:
+                feats = utterance_frames(teacher, load_audio(path, utt), plan["layers"], plan["dtype"],
+                                         plan["chunk_seconds"], plan["context_seconds"])
+            except AudioError as e:
+                if not plan["skip_bad"]:
+                    raise
+                _log.warning("skipping %s", e)
+                skipped[utt] = str(e)
                 bar.update(1)
-        size = os.path.getsize(tmp)
-    write_json(shard_marker(cache_dir, index),
-               {"rows": rows, "bytes": size, "sha256": digest.hexdigest(), "utts": utts, "skipped": skipped})
+                continue
+            unit.write(feats.tobytes())
+            utts[utt] = [rows, len(feats)]
+            rows += len(feats)
+            bar.update(1)
+        unit.info.update(rows=rows, utts=utts, skipped=skipped)
 
 
-def _run_shards(cache_dir: Path, plan: Dict[str, Any], indices: List[int], teacher: Any = None,
-                device: str = "cpu", position: int = 0, threads: Optional[int] = None, progress: bool = True) -> None:
-    from tqdm import tqdm
-
-    if threads:
+def _run_shards(teacher: Any, device: str, threads: Optional[int], progress: bool, job: ShardedJob,
+                indices: List[int], worker: Worker) -> None:
+    """The engine's work function: cache shards ``indices`` (loading the teacher unless given)."""
+    if worker.nj > 1 and threads:
         torch.set_num_threads(threads)
-    todo = [i for i in indices if not _shard_done(cache_dir, i)]
-    if not todo:
-        return
+    plan = job.plan
     if teacher is None:
         from svmix.teachers import load_teacher
 
         teacher = load_teacher(plan["teacher"]["spec"], device=device)
         if teacher.fingerprint != plan["teacher"]["fingerprint"]:
             raise SvmixError(f"teacher '{plan['teacher']['spec']}' changed while caching")
-    total = sum(len(plan["shards"][i]) for i in todo)
-    with tqdm(total=total, desc=f"caching teacher [{position}]", position=position, unit="utt",
-              disable=not progress) as bar:
-        for index in todo:
-            _write_shard(cache_dir, index, plan, teacher, bar)
+    total = sum(len(plan["shards"][i]) for i in indices)
+    with Progress(total=total, desc=f"caching teacher [{worker.slot}]", unit="utt", position=worker.slot,
+                  enabled=progress) as bar:
+        for index in indices:
+            _write_shard(job, index, teacher, bar)
 
 
-def _worker(args: Tuple) -> None:
-    _run_shards(*args)
-
-
-def _merge_manifest(cache_dir: Path, plan: Dict[str, Any]) -> Dict[str, Any]:
+def _merge_manifest(job: ShardedJob) -> Path:
+    cache_dir, plan = job.out, job.plan
     utts, shards, skipped = {}, [], dict(plan["bad"])
-    for index in range(len(plan["shards"])):
-        marker = read_json(shard_marker(cache_dir, index))
+    for index in range(job.num_units):
+        marker = job.marker(index)
         shards.append({"file": f"{SHARD_DIR}/{shard_name(index)}.bin", "bytes": marker["bytes"],
-                       "rows": marker["rows"], "sha256": marker["sha256"]})
+                       "rows": marker["rows"], "sha256": marker["sha256"], "crc32": marker["crc32"]})
         for utt, (offset, frames) in marker["utts"].items():
             utts[utt] = {"shard": index, "offset": offset, "frames": frames}
         skipped.update(marker["skipped"])
@@ -203,80 +192,67 @@ def _merge_manifest(cache_dir: Path, plan: Dict[str, Any]) -> Dict[str, Any]:
     manifest = {"format": FORMAT, "version": VERSION, **{k: plan[k] for k in keep},
                 "num_frames": sum(u["frames"] for u in utts.values()),
                 "utts": utts, "shards": shards, "skipped": skipped}
-    write_json(cache_dir / MANIFEST, manifest)
-    return manifest
+    with naming_file(cache_dir / MANIFEST):
+        write_json(cache_dir / MANIFEST, manifest)
+    if manifest["skipped"]:
+        _log.warning("skipped %d unusable utterance(s) (listed under 'skipped' in %s)",
+                     len(manifest["skipped"]), cache_dir / MANIFEST)
+    _log.info("teacher cache complete: %s (%d utterances, %d frames, %d shards)", cache_dir,
+              len(manifest["utts"]), manifest["num_frames"], len(manifest["shards"]))
+    return cache_dir
 
 
-def _distributed() -> Tuple[int, int]:
-    """(rank, world size) under torchrun (gloo process group for the final barrier), else (0, 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
+def _finished_cache(job: ShardedJob) -> Optional[Path]:
+    """The cache directory when its manifest lists exactly the done shards (sizes and checksums)."""
+    path = job.out / MANIFEST
+    if not path.is_file():
+        return None
+    listed = read_json(path).get("shards", [])
+    if len(listed) != job.num_units:
+        return None
+    for index, entry in enumerate(listed):
+        marker = job.marker(index)
+        if marker is None or (marker["bytes"], marker.get("sha256")) != (entry.get("bytes"), entry.get("sha256")):
+            return None
+    return job.out
 
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return dist.get_rank(), world
 
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+def _check_space(job: ShardedJob) -> None:
+    done = sum(job.data_path(i).stat().st_size for i in job.done_units())
+    check_free_space(job.out, job.plan["estimated_bytes"] - done, "the teacher cache")
 
 
 def build_cache(teacher_spec: os.PathLike, data_dir: os.PathLike, out: os.PathLike, settings: CacheSettings,
-                nj: int = 1, device: str = "cpu", progress: bool = True) -> Path:
-    """Build (or finish) the cache in ``out``; returns its directory. See the module docstring."""
+                nj: int = 1, device: str = "cpu", progress: bool = True) -> Optional[Path]:
+    """Build (or finish) the cache in ``out``; returns its directory, or None on a torchrun rank
+    that does not report: one that finished before the others (the last one writes the manifest),
+    or one other than rank 0 when the cache was complete already.
+
+    A rerun of a complete cache checks each shard's size and crc32 against its done-marker and
+    redoes shards that fail; ``verify_cache`` (``--verify``) checks the sha256 of the manifest.
+    Another run on the same ``out`` at the same time is refused (:mod:`svmix.utils.locking`)."""
     from svmix.teachers import load_teacher
+    from svmix.train.distributed import launch_env
 
     cache_dir = Path(out)
-    rank, world = _distributed()
+    env = launch_env()
     teacher = load_teacher(teacher_spec, device=device)
-    plan = make_plan(teacher, data_dir, settings, progress=progress and rank == 0)
-    if (cache_dir / PLAN).is_file():
-        differences = _plan_differences(read_json(cache_dir / PLAN), plan)
-        if differences:
-            raise SvmixError(f"{cache_dir}: holds a teacher cache with other settings (differs in "
-                             f"{', '.join(differences)}); remove it or choose another --out")
-        if (cache_dir / MANIFEST).is_file() and all(_shard_done(cache_dir, i) for i in range(len(plan["shards"]))):
-            _log.info("%s: teacher cache already complete", cache_dir)
-            return cache_dir
+    plan = make_plan(teacher, data_dir, settings, progress=progress and env.rank == 0)
     n_frames, layers = plan["estimated_frames"], len(settings.layers)
     itemsize = np.dtype(settings.dtype).itemsize
     _log.info("teacher cache estimate: %d utterances, %d frames x %d layers x %d dims x %d bytes = %.3f GB",
               sum(len(s) for s in plan["shards"]), n_frames, layers, teacher.hidden_size, itemsize,
               plan["estimated_bytes"] / 1e9)
-    if rank == 0:
-        done = sum(shard_bin(cache_dir, i).stat().st_size for i in range(len(plan["shards"]))
-                   if _shard_done(cache_dir, i))
-        check_free_space(cache_dir, plan["estimated_bytes"] - done, "the teacher cache")
-        (cache_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-        write_json(cache_dir / PLAN, plan)
-    _barrier(world)
-    mine = [i for i in range(len(plan["shards"])) if i % world == rank]
-    nj = max(1, min(nj, len(mine)))
-    if nj == 1:
-        _run_shards(cache_dir, plan, mine, teacher, device, rank, None, progress)
-    else:
-        del teacher  # every worker loads its own copy
-        import multiprocessing
-
-        threads = max(1, torch.get_num_threads() // nj)  # share this process's thread budget
-        jobs = [(cache_dir, plan, mine[k::nj], None, device, rank * nj + k, threads, progress) for k in range(nj)]
-        with multiprocessing.get_context("spawn").Pool(nj) as pool:
-            pool.map(_worker, jobs)
-    _barrier(world)
-    if rank == 0:
-        manifest = _merge_manifest(cache_dir, plan)
-        if manifest["skipped"]:
-            _log.warning("skipped %d unusable utterance(s) (listed under 'skipped' in %s)",
-                         len(manifest["skipped"]), cache_dir / MANIFEST)
-        _log.info("teacher cache complete: %s (%d utterances, %d frames, %d shards)", cache_dir,
-                  len(manifest["utts"]), manifest["num_frames"], len(manifest["shards"]))
-    _barrier(world)
-    return cache_dir
+    job = ShardedJob(cache_dir, plan, len(plan["shards"]), LAYOUT, tool=TOOL, what="a teacher cache",
+                     on_other_plan="refuse", differences=_plan_differences)
+    threads = max(1, torch.get_num_threads() // nj) if nj > 1 else None  # share this process's threads
+    work = functools.partial(_run_shards, teacher if nj == 1 else None, device, threads, progress)
+    result = job.run(work, _merge_manifest, finished=_finished_cache, before_work=_check_space, nj=nj)
+    if job.complete_at_start:
+        if env.rank != 0:
+            return None  # every rank found it complete; rank 0 reports
+        _log.info("%s: teacher cache already complete (shard sizes and crc32 checked)", cache_dir)
+    return result
 
 
 def verify_cache(cache_dir: os.PathLike) -> List[str]:

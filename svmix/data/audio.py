@@ -93,9 +93,33 @@ def load_audio(
         wav, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types for corrupt files
         raise AudioError(f"{name}: cannot read audio ({' '.join(str(e).split())})") from None
-    if wav.shape[0] == 0:
+    return check_waveform(wav, sr, name, sample_rate, min_samples, allow_silent)
+
+
+def check_length(num_samples: int, name: str, min_samples: int = MIN_SAMPLES) -> None:
+    """Raise :class:`AudioError` for audio of ``num_samples`` (at 16 kHz) that is empty or too short."""
+    if num_samples == 0:
         raise AudioError(f"{name}: audio is empty")
-    wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
+    if num_samples < min_samples:
+        raise AudioError(f"{name}: audio too short ({num_samples} samples at 16 kHz, need at least {min_samples})")
+
+
+def check_waveform(wav: np.ndarray, sr: int, name: str, sample_rate: int = SAMPLE_RATE,
+                   min_samples: int = MIN_SAMPLES, allow_silent: bool = False) -> np.ndarray:
+    """The one validation of input audio, for files (:func:`load_audio`) and arrays (the Python API).
+
+    ``wav`` is (samples,) or (samples, channels) at ``sr``. Returns it down-mixed and resampled to
+    1-D float32 at ``sample_rate``. Raises :class:`AudioError`, prefixed with ``name``, for other
+    shapes, non-numeric, empty, non-finite, too short or (unless ``allow_silent``) all-zero audio."""
+    wav = np.asarray(wav)
+    if wav.ndim not in (1, 2) or not (np.issubdtype(wav.dtype, np.floating) or np.issubdtype(wav.dtype, np.integer)):
+        raise AudioError(f"{name}: expected a 1-D or (channels, samples) waveform of numbers, got shape "
+                         f"{tuple(wav.shape)} of {wav.dtype}")
+    if wav.size == 0:
+        raise AudioError(f"{name}: audio is empty")
+    if wav.ndim == 2:
+        wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
+    wav = wav.astype(np.float32, copy=False)
     if not np.isfinite(wav).all():
         raise AudioError(f"{name}: audio contains NaN or Inf samples")
     if sr != sample_rate:
@@ -103,8 +127,7 @@ def load_audio(
             _resample_noted.add((sr, sample_rate))
             _log.warning("resampling %d Hz audio to %d Hz (first seen: %s)", sr, sample_rate, name)
         wav = resample(wav, sr, sample_rate)
-    if len(wav) < min_samples:
-        raise AudioError(f"{name}: audio too short ({len(wav)} samples, need at least {min_samples})")
+    check_length(len(wav), name, min_samples)
     if not allow_silent and not np.any(wav):
         raise AudioError(f"{name}: audio is all silence (every sample is zero)")
     return np.ascontiguousarray(wav, dtype=np.float32)
@@ -135,9 +158,7 @@ def scan_audio(utts: Mapping[str, str], progress: bool = False,
                 raise AudioError(f"{_name(utt, path)}: audio file not found")
             frames, rate = audio_info(path, utt)
             samples = frames * SAMPLE_RATE // rate
-            if samples < MIN_SAMPLES:
-                raise AudioError(f"{_name(utt, path)}: audio too short ({samples} samples at 16 kHz, "
-                                 f"need at least {MIN_SAMPLES})")
+            check_length(samples, _name(utt, path))
         except AudioError as e:
             bad[utt] = str(e)
             continue

@@ -17,6 +17,7 @@ from svmix.inference.onnx_runtime import CONFIG_KEY, OnnxSegmentEmbedder
 from svmix.models.fast import prepare_for_inference
 from svmix.registry import Registry
 from svmix.utils.fileio import atomic_path
+from svmix.utils.locking import output_lock
 from svmix.utils.logging import get_logger
 
 DEFAULT_OPSET = 17
@@ -108,7 +109,7 @@ def export_model(model_path: os.PathLike, fmt: str, out: os.PathLike, opset: int
     model = prepare_for_inference(model)
     out = Path(out)
     log.info("exporting %s to %s (%s)", model_path, out, fmt)
-    with atomic_path(out) as tmp:
+    with output_lock(out, "svmix-export", is_dir=False), atomic_path(out) as tmp:
         try:
             run = exporter(model, tmp, opset=opset)
         except SvmixError:

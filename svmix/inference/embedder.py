@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
+from svmix.data.audio import SAMPLE_RATE, check_waveform
 from svmix.errors import SvmixError
 from svmix.inference.segments import distinct_segments
 from svmix.models.fast import prepare_for_inference
@@ -138,7 +139,10 @@ def embed_stream(embedder: Any, items: Iterable[Item], batch_size: int) -> Itera
 
 
 def embed_utterances(embedder: Any, wavs: Sequence[np.ndarray], batch_size: int = 32) -> List[np.ndarray]:
-    """(num_segments, D) segment embeddings of each 1-D 16 kHz waveform in ``wavs``."""
+    """(num_segments, D) segment embeddings of each 1-D 16 kHz waveform in ``wavs``; each one first
+    passes the checks of every input audio (:func:`svmix.data.audio.check_waveform`)."""
     n = num_segments(embedder)
+    wavs = [check_waveform(w, SAMPLE_RATE, "waveform" if len(wavs) == 1 else f"waveform {i}")
+            for i, w in enumerate(wavs)]
     items = ((i, *distinct_segments(w, embedder.segment_samples, n)) for i, w in enumerate(wavs))
     return [emb for _, emb in embed_stream(embedder, items, batch_size)]

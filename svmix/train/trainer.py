@@ -42,6 +42,7 @@ from svmix.train.optim import (OPTIMIZERS, EarlyStopping, build_optimizer, build
 from svmix.train.sampler import ShardedBatchSampler
 from svmix.train.validation import Validator
 from svmix.utils.fileio import atomic_open
+from svmix.utils.locking import output_lock
 from svmix.utils.logging import get_logger, setup_logging
 from svmix.utils.progress import Progress
 
@@ -200,8 +201,9 @@ def train(config: Dict[str, Any], data_dir: os.PathLike, exp_dir: os.PathLike,
     config = resolve_config(config)
     ctx = init_distributed(device)
     try:
-        return _Trainer(config, ctx, Path(exp_dir), data_dir, teacher_cache, teacher, val_data,
-                        augment_dir, progress).run()
+        with output_lock(exp_dir, "svmix-train"):  # a second run on EXP refuses, naming this one
+            return _Trainer(config, ctx, Path(exp_dir), data_dir, teacher_cache, teacher, val_data,
+                            augment_dir, progress).run()
     finally:
         shutdown(ctx)
 
