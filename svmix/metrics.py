@@ -17,6 +17,7 @@ import numpy as np
 from svmix.errors import SvmixError
 
 P_TARGETS = (0.01, 0.05)
+DEFAULT_RESAMPLES = 1000  # speaker-bootstrap resamples for confidence intervals
 
 
 @dataclass
@@ -104,18 +105,29 @@ def compute_min_dcf(scores: np.ndarray, labels: np.ndarray, p_target: float = 0.
     return _min_dcf_from_rates(error_rates(scores, labels), p_target)[0]
 
 
-def compute_metrics(scores: np.ndarray, labels: np.ndarray,
-                    p_targets: Sequence[float] = P_TARGETS) -> Dict[str, object]:
-    """The metrics JSON of docs/conventions.md §Metrics: EER (percent), minDCF per p_target, trial counts."""
+def compute_metrics(scores: np.ndarray, labels: np.ndarray, p_targets: Sequence[float] = P_TARGETS,
+                    speakers: Optional[Tuple[Sequence[str], Sequence[str]]] = None,
+                    bootstrap: int = DEFAULT_RESAMPLES, seed: int = 0) -> Dict[str, object]:
+    """The metrics JSON of docs/conventions.md §Metrics: EER (percent), minDCF per p_target, trial
+    counts; actual DCF per p_target, Cllr and minCllr with the scores read as natural-log LLRs; and,
+    given the (enrolment, test) speaker of every trial and ``bootstrap`` > 0 resamples, 95%
+    speaker-bootstrap intervals ``eer_ci`` and ``min_dcf_ci`` (:func:`speaker_bootstrap_ci`)."""
     rates = error_rates(scores, labels)
     labels = np.asarray(labels).astype(bool)
     n_target = int(np.count_nonzero(labels))
-    return {
+    metrics: Dict[str, object] = {
         "eer": 100.0 * _eer_from_rates(rates)[0],
         "min_dcf": {f"{p:g}": _min_dcf_from_rates(rates, p)[0] for p in p_targets},
         "n_target": n_target,
         "n_nontarget": int(len(labels) - n_target),
+        "act_dcf": {f"{p:g}": compute_act_dcf(scores, labels, p) for p in p_targets},
+        "cllr": compute_cllr(scores, labels),
+        "min_cllr": compute_min_cllr(scores, labels),
     }
+    if speakers is not None and bootstrap > 0:
+        metrics.update(speaker_bootstrap_ci(scores, labels, speakers[0], speakers[1], p_targets,
+                                            num_resamples=bootstrap, seed=seed))
+    return metrics
 
 
 def _softplus(x: np.ndarray) -> np.ndarray:

@@ -49,7 +49,12 @@ def test_metrics_on_known_cases():
     # one error on each side out of two -> EER 50 %
     assert compute_eer([0.1, 0.6, 0.5, 0.9], [0, 0, 1, 1]) == pytest.approx(50.0)
     m = compute_metrics([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1])
-    assert m == {"eer": 0.0, "min_dcf": {"0.01": 0.0, "0.05": 0.0}, "n_target": 2, "n_nontarget": 2}
+    assert {k: m[k] for k in ("eer", "min_dcf", "n_target", "n_nontarget")} == {
+        "eer": 0.0, "min_dcf": {"0.01": 0.0, "0.05": 0.0}, "n_target": 2, "n_nontarget": 2}
+    # Read as LLRs, scores below log((1-p)/p) are rejections: every target is missed.
+    assert m["act_dcf"] == {"0.01": 1.0, "0.05": 1.0}
+    assert m["min_cllr"] == pytest.approx(0.0, abs=1e-9) and m["cllr"] > 0.5
+    assert "eer_ci" not in m  # no speakers given
     fpr, fnr, thr = det_curve([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1])
     assert fpr[0] == 1 and fnr[0] == 0 and fpr[-1] == 0 and fnr[-1] == 1
     assert np.all(np.diff(thr) > 0)

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from svmix.bin.score import main as score_cli
-from svmix.data.datadir import Trial, read_trials, write_trials
+from svmix.data.datadir import Trial, read_trials, write_kv, write_trials
 from svmix.errors import SvmixError
 from svmix.scoring import TrialIndex, load_embeddings, read_scores, read_trial_index, score_trials, write_scores
 from svmix.scoring.textio import iter_token_chunks
@@ -210,10 +210,43 @@ def test_cli_scores_in_trial_order_with_metrics_json(scored_setup):
     np.testing.assert_allclose([float(s) for _, _, s in lines],
                                [naive_score(emb[t.enroll], emb[t.test]) for t in trials], atol=2e-6)
     metrics = json.loads(js.read_text())
-    assert set(metrics) == {"eer", "min_dcf", "n_target", "n_nontarget"}
-    assert set(metrics["min_dcf"]) == {"0.01", "0.05"}
+    # No utt2spk beside the trials: no confidence intervals.
+    assert set(metrics) == {"eer", "min_dcf", "n_target", "n_nontarget", "act_dcf", "cllr", "min_cllr"}
+    assert set(metrics["min_dcf"]) == set(metrics["act_dcf"]) == {"0.01", "0.05"}
     assert metrics["n_target"] + metrics["n_nontarget"] == len(trials)
     assert metrics["n_target"] == sum(t.label for t in trials)
+
+
+def test_cli_confidence_intervals_resample_the_speakers_of_utt2spk(scored_setup):
+    tmp_path, emb, scp, trials, trials_path = scored_setup
+    write_kv(tmp_path / "utt2spk", [(utt, utt.split("-")[0]) for utt in emb])
+    runs = {}
+    for name, extra in (("beside", []), ("explicit", ["--utt2spk", str(tmp_path / "utt2spk")])):
+        js = tmp_path / f"{name}.json"
+        result = CliRunner().invoke(score_cli, ["--trials", str(trials_path), "--embeddings", scp, "--output",
+                                                str(tmp_path / f"{name}.scores"), "--metrics-json", str(js),
+                                                "--bootstrap", "200", *extra])
+        assert result.exit_code == 0, result.output
+        assert "95% CI" in result.stdout
+        runs[name] = json.loads(js.read_text())
+    m = runs["beside"]
+    assert runs["explicit"] == m  # the utt2spk beside the trials is the default
+    assert m["eer_ci"][0] <= m["eer"] <= m["eer_ci"][1]
+    assert m["bootstrap"]["speakers"] == 8 and m["bootstrap"]["resamples"] + m["bootstrap"]["skipped"] == 200
+    assert set(m["min_dcf_ci"]) == {"0.01", "0.05"}
+    # A trial utterance without a speaker is a one-line error naming it.
+    first = trials[0].enroll
+    write_kv(tmp_path / "partial", [(utt, utt.split("-")[0]) for utt in emb if utt != first])
+    result = CliRunner().invoke(score_cli, ["--trials", str(trials_path), "--embeddings", scp, "--output",
+                                            str(tmp_path / "x.scores"), "--utt2spk", str(tmp_path / "partial")])
+    assert result.exit_code == 1 and f"no speaker for utterance '{first}'" in result.output
+    # The same incomplete file found beside the trials (not asked for): scores and metrics, no intervals.
+    (tmp_path / "partial").replace(tmp_path / "utt2spk")
+    js = tmp_path / "no_ci.json"
+    result = CliRunner().invoke(score_cli, ["--trials", str(trials_path), "--embeddings", scp, "--output",
+                                            str(tmp_path / "y.scores"), "--metrics-json", str(js)])
+    assert result.exit_code == 0, result.output
+    assert "eer_ci" not in json.loads(js.read_text())
 
 
 def test_cli_missing_ids_one_line_error_and_output_left_intact(scored_setup):

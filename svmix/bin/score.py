@@ -4,6 +4,7 @@ from typing import Optional
 import click
 
 from svmix.cli import OutPath, command, in_file, user_errors
+from svmix.metrics import DEFAULT_RESAMPLES
 from svmix.scoring.cosine import DEFAULT_CHUNK
 from svmix.scoring.norms import SCORE_NORMS
 from svmix.scoring.pipeline import score_file
@@ -29,18 +30,25 @@ OUT = OutPath("file")
               help="Trials scored per block (bounds memory).")
 @click.option("--skip-missing", is_flag=True, help="Drop (and count) trials naming unknown utterances.")
 @click.option("--metrics-json", type=OUT, help="Also write the metrics as JSON (labelled trials only).")
+@click.option("--utt2spk", type=PATH,
+              help="Speakers of the trial utterances, for the confidence intervals [default: utt2spk beside --trials].")
+@click.option("--bootstrap", type=click.IntRange(min=0, max=100000), default=DEFAULT_RESAMPLES, show_default=True,
+              help="Speaker-bootstrap resamples for 95% intervals of EER and minDCF (0: none).")
 @user_errors
 def main(trials: str, scp: str, output: str, norm: Optional[str], cohort_scp: Optional[str],
          cohort_utt2spk: Optional[str], top_n: int, mean_path: Optional[str], mean_from: Optional[str],
-         chunk_size: int, skip_missing: bool, metrics_json: Optional[str]) -> None:
+         chunk_size: int, skip_missing: bool, metrics_json: Optional[str], utt2spk: Optional[str],
+         bootstrap: int) -> None:
     """Score TRIALS with the embeddings of an scp and write one score per trial, in trial order."""
     setup_logging()
     metrics = score_file(trials, scp, output, norm=norm, cohort_scp=cohort_scp, cohort_utt2spk=cohort_utt2spk,
                          top_n=top_n, mean_path=mean_path, mean_from=mean_from, chunk_size=chunk_size,
-                         skip_missing=skip_missing, metrics_json=metrics_json)
+                         skip_missing=skip_missing, metrics_json=metrics_json, utt2spk=utt2spk,
+                         bootstrap=bootstrap)
     if metrics is not None:
         dcf = metrics["min_dcf"]
-        click.echo(f"EER {metrics['eer']:.3f}%  minDCF(0.01) {dcf['0.01']:.4f}  minDCF(0.05) {dcf['0.05']:.4f}  "
+        ci = " (95% CI {:.2f}-{:.2f})".format(*metrics["eer_ci"]) if "eer_ci" in metrics else ""
+        click.echo(f"EER {metrics['eer']:.3f}%{ci}  minDCF(0.01) {dcf['0.01']:.4f}  minDCF(0.05) {dcf['0.05']:.4f}  "
                    f"({metrics['n_target']} target, {metrics['n_nontarget']} non-target trials)")
 
 

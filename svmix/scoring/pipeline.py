@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, Mapping, Optional, Sequence, Union
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from svmix.data.datadir import read_kv
 from svmix.errors import SvmixError
-from svmix.metrics import compute_metrics
+from svmix.metrics import DEFAULT_RESAMPLES, compute_metrics
 from svmix.scoring.asnorm import cohort_vectors  # also registers "asnorm"
 from svmix.scoring.cosine import DEFAULT_CHUNK, cosine_scores, scoring_vectors
 from svmix.scoring.embeddings import Embeddings, as_embeddings, load_embeddings, load_mean
@@ -57,7 +58,8 @@ def score_file(trials_path: os.PathLike, scp: os.PathLike, output: os.PathLike, 
                cohort_scp: Optional[os.PathLike] = None, cohort_utt2spk: Optional[os.PathLike] = None,
                top_n: int = 300, mean_path: Optional[os.PathLike] = None,
                mean_from: Optional[os.PathLike] = None, chunk_size: int = DEFAULT_CHUNK,
-               skip_missing: bool = False, metrics_json: Optional[os.PathLike] = None) -> Optional[Dict]:
+               skip_missing: bool = False, metrics_json: Optional[os.PathLike] = None,
+               utt2spk: Optional[os.PathLike] = None, bootstrap: int = DEFAULT_RESAMPLES) -> Optional[Dict]:
     """Score a trials file into ``output``; returns (and optionally writes) metrics when labelled."""
     if mean_path is not None and mean_from is not None:
         raise SvmixError("give either --mean or --mean-from, not both")
@@ -96,15 +98,49 @@ def score_file(trials_path: os.PathLike, scp: os.PathLike, output: os.PathLike, 
     log.info("%s: %d scores written", output, len(scores))
     if not trials.labelled:
         return None
-    metrics = compute_metrics(scores, trials.target_labels(str(trials_path)))
+    speakers = trial_speakers(trials_path, trials, embeddings.ids, utt2spk) if bootstrap > 0 else None
+    metrics = compute_metrics(scores, trials.target_labels(str(trials_path)), speakers=speakers, bootstrap=bootstrap)
     if metrics_json is not None:
         write_json(metrics_json, metrics)
     return metrics
 
 
-def read_scored_trials(trials_path: os.PathLike, score_paths: Sequence[os.PathLike]):
-    """``(labels, [scores per file])``: each score file aligned to the labelled trials by pair."""
+def read_scored_trials(trials_path: os.PathLike, score_paths: Sequence[os.PathLike],
+                       utt2spk: Optional[os.PathLike] = None, speakers: bool = False):
+    """``(labels, [scores per file], speakers)``: each score file aligned to the labelled trials by
+    pair; ``speakers`` (with ``speakers=True``) as :func:`trial_speakers` gives them, else None."""
     vocab: Dict[str, int] = {}
     trials = read_trial_index(trials_path, vocab, grow=True)
     labels = trials.target_labels(str(trials_path))
-    return labels, [read_scores(path, trials, vocab) for path in score_paths]
+    scores = [read_scores(path, trials, vocab) for path in score_paths]
+    return labels, scores, trial_speakers(trials_path, trials, list(vocab), utt2spk) if speakers else None
+
+
+def trial_speakers(trials_path: os.PathLike, trials: TrialIndex, ids: Sequence[str],
+                   utt2spk: Optional[os.PathLike] = None) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The (enrolment, test) speaker of every trial, for confidence intervals that resample speakers.
+
+    Given ``utt2spk``, an utterance of the trials missing from it is an error. Without it, the
+    ``utt2spk`` beside the trials file (a Kaldi data dir) is used if it names every trial utterance;
+    otherwise there are no speakers (None, and a log line says why).
+    """
+    explicit = utt2spk is not None
+    if not explicit:
+        utt2spk = Path(trials_path).parent / "utt2spk"
+        if not utt2spk.is_file():
+            log.info("%s: no utt2spk beside the trials (give --utt2spk): no confidence intervals", trials_path)
+            return None
+    spk_of = read_kv(utt2spk)
+    names = np.array([spk_of.get(utt, "") for utt in ids], dtype=object)
+    used = np.unique(np.r_[trials.enroll, trials.test])
+    unknown = used[names[used] == ""]
+    if len(unknown):
+        first = int(np.flatnonzero(np.isin(trials.enroll, unknown) | np.isin(trials.test, unknown))[0])
+        utt = ids[trials.enroll[first]] if np.isin(trials.enroll[first], unknown) else ids[trials.test[first]]
+        problem = (f"{utt2spk}: no speaker for utterance '{utt}' ({trials_path}:{trials.line(first)}; "
+                   f"{len(unknown)} utterances of the trials have none)")
+        if explicit:
+            raise SvmixError(problem)
+        log.warning("%s: no confidence intervals (give --utt2spk)", problem)
+        return None
+    return names[trials.enroll].astype(str), names[trials.test].astype(str)
