@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,6 +35,7 @@ from svmix.data.datadir import write_datadir, write_trials
 from svmix.errors import SvmixError
 from svmix.utils.fileio import read_json, write_json
 from svmix.utils.logging import get_logger, setup_logging
+from svmix.utils.progress import Progress
 
 log = get_logger("mini_corpus")
 
@@ -111,6 +112,11 @@ class SpeakerJob:
     out: str
     config: MiniCorpusConfig
     utts: List[Dict] = field(default_factory=list)
+    rates: Tuple[int, int] = (150, 200)  # per-utterance speaking rate range (words/minute)
+    data_path: Optional[str] = None  # espeak-ng data directory (a variant overlay); None: the wheel's
+    # subset -> versions written ("clean", "noisy"); default: train clean, other subsets noisy. With
+    # both, the noisy copy goes to subset "<subset>_noisy" under the same utterance ids.
+    outputs: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
 
 
 def split_voices(num_train: int, num_test: int) -> Tuple[List[str], List[str]]:
@@ -163,12 +169,14 @@ def _trim_silence(wav: np.ndarray, margin: int = 1600) -> np.ndarray:
     return wav[max(0, voiced[0] * frame - margin): min(len(wav), (voiced[-1] + 1) * frame + margin)]
 
 
-def speak(rng: np.random.Generator, voice: str, config: MiniCorpusConfig) -> Tuple[np.ndarray, str]:
-    """One utterance of 2-6 s: random text, per-utterance rate/pitch jitter; retries on length."""
+def speak(rng: np.random.Generator, voice: str, config: MiniCorpusConfig, rates: Tuple[int, int] = (150, 200),
+          data_path: Optional[str] = None) -> Tuple[np.ndarray, str]:
+    """One utterance of 2-6 s: random text, per-utterance rate/pitch jitter; retries on length.
+    ``config`` needs ``min_seconds`` and ``max_seconds``."""
     from local.espeak_synth import EspeakSynthesizer
 
-    synth = EspeakSynthesizer.get()
-    rate = int(rng.integers(150, 200))
+    synth = EspeakSynthesizer.get(data_path)
+    rate = int(rng.integers(*rates))
     pitch = int(rng.integers(40, 61))
     pitch_range = int(rng.integers(35, 70))
     target = rng.uniform(config.min_seconds + 0.3, config.max_seconds - 0.3)
@@ -235,39 +243,42 @@ def run_job(job: SpeakerJob) -> SpeakerJob:
         for _ in range(count):
             utt = utt_id(job.speaker, index)
             index += 1
-            clean, text = speak(rng, job.voice, config)
+            clean, text = speak(rng, job.voice, config, job.rates, job.data_path)
             clean *= rng.uniform(0.3, 0.9) / max(float(np.max(np.abs(clean))), 1e-6)
-            if subset == "train":
+            versions = job.outputs.get(subset) or (("clean",) if subset == "train" else ("noisy",))
+            if "clean" in versions:
                 _write(job, subset, job.speaker, utt, clean, text=text)
-                for factor in ((0.9, 1.1) if config.speed_perturb else ()):
+                for factor in ((0.9, 1.1) if config.speed_perturb and subset == "train" else ()):
                     speaker = f"sp{factor}-{job.speaker}"
                     _write(job, subset, speaker, f"sp{factor}-{utt}", fit_duration(speed_perturb(clean, factor), config),
                            text=text)
-            else:
+            if "noisy" in versions:
                 noisy, condition = degrade(clean, rng, config)
-                _write(job, subset, job.speaker, utt, noisy, text=text, condition=condition)
+                _write(job, subset if versions == ("noisy",) else f"{subset}_noisy", job.speaker, utt, noisy,
+                       text=text, condition=condition)
     write_json(marker, {"digest": config.digest(), "voice": job.voice, "utts": job.utts})
     return job
 
 
-def build_mini_corpus(out: Path, config: MiniCorpusConfig = MiniCorpusConfig(), nj: int = 2) -> bool:
-    """Build (or finish) the corpus under ``out``; returns False when it was already complete."""
-    out = Path(out)
-    done_file = out / ".done"
-    if done_file.is_file() and read_json(done_file).get("digest") == config.digest():
-        log.info("%s: mini corpus already complete (digest %s)", out, config.digest())
-        return False
-    from tqdm import tqdm
+def synthesize_jobs(jobs: List[SpeakerJob], nj: int) -> List[SpeakerJob]:
+    """Run every job, each in a fresh forked process: espeak-ng output then depends only on that
+    speaker's seed (not on which worker ran which speakers before)."""
+    import scipy.signal  # noqa: F401  (resampling; imported here once, not by every fresh worker: ~1.5 s CPU each)
 
-    start = time.time()
-    jobs = plan_jobs(config, out)
-    trials = plan_trials(config, jobs)
-    # Fresh forked process per speaker: espeak-ng output then depends only on that speaker's seed.
     context = multiprocessing.get_context("fork")
-    with context.Pool(max(1, nj), maxtasksperchild=1) as pool:
-        jobs = list(tqdm(pool.imap(run_job, jobs), total=len(jobs), desc="synthesizing speakers"))
+    with context.Pool(max(1, nj), maxtasksperchild=1) as pool, \
+            Progress(total=len(jobs), desc="synthesizing speakers", unit="spk") as bar:
+        done = []
+        for job in pool.imap(run_job, jobs):
+            done.append(job)
+            bar.update()
+    return done
 
-    subsets = {"train": {}, "val": {}, "test": {}}
+
+def write_subsets(out: Path, jobs: List[SpeakerJob], trials: Dict[str, list], names) -> Dict[str, Dict[str, Dict]]:
+    """Kaldi data dirs ``out/<subset>`` (wav.scp, utt2spk, spk2utt, utt2dur) of the synthesized jobs,
+    in ``names`` order, with ``trials``/``trials.voxceleb`` where ``trials`` has the subset."""
+    subsets: Dict[str, Dict[str, Dict]] = {name: {} for name in names}
     for job in jobs:
         for u in job.utts:
             subsets[u["subset"]][u["utt"]] = u
@@ -279,6 +290,21 @@ def build_mini_corpus(out: Path, config: MiniCorpusConfig = MiniCorpusConfig(), 
         if name in trials:
             write_trials(out / name / "trials", trials[name], "kaldi")
             write_trials(out / name / "trials.voxceleb", trials[name], "voxceleb")
+    return subsets
+
+
+def build_mini_corpus(out: Path, config: MiniCorpusConfig = MiniCorpusConfig(), nj: int = 2) -> bool:
+    """Build (or finish) the corpus under ``out``; returns False when it was already complete."""
+    out = Path(out)
+    done_file = out / ".done"
+    if done_file.is_file() and read_json(done_file).get("digest") == config.digest():
+        log.info("%s: mini corpus already complete (digest %s)", out, config.digest())
+        return False
+    start = time.time()
+    jobs = plan_jobs(config, out)
+    trials = plan_trials(config, jobs)
+    jobs = synthesize_jobs(jobs, nj)
+    subsets = write_subsets(out, jobs, trials, ("train", "val", "test"))
     train, test = split_voices(config.num_train_speakers, config.num_test_speakers)
     summary = {"digest": config.digest(), "config": asdict(config), "train_voices": train, "test_voices": test,
                "val": "held-out utterances of the training voices, degraded like test",
