@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import shutil
 import sys
 import time
@@ -35,7 +34,6 @@ from svmix.data.datadir import write_datadir, write_trials
 from svmix.errors import SvmixError
 from svmix.utils.fileio import read_json, write_json
 from svmix.utils.logging import get_logger, setup_logging
-from svmix.utils.progress import Progress
 
 log = get_logger("mini_corpus")
 
@@ -263,16 +261,10 @@ def run_job(job: SpeakerJob) -> SpeakerJob:
 def synthesize_jobs(jobs: List[SpeakerJob], nj: int) -> List[SpeakerJob]:
     """Run every job, each in a fresh forked process: espeak-ng output then depends only on that
     speaker's seed (not on which worker ran which speakers before)."""
-    import scipy.signal  # noqa: F401  (resampling; imported here once, not by every fresh worker: ~1.5 s CPU each)
+    from local.espeak_synth import map_in_fresh_processes
 
-    context = multiprocessing.get_context("fork")
-    with context.Pool(max(1, nj), maxtasksperchild=1) as pool, \
-            Progress(total=len(jobs), desc="synthesizing speakers", unit="spk") as bar:
-        done = []
-        for job in pool.imap(run_job, jobs):
-            done.append(job)
-            bar.update()
-    return done
+    return map_in_fresh_processes(run_job, jobs, nj, lambda job: f"speaker '{job.speaker}'",
+                                  desc="synthesizing speakers", unit="spk")
 
 
 def write_subsets(out: Path, jobs: List[SpeakerJob], trials: Dict[str, list], names) -> Dict[str, Dict[str, Dict]]:

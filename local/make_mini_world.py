@@ -50,6 +50,7 @@ log = get_logger("mini_world")
 DEFAULT_VOICES = Path(__file__).resolve().parent / "mini_world_voices.json"
 SPLITS = ("test", "val", "train", "pool")  # order in which the shuffled voices are dealt out
 SPLIT_SALT = 1601  # the voices' shuffle depends only on the voice list's generator seed
+PARTS = {"main": ("test", "val", "train"), "pool": ("pool",)}  # what the default recipe needs; the teacher's
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def build_part(out: Path, part: str, splits, config: MiniWorldConfig, nj: int) -
     try:
         voices = [v for split in SPLITS for v in splits[split]]  # every split: one overlay layout
         data_paths = make_variant_overlays(tmp, {v.name: v.text for v in voices})
-        jobs = plan_jobs(splits, config, out, data_paths, ("test", "val", "train") if part == "main" else ("pool",))
+        jobs = plan_jobs(splits, config, out, data_paths, PARTS[part])
         trials = plan_trials(jobs, config) if part == "main" else {}
         jobs = synthesize_jobs(jobs, nj)
     finally:
@@ -190,7 +191,7 @@ def build_mini_world(out: Path, config: MiniWorldConfig = MiniWorldConfig(), nj:
         summary = build_part(out, part, splits, config, nj)
         write_json(out / f"world-{part}.json", {
             "digest": config.digest(), "config": asdict(config), "voices_file": str(voices_file),
-            "splits": {s: [v.name for v in splits[s]] for s in (("test", "val", "train") if part == "main" else ("pool",))},
+            "splits": {s: [v.name for v in splits[s]] for s in PARTS[part]},
             "val": "unseen voices, reverberated and noised like test_noisy", **summary})
         write_json(done_file, {"digest": config.digest()})
         log.info("mini world part '%s' in %s: %s utterances, %s speakers, trials %s, %.1f s wall, %.1f s CPU",
@@ -208,7 +209,8 @@ def build_mini_world(out: Path, config: MiniWorldConfig = MiniWorldConfig(), nj:
               help="Also build the teacher's pretraining pool (OUT/pool).")
 @click.option("--voices", "voices_file", default=str(DEFAULT_VOICES), show_default=True,
               type=click.Path(dir_okay=False), help="Voice list written by local/screen_voices.py.")
-@click.option("--num-test-speakers", default=MiniWorldConfig.num_test_speakers, show_default=True, type=click.IntRange(2))
+@click.option("--num-test-speakers", default=MiniWorldConfig.num_test_speakers, show_default=True,
+              type=click.IntRange(2))
 @click.option("--test-utts-per-speaker", default=MiniWorldConfig.test_utts_per_speaker, show_default=True,
               type=click.IntRange(2, 1000))
 @click.option("--num-test-trials", default=MiniWorldConfig.num_test_trials, show_default=True, type=click.IntRange(1))

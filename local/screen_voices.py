@@ -17,7 +17,6 @@ the reverse). The result (kept names, the generator's digest, every number) is w
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import shutil
 import sys
 import tempfile
@@ -31,7 +30,7 @@ if __package__ in (None, ""):
 import click
 import numpy as np
 
-from local.espeak_synth import make_variant_overlays
+from local.espeak_synth import make_variant_overlays, map_in_fresh_processes
 from local.make_mini_corpus import MiniCorpusConfig, speak
 from local.voices import BASE_VARIANTS, VoiceDefinition, base_voice, definitions_digest, generate_candidates
 from svmix.cli import user_errors
@@ -39,7 +38,6 @@ from svmix.errors import SvmixError
 from svmix.metrics import compute_eer
 from svmix.utils.fileio import atomic_path, write_json
 from svmix.utils.logging import get_logger, setup_logging
-from svmix.utils.progress import Progress
 
 log = get_logger("screen_voices")
 NUM_MFCC = 20
@@ -62,7 +60,7 @@ def mfcc_stats(wav: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
     import torchaudio
 
     feats = _mfcc_transform(sample_rate)(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)))  # (n_mfcc, frames)
-    voiced = feats[0] > feats[0].max() - 30.0  # c0 (log energy) within 30 dB of the loudest frame
+    voiced = feats[0] > feats[0].max() - 30.0  # c0 (summed log-mel energy) near the loudest frame's
     feats = feats[:, voiced] if int(voiced.sum()) >= 10 else feats
     deltas = torchaudio.functional.compute_deltas(feats.unsqueeze(0)).squeeze(0)
     both = torch.cat([feats, deltas])
@@ -78,23 +76,19 @@ def probe(task: Tuple[int, VoiceDefinition, int, int, str]) -> np.ndarray:
 
 
 def synthesize_features(voices: List[VoiceDefinition], count: int, seed: int, nj: int) -> np.ndarray:
-    """(voices, count, dim) features; the voices are spoken from a temporary variant overlay."""
-    import scipy.signal  # noqa: F401  (imported once here, not in every forked worker)
-    import torch  # noqa: F401
+    """(voices, count, dim) features, NaN for a voice that crashes libespeak-ng; the voices are
+    spoken from temporary variant overlays."""
+    import torch  # noqa: F401  (imported once here, not in every forked process)
     import torchaudio  # noqa: F401
 
     tmp = Path(tempfile.mkdtemp(prefix="svmix-voices-"))
     try:
         data_paths = make_variant_overlays(tmp, {v.name: v.text for v in voices})
-        context = multiprocessing.get_context("fork")
-        out = []
         tasks = [(i, v, count, seed, data_paths[v.name]) for i, v in enumerate(voices)]
-        with context.Pool(max(1, nj), maxtasksperchild=1) as pool, \
-                Progress(total=len(voices), desc="probing voices", unit="voice") as bar:
-            for feats in pool.imap(probe, tasks):
-                out.append(feats)
-                bar.update()
-        return np.stack(out)
+        out = map_in_fresh_processes(probe, tasks, nj, lambda task: f"voice '{task[1].name}'", desc="probing voices",
+                                     unit="voice", allow_crash=True)
+        dim = next(f.shape[1] for f in out if f is not None)
+        return np.stack([f if f is not None else np.full((count, dim), np.nan) for f in out])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -130,83 +124,104 @@ def centroid_cosine(features: np.ndarray) -> np.ndarray:
 
 
 def greedy_keep(accuracy: np.ndarray, confusion: np.ndarray, cosine: np.ndarray, max_confusion: float,
-                max_cosine: float, min_accuracy: float) -> List[int]:
-    """Indices kept: most self-consistent first, each kept only if it is far from every kept one."""
+                max_cosine: float, min_accuracy: float) -> Tuple[List[int], Dict[str, int]]:
+    """Indices kept (most self-consistent first, each only if far from every kept one) and how many
+    were dropped for which reason."""
     mutual = confusion + confusion.T
     order = sorted(range(len(accuracy)), key=lambda i: (-accuracy[i], i))
     kept: List[int] = []
+    dropped = {"inconsistent": 0, "confused_with_kept": 0, "centroid_near_kept": 0}
     for i in order:
         if accuracy[i] < min_accuracy:
-            continue
-        if kept and (mutual[i, kept].max() >= max_confusion or cosine[i, kept].max() >= max_cosine):
-            continue
-        kept.append(i)
-    return kept
+            dropped["inconsistent"] += 1
+        elif kept and mutual[i, kept].max() >= max_confusion:
+            dropped["confused_with_kept"] += 1
+        elif kept and cosine[i, kept].max() >= max_cosine:
+            dropped["centroid_near_kept"] += 1
+        else:
+            kept.append(i)
+    return kept, dropped
 
 
-def embedding_eer(features: np.ndarray, seed: int) -> float:
-    """EER of cosine trials between utterances of voices unseen by the embedding: LDA fitted on half
-    of the voices, trials among the other half, both ways round (the two halves' trials pooled)."""
+def _lda_scores(fit: np.ndarray, held: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Cosine scores and labels of all utterance pairs of ``held`` (voices, utts, dim) in an LDA space
+    fitted on the voices of ``fit``."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    n_voices, n_utts, dim = features.shape
-    order = np.random.default_rng(seed).permutation(n_voices)
-    folds = [order[: n_voices // 2], order[n_voices // 2:]]
-    scores, labels = [], []
-    for fit, held in (folds, folds[::-1]):
-        train, test = _standardise(features[fit].reshape(-1, dim), features[held].reshape(-1, dim))
-        lda = LinearDiscriminantAnalysis(n_components=min(dim, len(fit) - 1, 60))
-        emb = lda.fit(train, np.repeat(np.arange(len(fit)), n_utts)).transform(test)
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12
-        spk = np.repeat(np.arange(len(held)), n_utts)
-        upper = np.triu_indices(len(emb), k=1)
-        scores.append((emb @ emb.T)[upper])
-        labels.append((spk[:, None] == spk[None, :])[upper])
-    return float(compute_eer(np.concatenate(scores), np.concatenate(labels).astype(int)))
+    dim = fit.shape[2]
+    train, test = _standardise(fit.reshape(-1, dim), held.reshape(-1, dim))
+    lda = LinearDiscriminantAnalysis(n_components=min(dim, len(fit) - 1, 60))
+    emb = lda.fit(train, np.repeat(np.arange(len(fit)), fit.shape[1])).transform(test)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12
+    spk = np.repeat(np.arange(len(held)), held.shape[1])
+    upper = np.triu_indices(len(emb), k=1)
+    return (emb @ emb.T)[upper], (spk[:, None] == spk[None, :])[upper].astype(int)
+
+
+def embedding_eer(features: np.ndarray, seed: int, fit: Optional[np.ndarray] = None) -> float:
+    """EER of cosine trials between utterances of voices the embedding never saw: LDA fitted on
+    ``fit``, or else on half of the voices with trials among the other half and the reverse (pooled)."""
+    if fit is not None:
+        return float(compute_eer(*_lda_scores(fit, features)))
+    order = np.random.default_rng(seed).permutation(len(features))
+    halves = [order[: len(features) // 2], order[len(features) // 2:]]
+    parts = [_lda_scores(features[a], features[b]) for a, b in (halves, halves[::-1])]
+    return float(compute_eer(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])))
 
 
 def screen(candidates: int, probe_utts: int, seed: int, nj: int, max_confusion: float, max_cosine: float,
            min_accuracy: float, features_file: Optional[Path] = None) -> Dict:
     """Probe, classify and keep (see the module docstring); ``features_file`` caches the features."""
-    start, cpu_start = time.time(), time.process_time()
+    start = time.time()
     voices = [base_voice(b) for b in BASE_VARIANTS] + generate_candidates(seed, candidates)
     digest = definitions_digest(voices)
-    features = None
+    features, from_cache = None, False
     if features_file is not None and features_file.is_file():
         cached = np.load(features_file)
         if str(cached["digest"]) == digest and cached["features"].shape[1] == probe_utts:
-            features = cached["features"]
+            features, from_cache = cached["features"], True
     if features is None:
         features = synthesize_features(voices, probe_utts, seed, nj)
         if features_file is not None:
             with atomic_path(features_file) as tmp:
                 with open(tmp, "wb") as f:
                     np.savez(f, features=features, digest=np.array(digest))
+    crashed = [v.name for v, f in zip(voices, features) if np.isnan(f).any()]
+    if crashed:
+        log.warning("%d voices crash libespeak-ng and are dropped: %s", len(crashed), ", ".join(crashed))
+    alive = [i for i, f in enumerate(features) if not np.isnan(f).any()]
+    voices, features = [voices[i] for i in alive], features[alive]
     result = classify(features)
     cosine = centroid_cosine(features)
-    kept = greedy_keep(result["accuracy"], result["confusion"], cosine, max_confusion, max_cosine, min_accuracy)
+    kept, dropped = greedy_keep(result["accuracy"], result["confusion"], cosine, max_confusion, max_cosine,
+                                min_accuracy)
     if len(kept) < 4:
         raise SvmixError(f"only {len(kept)} of {len(voices)} voices are distinct: thresholds too strict")
     kept_result = classify(features[kept])
-    base_idx = list(range(len(BASE_VARIANTS)))
+    base_idx = [i for i, v in enumerate(voices) if v.name.startswith("b-")]
+    kept_generated = [i for i in kept if i not in base_idx]
     kept_voices = [voices[i] for i in kept]
     summary = {
-        "generator_seed": seed, "candidates": candidates, "probe_utts": probe_utts,
+        "generator_seed": seed, "candidates": candidates, "probe_utts": probe_utts, "crashed": crashed,
         "thresholds": {"max_mutual_confusion": max_confusion, "max_centroid_cosine": max_cosine,
                        "min_own_accuracy": min_accuracy},
         "measured": {
-            "voices": len(voices),
+            "voices": len(voices) + len(crashed), "voices_spoken": len(voices),
             "accuracy_all_candidates": round(float(result["accuracy"].mean()), 4),
             "accuracy_base_variants_alone": round(float(classify(features[base_idx])["accuracy"].mean()), 4),
-            "eer_base_variants_alone": round(embedding_eer(features[base_idx], seed), 4),
+            # the base variants are distinct by a pretrained speaker encoder; this calibrates the measure
+            "eer_base_variants_by_kept_generated_lda": round(
+                embedding_eer(features[base_idx], seed, fit=features[kept_generated]), 4),
             "eer_all_candidates": round(embedding_eer(features, seed), 4),
-            "kept": len(kept), "kept_base_variants": sum(1 for i in kept if i in base_idx),
+            "kept": len(kept), "kept_base_variants": sum(1 for i in kept if voices[i].name.startswith("b-")),
+            "dropped": dropped,
             "accuracy_kept": round(float(kept_result["accuracy"].mean()), 4),
             "eer_kept": round(embedding_eer(features[kept], seed), 4),
         },
         "digest": definitions_digest(kept_voices),
         "kept": [v.name for v in kept_voices],
-        "seconds": round(time.time() - start, 1), "cpu_seconds_main": round(time.process_time() - cpu_start, 1),
+        # wall seconds of this run; probing is skipped when the features come from the cache
+        "seconds": round(time.time() - start, 1), "features_from_cache": from_cache,
     }
     return summary
 

@@ -114,7 +114,10 @@ def generate_voice(seed: int, index: int, base: str) -> VoiceDefinition:
         height_scale, width_scale = np.exp(rng.normal(0, 0.15)), np.exp(rng.normal(0, 0.2))
         # a base height of 0 switches a formant off; keep that part of the base voice's character
         new_height = 0 if values[1] == 0 else _clip(height * height_scale, 5, 300)
-        out.append(("formant", (k, _clip(freq * tract * jitter, 20, 400), new_height,
+        # upper formants pushed far up crash libespeak-ng (seen: F4 at 323%); stay within what the
+        # base variants use
+        top = max(freq, 250 if k <= 3 else 150)
+        out.append(("formant", (k, _clip(freq * tract * jitter, min(freq, 20), top), new_height,
                                 _clip(width * width_scale, 20, 400), *extra)))
     pitch_base, pitch_top = (tuple(settings.get("pitch", ())) + DEFAULT_PITCH)[:2]
     pitch_scale = float(np.exp(rng.uniform(np.log(0.72), np.log(1.35))))
