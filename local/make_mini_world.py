@@ -42,7 +42,7 @@ from local.trials import sample_trials
 from local.voices import VoiceDefinition, base_voice, definitions_digest, generate_candidates
 from svmix.cli import user_errors
 from svmix.errors import SvmixError
-from svmix.utils.fileio import read_json, write_json
+from svmix.utils.fileio import check_free_space, read_json, write_json
 from svmix.utils.logging import get_logger, setup_logging
 
 log = get_logger("mini_world")
@@ -155,6 +155,10 @@ def _children_cpu() -> float:
 def build_part(out: Path, part: str, splits, config: MiniWorldConfig, nj: int) -> Dict:
     """Synthesize and write one part ("main": train, val, test, test_noisy; "pool": pool)."""
     names = ("train", "val", "test", "test_noisy") if part == "main" else ("pool",)
+    counts = {"test": 2 * config.test_utts_per_speaker, "val": config.val_utts_per_speaker,
+              "train": config.utts_per_speaker, "pool": config.pool_utts_per_speaker}
+    files = sum(counts[split] * len(splits[split]) for split in PARTS[part])
+    check_free_space(out, int(files * config.max_seconds * 2 * 16000), f"mini world part '{part}' ({files} wav files)")
     start, cpu = time.time(), time.process_time() + _children_cpu()
     tmp = Path(tempfile.mkdtemp(prefix="svmix-world-"))
     try:

@@ -5,7 +5,8 @@ what shapes a voice in espeak-ng's variant format:
 
 - ``formant N FREQ HEIGHT WIDTH`` (percent of the language default, N = 0..8): every formant
   frequency is scaled by one vocal-tract factor (shorter tract: higher formants), then each of
-  F1..F5 is jittered a little; heights and widths are scaled independently;
+  F1..F5 is jittered a little (never above what the base variants use: higher ones can crash
+  libespeak-ng); heights and widths are scaled independently;
 - ``pitch BASE RANGE`` (Hz): base and range scaled around the base variant's;
 - ``tone F1 A1 F2 A2 F3 A3 F4 A4``: a random spectral tilt (equaliser points, amplitudes 0..255);
 - ``flutter``, ``roughness``, ``breath``/``breathw`` (aspiration noise per formant) and ``voicing``;
@@ -17,6 +18,7 @@ the generator seed and its own index.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
@@ -44,7 +46,7 @@ WRITTEN_KEYWORDS: Dict[str, Tuple[int, int, int, int]] = {
     "voicing": (1, 1, 10, 200),
 }
 #: lines of a base variant that are not the generator's and are copied verbatim
-COPIED_KEYWORDS = ("klatt", "echo", "consonants", "stressAdd", "stressAmp", "stressLength", "intonation", "gender")
+COPIED_KEYWORDS = ("klatt", "echo", "consonants", "stressAdd", "stressAmp", "stressLength", "intonation")
 RATE_RANGE = (135, 215)  # words/minute of a voice's rate centre
 
 
@@ -75,10 +77,8 @@ def parse_variant(text: str) -> Dict[str, Tuple[int, ...]]:
     """Numeric lines of an espeak-ng variant file; formants keyed ``formant N`` (values after N)."""
     out: Dict[str, Tuple[int, ...]] = {}
     for line in text.splitlines():
-        words = line.split("#", 1)[0].split() if not line.lstrip().startswith("#") else []
-        if len(words) < 2 or words[0] in ("name", "language"):
-            continue
-        if words[0] == "gender":
+        words = line.split("#", 1)[0].split()
+        if len(words) < 2 or words[0] in ("name", "language", "gender"):
             continue
         try:
             values = tuple(int(w) for w in words[1:])
@@ -90,8 +90,14 @@ def parse_variant(text: str) -> Dict[str, Tuple[int, ...]]:
 
 
 def base_settings(base: str) -> Dict[str, Tuple[int, ...]]:
+    """The numeric settings of an allowed base variant (a fresh dict)."""
     if base not in BASE_VARIANTS:
         raise SvmixError(f"'{base}' is not an allowed base variant ({', '.join(BASE_VARIANTS)})")
+    return dict(_wheel_settings(base))
+
+
+@functools.lru_cache(maxsize=None)
+def _wheel_settings(base: str) -> Dict[str, Tuple[int, ...]]:
     return parse_variant(wheel_variant_text(base))
 
 
@@ -135,7 +141,7 @@ def generate_voice(seed: int, index: int, base: str) -> VoiceDefinition:
     voicing = settings.get("voicing", (100,))[0] if settings.get("voicing") else 100
     out.append(("voicing", (_clip(voicing * rng.uniform(0.8, 1.2), 10, 200),)))
     for key in COPIED_KEYWORDS:
-        if key in settings and key != "gender" and settings[key]:
+        if settings.get(key):
             out.append((key, settings[key]))
     rate = int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1))
     return VoiceDefinition(f"g{seed % 1000:03d}x{index:04d}", base, rate, tuple(out))
