@@ -5,8 +5,8 @@ what shapes a voice in espeak-ng's variant format:
 
 - ``formant N FREQ HEIGHT WIDTH`` (percent of the language default, N = 0..8): every formant
   frequency is scaled by one vocal-tract factor (shorter tract: higher formants), then each of
-  F1..F5 is jittered a little (never above what the base variants use: higher ones can crash
-  libespeak-ng); heights and widths are scaled independently;
+  F1..F5 is jittered a little (capped, see ``generate_voice``); heights and widths are scaled
+  independently;
 - ``pitch BASE RANGE`` (Hz): base and range scaled around the base variant's;
 - ``tone F1 A1 F2 A2 F3 A3 F4 A4``: a random spectral tilt (equaliser points, amplitudes 0..255);
 - ``flutter``, ``roughness``, ``breath``/``breathw`` (aspiration noise per formant) and ``voicing``;
@@ -120,8 +120,8 @@ def generate_voice(seed: int, index: int, base: str) -> VoiceDefinition:
         height_scale, width_scale = np.exp(rng.normal(0, 0.15)), np.exp(rng.normal(0, 0.2))
         # a base height of 0 switches a formant off; keep that part of the base voice's character
         new_height = 0 if values[1] == 0 else _clip(height * height_scale, 5, 300)
-        # upper formants pushed far up crash libespeak-ng (seen: F4 at 323%); stay within what the
-        # base variants use
+        # a precaution against out-of-range formants: at most 250% (F0-F3) / 150% (F4-F8), or the base
+        # variant's own value (a few generated voices still crash libespeak-ng; screening drops them)
         top = max(freq, 250 if k <= 3 else 150)
         out.append(("formant", (k, _clip(freq * tract * jitter, min(freq, 20), top), new_height,
                                 _clip(width * width_scale, 20, 400), *extra)))
