@@ -32,7 +32,8 @@ import numpy as np
 
 from local.espeak_synth import make_variant_overlays, map_in_fresh_processes
 from local.make_mini_corpus import MiniCorpusConfig, speak
-from local.voices import BASE_VARIANTS, VoiceDefinition, base_voice, definitions_digest, generate_candidates
+from local.voices import (BASE_VARIANTS, UNSTABLE_BASES, VoiceDefinition, base_voice, definitions_digest,
+                          generate_candidates)
 from svmix.cli import user_errors
 from svmix.errors import SvmixError
 from svmix.metrics import compute_eer
@@ -59,7 +60,8 @@ def mfcc_stats(wav: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
     import torch
     import torchaudio
 
-    feats = _mfcc_transform(sample_rate)(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)))  # (n_mfcc, frames)
+    audio = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+    feats = _mfcc_transform(sample_rate)(audio)  # (n_mfcc, frames)
     voiced = feats[0] > feats[0].max() - 30.0  # c0 (summed log-mel energy) near the loudest frame's
     feats = feats[:, voiced] if int(voiced.sum()) >= 10 else feats
     deltas = torchaudio.functional.compute_deltas(feats.unsqueeze(0)).squeeze(0)
@@ -189,7 +191,9 @@ def screen(candidates: int, probe_utts: int, seed: int, nj: int, max_confusion: 
     crashed = [v.name for v, f in zip(voices, features) if np.isnan(f).any()]
     if crashed:
         log.warning("%d voices crash libespeak-ng and are dropped: %s", len(crashed), ", ".join(crashed))
-    alive = [i for i, f in enumerate(features) if not np.isnan(f).any()]
+    unstable = [v.name for v in voices if v.base in UNSTABLE_BASES and not v.verbatim and v.name not in crashed]
+    alive = [i for i, (v, f) in enumerate(zip(voices, features))
+             if not np.isnan(f).any() and v.name not in unstable]
     voices, features = [voices[i] for i in alive], features[alive]
     result = classify(features)
     cosine = centroid_cosine(features)
@@ -203,10 +207,11 @@ def screen(candidates: int, probe_utts: int, seed: int, nj: int, max_confusion: 
     kept_voices = [voices[i] for i in kept]
     summary = {
         "generator_seed": seed, "candidates": candidates, "probe_utts": probe_utts, "crashed": crashed,
+        "unstable_base_excluded": {"bases": list(UNSTABLE_BASES), "voices": len(unstable)},
         "thresholds": {"max_mutual_confusion": max_confusion, "max_centroid_cosine": max_cosine,
                        "min_own_accuracy": min_accuracy},
         "measured": {
-            "voices": len(voices) + len(crashed), "voices_spoken": len(voices),
+            "voices": len(voices) + len(crashed) + len(unstable), "voices_screened": len(voices),
             "accuracy_all_candidates": round(float(result["accuracy"].mean()), 4),
             "accuracy_base_variants_alone": round(float(classify(features[base_idx])["accuracy"].mean()), 4),
             # the base variants are distinct by a pretrained speaker encoder; this calibrates the measure
