@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,7 +34,6 @@ from svmix.data.datadir import write_datadir, write_trials
 from svmix.errors import SvmixError
 from svmix.utils.fileio import read_json, write_json
 from svmix.utils.logging import get_logger, setup_logging
-from svmix.utils.progress import track
 
 log = get_logger("mini_corpus")
 
@@ -112,6 +110,11 @@ class SpeakerJob:
     out: str
     config: MiniCorpusConfig
     utts: List[Dict] = field(default_factory=list)
+    rates: Tuple[int, int] = (150, 200)  # per-utterance speaking rate range (words/minute)
+    data_path: Optional[str] = None  # espeak-ng data directory (a variant overlay); None: the wheel's
+    # subset -> versions written ("clean", "noisy"); default: train clean, other subsets noisy. With
+    # both, the noisy copy goes to subset "<subset>_noisy" under the same utterance ids.
+    outputs: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
 
 
 def split_voices(num_train: int, num_test: int) -> Tuple[List[str], List[str]]:
@@ -164,12 +167,14 @@ def _trim_silence(wav: np.ndarray, margin: int = 1600) -> np.ndarray:
     return wav[max(0, voiced[0] * frame - margin): min(len(wav), (voiced[-1] + 1) * frame + margin)]
 
 
-def speak(rng: np.random.Generator, voice: str, config: MiniCorpusConfig) -> Tuple[np.ndarray, str]:
-    """One utterance of 2-6 s: random text, per-utterance rate/pitch jitter; retries on length."""
+def speak(rng: np.random.Generator, voice: str, config: MiniCorpusConfig, rates: Tuple[int, int] = (150, 200),
+          data_path: Optional[str] = None) -> Tuple[np.ndarray, str]:
+    """One utterance of 2-6 s: random text, per-utterance rate/pitch jitter; retries on length.
+    ``config`` needs ``min_seconds`` and ``max_seconds``."""
     from local.espeak_synth import EspeakSynthesizer
 
-    synth = EspeakSynthesizer.get()
-    rate = int(rng.integers(150, 200))
+    synth = EspeakSynthesizer.get(data_path)
+    rate = int(rng.integers(*rates))
     pitch = int(rng.integers(40, 61))
     pitch_range = int(rng.integers(35, 70))
     target = rng.uniform(config.min_seconds + 0.3, config.max_seconds - 0.3)
@@ -236,19 +241,48 @@ def run_job(job: SpeakerJob) -> SpeakerJob:
         for _ in range(count):
             utt = utt_id(job.speaker, index)
             index += 1
-            clean, text = speak(rng, job.voice, config)
+            clean, text = speak(rng, job.voice, config, job.rates, job.data_path)
             clean *= rng.uniform(0.3, 0.9) / max(float(np.max(np.abs(clean))), 1e-6)
-            if subset == "train":
+            versions = job.outputs.get(subset) or (("clean",) if subset == "train" else ("noisy",))
+            if "clean" in versions:
                 _write(job, subset, job.speaker, utt, clean, text=text)
-                for factor in ((0.9, 1.1) if config.speed_perturb else ()):
+                for factor in ((0.9, 1.1) if config.speed_perturb and subset == "train" else ()):
                     speaker = f"sp{factor}-{job.speaker}"
                     _write(job, subset, speaker, f"sp{factor}-{utt}", fit_duration(speed_perturb(clean, factor), config),
                            text=text)
-            else:
+            if "noisy" in versions:
                 noisy, condition = degrade(clean, rng, config)
-                _write(job, subset, job.speaker, utt, noisy, text=text, condition=condition)
+                _write(job, subset if versions == ("noisy",) else f"{subset}_noisy", job.speaker, utt, noisy,
+                       text=text, condition=condition)
     write_json(marker, {"digest": config.digest(), "voice": job.voice, "utts": job.utts})
     return job
+
+
+def synthesize_jobs(jobs: List[SpeakerJob], nj: int) -> List[SpeakerJob]:
+    """Run every job, each in a fresh forked process: espeak-ng output then depends only on that
+    speaker's seed (not on which worker ran which speakers before)."""
+    from local.espeak_synth import map_in_fresh_processes
+
+    return map_in_fresh_processes(run_job, jobs, nj, lambda job: f"speaker '{job.speaker}'",
+                                  desc="synthesizing speakers", unit="spk")
+
+
+def write_subsets(out: Path, jobs: List[SpeakerJob], trials: Dict[str, list], names) -> Dict[str, Dict[str, Dict]]:
+    """Kaldi data dirs ``out/<subset>`` (wav.scp, utt2spk, spk2utt, utt2dur) of the synthesized jobs,
+    in ``names`` order, with ``trials``/``trials.voxceleb`` where ``trials`` has the subset."""
+    subsets: Dict[str, Dict[str, Dict]] = {name: {} for name in names}
+    for job in jobs:
+        for u in job.utts:
+            subsets[u["subset"]][u["utt"]] = u
+    for name, utts in subsets.items():
+        if not utts:
+            continue
+        write_datadir(out / name, {k: u["path"] for k, u in utts.items()}, {k: u["spk"] for k, u in utts.items()},
+                      {k: u["dur"] for k, u in utts.items()})
+        if name in trials:
+            write_trials(out / name / "trials", trials[name], "kaldi")
+            write_trials(out / name / "trials.voxceleb", trials[name], "voxceleb")
+    return subsets
 
 
 def build_mini_corpus(out: Path, config: MiniCorpusConfig = MiniCorpusConfig(), nj: int = 2) -> bool:
@@ -261,23 +295,8 @@ def build_mini_corpus(out: Path, config: MiniCorpusConfig = MiniCorpusConfig(), 
     start = time.time()
     jobs = plan_jobs(config, out)
     trials = plan_trials(config, jobs)
-    # Fresh forked process per speaker: espeak-ng output then depends only on that speaker's seed.
-    context = multiprocessing.get_context("fork")
-    with context.Pool(max(1, nj), maxtasksperchild=1) as pool:
-        jobs = list(track(pool.imap(run_job, jobs), total=len(jobs), desc="synthesizing speakers", unit="speaker"))
-
-    subsets = {"train": {}, "val": {}, "test": {}}
-    for job in jobs:
-        for u in job.utts:
-            subsets[u["subset"]][u["utt"]] = u
-    for name, utts in subsets.items():
-        if not utts:
-            continue
-        write_datadir(out / name, {k: u["path"] for k, u in utts.items()}, {k: u["spk"] for k, u in utts.items()},
-                      {k: u["dur"] for k, u in utts.items()})
-        if name in trials:
-            write_trials(out / name / "trials", trials[name], "kaldi")
-            write_trials(out / name / "trials.voxceleb", trials[name], "voxceleb")
+    jobs = synthesize_jobs(jobs, nj)
+    subsets = write_subsets(out, jobs, trials, ("train", "val", "test"))
     train, test = split_voices(config.num_train_speakers, config.num_test_speakers)
     summary = {"digest": config.digest(), "config": asdict(config), "train_voices": train, "test_voices": test,
                "val": "held-out utterances of the training voices, degraded like test",
