@@ -36,7 +36,10 @@ def _prog_name() -> str:
     ctx = click.get_current_context(silent=True)
     if ctx is None:
         return "svmix"
-    return ctx.find_root().command.name or ctx.info_name or "svmix"
+    root = ctx.find_root()
+    if isinstance(root.command, SvmixCommand):  # declared with its script name (:func:`command`)
+        return root.command.name
+    return root.info_name or "svmix"  # a plain click command: the name it was run as
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:

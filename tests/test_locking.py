@@ -154,7 +154,7 @@ def run_tool(tool: str, world, out: Path):
     else:
         from svmix.train.trainer import train
         with pytest.raises(SvmixError) as info:
-            train({}, world["data"], out)  # the lock comes first, before the config is looked at
+            train({"train": {"max_steps": 1}}, world["data"], out)  # a valid config: the lock refuses
         return str(info.value)
     result = CliRunner().invoke(cli, [str(a) for a in args])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output

@@ -385,7 +385,7 @@ def test_mini_config_layers_stated_or_the_mini_default(model, layers, tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip() == layers, proc.stderr
 
 
-@pytest.mark.parametrize("text, message", [(": : bad", "cannot parse"), ("[1, 2]", "expected a mapping")])
+@pytest.mark.parametrize("text, message", [(": : bad", "cannot parse"), ("[1, 2]", "must be a YAML mapping")])
 def test_bad_mini_configs_fail_in_one_line(text, message, tmp_path):
     (tmp_path / "t.yaml").write_text(text)
     proc = teacher_layers_cli("--mini-config", str(tmp_path / "t.yaml"))
