@@ -127,3 +127,38 @@ def fit_calibration(scores: np.ndarray, labels: np.ndarray, quality: Optional[np
     info = {"n_target": n_target, "n_nontarget": int(len(labels) - n_target), **(fitted_on or {})}
     return Calibration(features=names, weights=[float(w) for w in model.coef_[0]],
                        bias=float(model.intercept_[0]), p_target=float(p_target), fitted_on=info)
+
+
+def fit_score_file(scores_path: os.PathLike, trials_path: os.PathLike, p_target: float = 0.05):
+    """Fit a calibration of a score file on its labelled trials; returns ``(calibration, before,
+    after)``, where before/after hold Cllr, actual DCF at ``p_target``, minCllr and minDCF of the
+    raw scores and of the LLRs on those trials."""
+    from svmix.metrics import compute_act_dcf, compute_cllr, compute_min_cllr, compute_min_dcf
+    from svmix.scoring.pipeline import read_scored_trials
+
+    labels, (scores,), _ = read_scored_trials(trials_path, [scores_path])
+    cal = fit_calibration(scores, labels, p_target=p_target,
+                          fitted_on={"scores": str(scores_path), "trials": str(trials_path)})
+    llr = cal.apply(scores)
+
+    def figures(x: np.ndarray) -> Dict[str, float]:
+        return {"cllr": compute_cllr(x, labels), "act_dcf": compute_act_dcf(x, labels, p_target),
+                "min_cllr": compute_min_cllr(x, labels), "min_dcf": compute_min_dcf(x, labels, p_target)}
+
+    return cal, figures(scores), figures(llr)
+
+
+def calibrate_score_file(cal: Calibration, scores_path: os.PathLike, output: os.PathLike) -> int:
+    """Write the LLRs of every line of a score file to ``output`` (same format and order); returns
+    the number of lines."""
+    from svmix.scoring.scorefile import read_score_lines, write_scores
+    from svmix.scoring.trials import TrialIndex
+
+    if len(cal.features) != 1:
+        raise SvmixError(f"this calibration also takes quality measures ({', '.join(cal.features[1:])}); "
+                         "apply it with svmix.calibration.Calibration.apply")
+    vocab: Dict[str, int] = {}
+    enroll, test, scores, _ = read_score_lines(scores_path, vocab)
+    trials = TrialIndex(enroll=enroll, test=test, labels=np.full(len(scores), -1, dtype=np.int8))
+    write_scores(output, list(vocab), trials, cal.apply(scores))
+    return len(scores)

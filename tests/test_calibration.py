@@ -113,3 +113,56 @@ def test_bad_calibration_files_are_one_line_errors(tmp_path, content, message):
 def test_bad_fit_inputs_are_errors(scores, labels, kwargs, message):
     with pytest.raises(SvmixError, match=message):
         fit_calibration(np.array(scores), np.array(labels), **kwargs)
+
+
+def _write_scored_trials(tmp_path, scores, labels):
+    utts = [f"u{i}" for i in range(len(scores))]
+    trials = tmp_path / "trials"
+    trials.write_text("".join(f"enr{i % 7} {u} {'target' if l else 'nontarget'}\n" for i, (u, l) in enumerate(zip(utts, labels))))
+    score_path = tmp_path / "scores"
+    score_path.write_text("".join(f"enr{i % 7} {u} {s:.6f}\n" for i, (u, s) in enumerate(zip(utts, scores))))
+    return trials, score_path
+
+
+def test_cli_fit_and_apply_agree_with_the_api(tmp_path):
+    from click.testing import CliRunner
+
+    from svmix.bin.calibrate import main
+
+    rng = np.random.default_rng(7)
+    scores, labels = cosine_like(rng, 300, 3000)
+    scores = np.round(scores, 6)
+    trials, score_path = _write_scored_trials(tmp_path, scores, labels)
+    result = CliRunner().invoke(main, ["--scores", str(score_path), "--trials", str(trials),
+                                       "--out", str(tmp_path / "cal.json"), "--p-target", "0.01"])
+    assert result.exit_code == 0, result.output
+    assert "Cllr" in result.output and "accept llr >" in result.output
+    result = CliRunner().invoke(main, ["--scores", str(score_path), "--apply", str(tmp_path / "cal.json"),
+                                       "--output", str(tmp_path / "llr")])
+    assert result.exit_code == 0, result.output
+    lines = [line.split() for line in (tmp_path / "llr").read_text().splitlines()]
+    assert [(a, b) for a, b, _ in lines] == [tuple(line.split()[:2]) for line in score_path.read_text().splitlines()]
+    api = fit_calibration(scores, labels, p_target=0.01)
+    assert np.abs(np.array([float(x) for *_, x in lines]) - api.apply(scores)).max() <= 1e-6
+    cal = Calibration.load(tmp_path / "cal.json")
+    assert cal.p_target == 0.01 and cal.fitted_on["trials"] == str(trials)
+
+
+@pytest.mark.parametrize("args", [
+    [],                                    # neither mode
+    ["--trials", "T"],                     # fit without --out
+    ["--apply", "C", "--output", "O", "--trials", "T", "--out", "X"],   # both modes
+    ["--output", "O"],                     # apply without --apply
+])
+def test_cli_needs_exactly_one_mode(tmp_path, args):
+    from click.testing import CliRunner
+
+    from svmix.bin.calibrate import main
+
+    rng = np.random.default_rng(8)
+    trials, score_path = _write_scored_trials(tmp_path, *cosine_like(rng, 20, 200))
+    Calibration(["score"], [1.0], 0.0).save(tmp_path / "C")
+    paths = {"T": str(trials), "C": str(tmp_path / "C"), "O": str(tmp_path / "O"), "X": str(tmp_path / "X")}
+    result = CliRunner().invoke(main, ["--scores", str(score_path)] + [paths.get(a, a) for a in args])
+    assert result.exit_code == 1 and "give either --trials and --out (fit) or --apply and --output" in result.output
+    assert not (tmp_path / "O").exists() and not (tmp_path / "X").exists()

@@ -119,6 +119,8 @@ class World:
                             "metrics_json": out / "score_metrics.json", "utt2spk": d / "utt2spk", "bootstrap": 20},
             "svmix-metrics": {"score_paths": [self.scores], "trials": d / "trials", "json_path": out / "metrics.json",
                               "labels": ["tiny"], "utt2spk": d / "utt2spk", "bootstrap": 20},
+            "svmix-calibrate": {"scores": self.scores, "trials": d / "trials", "out": out / "cal.json",
+                                "p_target": 0.05},
             "svmix-profile": {"encoder": "svmixer", "hidden": 16, "seq_len": 20, "group_dim": 8, "seconds": 1},
             "svmix-export": {"model_path": self.exp, "fmt": "torchscript", "out": out / "model.ts", "opset": 17},
             "svmix-report": {"systems": [self.exp], "trials_names": ["trials"], "emb_name": "test",

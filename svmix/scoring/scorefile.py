@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -45,14 +45,10 @@ def _pair(names: Dict[int, str], key: int, width: int) -> str:
     return f"'{names[key // width]} {names[key % width]}'"
 
 
-def read_scores(path: os.PathLike, trials: TrialIndex, vocab: Dict[str, int]) -> np.ndarray:
-    """Scores of ``path`` aligned to ``trials`` (codes into ``vocab``) by (enroll, test) pair.
-
-    A file in trial order is taken as is; otherwise pairs are looked up. One-line errors name the
-    file and line: a score that is not a number or not finite, a pair scored twice (both lines), and
-    a trial without a score (the first such pair and how many). Lines scoring pairs that are not
-    trials are ignored with a warning that counts them and names the first.
-    """
+def read_score_lines(path: os.PathLike, vocab: Dict[str, int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(enroll codes, test codes, scores, line numbers)`` of a score file, in file order; ids are
+    added to ``vocab``. One-line errors name the file and line: a line that is not
+    ``<enroll> <test> <score>`` and a score that is not a number or not finite."""
     path = str(path)
     enrolls, tests, values, line_numbers = [], [], [], []
     for chunk in iter_token_chunks(path):
@@ -65,14 +61,27 @@ def read_scores(path: os.PathLike, trials: TrialIndex, vocab: Dict[str, int]) ->
         line_numbers.append(chunk.lines)
     if not values:
         raise SvmixError(f"{path}: no scores")
-    width = np.int64(len(vocab))
-    keys = np.concatenate(enrolls) * width + np.concatenate(tests)
     scores, lines = np.concatenate(values), np.concatenate(line_numbers)
     not_finite = ~np.isfinite(scores)
     if not_finite.any():
         i = int(np.argmax(not_finite))
         raise SvmixError(f"{path}:{lines[i]}: score {scores[i]} is not finite "
                          f"({int(not_finite.sum())} of {len(scores)} scores are NaN or infinite)")
+    return np.concatenate(enrolls), np.concatenate(tests), scores, lines
+
+
+def read_scores(path: os.PathLike, trials: TrialIndex, vocab: Dict[str, int]) -> np.ndarray:
+    """Scores of ``path`` aligned to ``trials`` (codes into ``vocab``) by (enroll, test) pair.
+
+    A file in trial order is taken as is; otherwise pairs are looked up. Besides the errors of
+    :func:`read_score_lines`, one-line errors name a pair scored twice (both lines) and a trial
+    without a score (the first such pair and how many). Lines scoring pairs that are not trials are
+    ignored with a warning that counts them and names the first.
+    """
+    path = str(path)
+    enroll, test, scores, lines = read_score_lines(path, vocab)
+    width = np.int64(len(vocab))
+    keys = enroll * width + test
     wanted = trials.enroll.astype(np.int64) * width + trials.test
     if len(keys) == len(wanted) and np.array_equal(keys, wanted):
         return scores
