@@ -23,6 +23,7 @@ layout with ``kmeans.npz``, ``training.json`` and a ``MODEL_CARD.md``.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -39,6 +40,7 @@ from svmix.data.audio import load_audio
 from svmix.data.datadir import DataDir
 from svmix.errors import SvmixError
 from svmix.teachers.hf_format import save_hf_wavlm
+from svmix.teachers.mini import DEFAULT_CONFIG as MINI_CONFIG
 from svmix.teachers.mini import AAMHead, CropSampler, _lr_factor, torchaudio_params
 from svmix.teachers.mini import _schema as mini_schema
 from svmix.teachers.model import build_torchaudio_model, hf_hidden_states
@@ -52,14 +54,8 @@ FRAME_WINDOW, FRAME_HOP = 400, 320  # the conv frontend's receptive field and ho
 
 DEFAULT_CONFIG: Dict[str, Any] = {
     "seed": 0,
-    "model": {  # Hugging Face WavLMConfig keys
-        "hidden_size": 256, "num_hidden_layers": 6, "num_attention_heads": 4, "intermediate_size": 1024,
-        "conv_dim": [128] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_stride": [5, 2, 2, 2, 2, 2, 2],
-        "conv_bias": False, "feat_extract_norm": "group", "do_stable_layer_norm": False,
-        "num_conv_pos_embeddings": 64, "num_conv_pos_embedding_groups": 16,
-        "num_buckets": 320, "max_bucket_distance": 800,
-        "hidden_dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.0, "feat_proj_dropout": 0.1,
-    },
+    # The mini teacher's WavLM architecture, two layers deeper (Hugging Face WavLMConfig keys).
+    "model": {**copy.deepcopy(MINI_CONFIG["model"]), "num_hidden_layers": 6},
     "kmeans": {"clusters": 100, "frames": 200000, "utterances": 2000, "n_mfcc": 13},
     "train": {
         "steps": 20000, "batch_size": 8, "crop_seconds": 2.0, "lr": 5.0e-4, "warmup_steps": 1000,
