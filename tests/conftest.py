@@ -72,6 +72,16 @@ def make_datadir(root: Path, num_speakers: int = 4, utts_per_speaker: int = 3, s
     return data
 
 
+def one_error_line(result, *names: str) -> str:
+    """A CliRunner result of a user error: exit 1 through ``user_errors``, exactly one ``error:`` line
+    on stderr naming every one of ``names``, no traceback. Returns that line."""
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert all(name in errors[0] for name in names), errors[0]
+    return errors[0]
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op thread: on a busy shared machine, thread spin-waits dominate tiny models."""

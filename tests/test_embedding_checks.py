@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from svmix.bin.score import main as score_cli
 from svmix.errors import SvmixError
 from svmix.scoring import load_embeddings, load_mean, score_trials
+from conftest import one_error_line
 
 
 def write_ark(path, entries):
@@ -42,14 +43,6 @@ def run_score(tmp_path, scp, *extra, trials_text=None):
     return result, out
 
 
-def assert_one_line_error(result, *names):
-    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output
-    assert all(name in errors[0] for name in names), errors[0]
-    return errors[0]
-
-
 def assert_untouched(out):
     assert out.read_text() == "previous\n"
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".scores")] == []
@@ -72,7 +65,7 @@ def test_non_finite_embedding_is_an_error_naming_line_utterance_and_ark(tmp_path
     assert message.startswith(f"{scp}:{position + 1}: embedding of '{utt}' contains NaN or infinite values")
     assert f"{tmp_path}/emb.ark:" in message and "1 of 6 embeddings" in message
     result, out = run_score(tmp_path, scp)  # unlabelled trials: no metrics step that could catch it
-    assert_one_line_error(result, f"'{utt}'", "NaN or infinite")
+    one_error_line(result, f"'{utt}'", "NaN or infinite")
     assert_untouched(out)
 
 
@@ -94,7 +87,7 @@ def test_zero_embedding_is_an_error_naming_the_first_utterances(tmp_path, zeros,
     assert f"{len(zeros)} of 6 embeddings" in message
     assert all(f"'{utt}'" in message for utt in zeros[:3]) and ("..." in message) == (len(zeros) > 3)
     result, out = run_score(tmp_path, scp)
-    assert_one_line_error(result, f"'{zeros[0]}'", "all zeros")
+    one_error_line(result, f"'{zeros[0]}'", "all zeros")
     assert_untouched(out)
 
 
@@ -154,7 +147,7 @@ def test_truncated_ark_is_not_scored_as_a_shorter_vector(tmp_path):
     entries = make_entries(n=2, dim=16)
     scp, ark, line = truncated_copy(tmp_path, entries, cut_from_end=4 * 8, reverse=True)
     result, out = run_score(tmp_path, scp, trials_text="u0 u1\nu1 u1\n")
-    assert_one_line_error(result, f"{scp}:1", "'u1'", str(ark), "truncated")
+    one_error_line(result, f"{scp}:1", "'u1'", str(ark), "truncated")
     assert_untouched(out)
 
 
@@ -171,7 +164,7 @@ def test_scp_offset_past_the_end_of_the_ark_names_line_and_file(tmp_path, past):
     assert str(info.value) == (f"{scp}:2: cannot read the embedding of 'u1': offset {size + past} is past the end "
                                f"of {tmp_path / 'emb.ark'} ({size} bytes; truncated ark?)")
     result, out = run_score(tmp_path, scp)
-    assert_one_line_error(result, f"{scp}:2", "past the end", "emb.ark")
+    one_error_line(result, f"{scp}:2", "past the end", "emb.ark")
     assert_untouched(out)
 
 
@@ -196,7 +189,7 @@ def test_non_utf8_scp_names_the_line(tmp_path):
     scp = write_ark(tmp_path / "emb.ark", make_entries(n=3))
     scp.write_bytes(scp.read_bytes().replace(b"u2", b"u\xe92", 1))
     result, out = run_score(tmp_path, scp, trials_text="u0 u1\n")
-    assert_one_line_error(result, f"{scp}:3", "not UTF-8", "0xe9")
+    one_error_line(result, f"{scp}:3", "not UTF-8", "0xe9")
     assert_untouched(out)
 
 
@@ -244,7 +237,7 @@ def test_bad_mean_file_is_a_one_line_error_naming_it(tmp_path, kind):
     scp = write_ark(tmp_path / "emb.ark", make_entries())
     path = mean_file(tmp_path, kind)
     result, out = run_score(tmp_path, scp, "--mean", path)
-    assert_one_line_error(result, "mean")
+    one_error_line(result, "mean")
     assert str(path) in result.stderr or kind == "wrong_dim"  # a wrong dimension names both files
     assert_untouched(out)
     if kind != "wrong_dim":

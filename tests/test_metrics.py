@@ -12,6 +12,7 @@ from svmix.bin.metrics import main as metrics_cli
 from svmix.data.datadir import Trial, write_trials
 from svmix.errors import SvmixError
 from svmix.metrics import compute_eer, compute_metrics, compute_min_dcf, det_curve
+from conftest import one_error_line
 
 
 def reference_eer(scores, labels):
@@ -120,12 +121,6 @@ def run_metrics(tmp_path, scores_path, trials_path, *extra):
                                               "--json", str(out), *extra])
     return result, out
 
-
-def one_error_line(result):
-    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.stderr
-    return errors[0]
 
 
 def reordered(two_systems):

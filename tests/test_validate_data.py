@@ -15,6 +15,7 @@ from svmix.data.audio import audio_info, load_audio, scan_audio, wav_data_shortf
 from svmix.data.datadir import read_kv
 from svmix.data.validate import validate_datadir
 from svmix.errors import AudioError
+from conftest import one_error_line
 
 LISTS = ("wav.scp", "utt2spk", "spk2utt", "utt2dur", "trials")
 
@@ -35,12 +36,6 @@ def invoke(*args):
 def snapshot(data):
     return {p.name: p.read_bytes() for p in sorted(data.iterdir()) if p.is_file()}
 
-
-def one_error_line(result):
-    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output
-    return errors[0]
 
 
 def point_at(data, utt, path):

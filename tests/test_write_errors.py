@@ -17,6 +17,7 @@ from svmix.bin.prepare_augment import main as augment_cli
 from svmix.bin.score import main as score_cli
 from svmix.data.datadir import Trial, write_trials
 from svmix.utils.fileio import WriteError, atomic_open, atomic_path, write_json
+from conftest import one_error_line
 
 ERRNOS = [errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES]
 
@@ -85,12 +86,6 @@ def scored(tmp_path):
                                           str(tmp_path / "emb.scp"), "--output", str(out)]).exit_code == 0
     return tmp_path
 
-
-def one_error_line(result):
-    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output
-    return errors[0]
 
 
 def tool_runs(root):
