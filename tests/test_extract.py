@@ -65,6 +65,17 @@ def reference_embeddings(ckpt: Path, data: Path) -> dict:
     return out
 
 
+
+def kill_after_first_chunk(cmd, out, wait_seconds: float) -> None:
+    """Start the extraction ``cmd`` and SIGKILL it as soon as a chunk of ``out`` is published (or it
+    ends, or ``wait_seconds`` pass)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + wait_seconds
+    while not list((out / "chunks").glob("xvector.*.json")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
 def test_mixed_length_batches_match_single_utterances(setup):
     _, ckpt, _ = setup
     embedder = load_embedder(ckpt)
@@ -196,12 +207,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     out = tmp_path / "emb"
     cmd = [sys.executable, "-m", "svmix.bin.extract", "--model", str(ckpt.parent), "--data", str(data),
            "--out", str(out), "--chunk-size", "1", "--batch-size", "2", "--num-workers", "0", "--num-threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not list((out / "chunks").glob("*.json")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_first_chunk(cmd, out, wait_seconds=120)
     assert not (out / "xvector.scp").exists(), "the run finished before it could be killed"
     finished = len(list((out / "chunks").glob("*.json")))
     assert 1 <= finished < 12
@@ -262,12 +268,7 @@ def test_resume_after_a_kill_is_byte_identical(resumable, tmp_path):
     out = tmp_path / "emb"
     cmd = [sys.executable, "-m", "svmix.bin.extract", "--model", str(ckpt), "--data", str(data), "--out", str(out),
            "--chunk-size", "2", "--batch-size", "3", "--num-workers", "0", "--num-threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not list((out / "chunks").glob("xvector.*.json")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_first_chunk(cmd, out, wait_seconds=300)
     finished = len(list((out / "chunks").glob("xvector.*.json")))
     assert 1 <= finished < 6 and not (out / "xvector.scp").exists()
     # resumed with another batch size: the plan's batch size is kept, so the batches are the same
