@@ -124,3 +124,28 @@ def test_span_mask_masks_spans_and_is_seeded():
     b = span_mask(np.random.default_rng(0), 4, 100, 0.08, 10)
     assert torch.equal(a, b) and a.any(dim=1).all()
     assert 0.2 < a.float().mean() < 0.8
+
+
+def test_cli_pretrain_records_the_command_and_refuses_trials(tmp_path, pool, one_thread):
+    """svmix-train-teacher --pretrain: the config file and --seed/--steps reach pretrain_teacher, the
+    model card records the exact command, and --trials-data (a classification-teacher option) is refused."""
+    import yaml
+    from click.testing import CliRunner
+
+    from svmix.bin.train_teacher import main
+
+    conf = tmp_path / "pretrain.yaml"
+    conf.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "t"
+    args = ["--pretrain", "--data", str(pool), "--out", str(out), "--config", str(conf), "--steps", "4", "--seed", "5"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "training.json").read_text())
+    assert summary["steps"] == 4 and summary["seed"] == 5 and summary["config"]["train"]["batch_size"] == 2
+    assert "svmix-train-teacher --pretrain --data" in (out / "MODEL_CARD.md").read_text()
+    assert (out / "pretrain.log").read_text().count("step 4/4") == 1
+    result = CliRunner().invoke(main, args[:-4] + ["--trials-data", str(pool)])
+    assert result.exit_code != 0 and "--trials-data" in result.output
+    result = CliRunner().invoke(main, ["--pretrain", "--data", str(pool), "--out", str(tmp_path / "u"),
+                                       "--config", str(conf), "--steps", "0"])
+    assert result.exit_code != 0 and "--steps" in result.output

@@ -13,6 +13,9 @@ import click
 from svmix.cli import SEED, FiniteFloat, OutPath, command, in_dir, in_file, user_errors
 
 
+OVERRIDE_OPTIONS = {"seed": "--seed", "train.steps": "--steps"}
+
+
 @command("svmix-train-teacher")
 @click.option("--data", "data_dir", required=True, type=in_dir(),
               help="Training data dir (wav.scp, utt2spk).")
@@ -54,7 +57,6 @@ def main(data_dir: str, out_dir: str, config_path: Optional[str], pretrain: bool
 def _pretrain(data_dir: str, out_dir: str, config_path: Optional[str], overrides: dict,
               max_minutes: Optional[float], trials_data: Optional[str]) -> None:
     import shlex
-    import sys
 
     from svmix.teachers.pretrain import pretrain_teacher
     from svmix.train.config import apply_overrides, read_yaml
@@ -67,7 +69,10 @@ def _pretrain(data_dir: str, out_dir: str, config_path: Optional[str], overrides
     config = apply_overrides(config, overrides)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     setup_logging(Path(out_dir) / "pretrain.log")
-    command = " ".join(shlex.quote(a) for a in ["svmix-train-teacher", *sys.argv[1:]])
+    words = ["svmix-train-teacher", "--pretrain", "--data", data_dir, "--out", out_dir]
+    words += ["--config", config_path] if config_path else []
+    words += [w for key, value in overrides.items() for w in (OVERRIDE_OPTIONS[key], str(value))]
+    command = " ".join(shlex.quote(str(w)) for w in words)  # the command that reproduces this teacher
     summary = pretrain_teacher(data_dir, out_dir, config, max_minutes=max_minutes, command=command)
     click.echo(f"{out_dir}: teacher pretrained ({summary['steps']} steps, {summary['parameters'] / 1e6:.2f}M parameters)")
 
