@@ -203,7 +203,7 @@ recipe_begin() {
   # shellcheck disable=SC2086
   _svmix_check_names students $students $nokd_students $baselines
   local systems duplicate
-  systems="$(_svmix_systems; [ "$floor" = true ] && echo floor)"
+  systems="$(_svmix_systems; if [ "$floor" = true ]; then echo floor; fi)"
   duplicate="$(sort <<< "$systems" | uniq -d | head -1)"
   [ -z "$duplicate" ] || recipe_error "two systems are named '$duplicate' (--students, --nokd-students, --baselines; 'floor' is the floor's)"
   duplicate="$(tr ' ' '\n' <<< "$test_sets" | sed '/^$/d' | sort | uniq -d | head -1)"
