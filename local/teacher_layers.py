@@ -5,6 +5,7 @@ without loading weights: what the recipes cache and distil from unless --teacher
     python local/teacher_layers.py --teacher WAVLM_LARGE                    # 24
     python local/teacher_layers.py --teacher exp/teacher                    # an HF directory: config.json
     python local/teacher_layers.py --mini-config conf/teacher_mini.yaml     # the mini teacher stage 1 will train
+    python local/teacher_layers.py --pretrain-config conf/teacher_pretrain.yaml   # the pretrained one (6)
     python local/teacher_layers.py --teacher WAVLM_LARGE --split 3          # 8,16,24 (DistilHuBERT's thirds)
 """
 from __future__ import annotations
@@ -24,19 +25,28 @@ from svmix.cli import user_errors
 from svmix.errors import SvmixError
 
 
-def last_layer(teacher: Optional[str] = None, mini_config: Optional[str] = None) -> int:
-    """The number of Transformer layers of ``teacher`` (a ``--teacher`` spec) or of the mini teacher
-    that ``mini_config`` describes (exactly one of the two). A configuration that states the number
+def last_layer(teacher: Optional[str] = None, mini_config: Optional[str] = None,
+               pretrain_config: Optional[str] = None) -> int:
+    """The number of Transformer layers of ``teacher`` (a ``--teacher`` spec), of the mini teacher
+    that ``mini_config`` describes, or of the teacher that ``svmix-train-teacher --pretrain`` makes
+    from ``pretrain_config`` (exactly one of the three). A configuration that states the number
     is read as text (quick: every recipe start asks); the rest goes through svmix.teachers."""
-    if (teacher is None) == (mini_config is None):
-        raise SvmixError("give exactly one of --teacher SPEC and --mini-config FILE")
-    if mini_config is not None:
-        path = Path(mini_config)
+    if sum(x is not None for x in (teacher, mini_config, pretrain_config)) != 1:
+        raise SvmixError("give exactly one of --teacher SPEC, --mini-config FILE and --pretrain-config FILE")
+    config = mini_config if mini_config is not None else pretrain_config
+    if config is not None:
+        path = Path(config)
         if not path.is_file():
             raise SvmixError(f"{path}: teacher config not found")
         stated = _stated_layers(path, _model_section)
         if stated is not None:
             return stated
+        if pretrain_config is not None:
+            from svmix.teachers.pretrain import pretrain_config as resolve_pretrain_config
+            from svmix.train.config import read_yaml
+
+            resolved = resolve_pretrain_config(read_yaml(path, "teacher pretraining config"), str(path))
+            return int(resolved["model"]["num_hidden_layers"])
         from svmix.teachers.mini import load_config
 
         return int(load_config(path)["model"]["num_hidden_layers"])
@@ -92,12 +102,13 @@ def evenly_spaced(num_layers: int, parts: int) -> List[int]:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--teacher", help="Teacher spec: torchaudio bundle name, HF directory or svmix teacher checkpoint.")
 @click.option("--mini-config", help="Mini-teacher YAML (the teacher a recipe's stage 1 trains).")
+@click.option("--pretrain-config", help="Teacher-pretraining YAML (svmix-train-teacher --pretrain --config).")
 @click.option("--split", default=1, show_default=True, type=click.IntRange(min=1),
               help="Print this many evenly spaced layers ending at the last, comma-separated.")
 @user_errors
-def main(teacher: Optional[str], mini_config: Optional[str], split: int) -> None:
+def main(teacher: Optional[str], mini_config: Optional[str], pretrain_config: Optional[str], split: int) -> None:
     """Print the teacher's last layer (or --split N evenly spaced layers)."""
-    print(",".join(str(x) for x in evenly_spaced(last_layer(teacher, mini_config), split)))
+    print(",".join(str(x) for x in evenly_spaced(last_layer(teacher, mini_config, pretrain_config), split)))
 
 
 if __name__ == "__main__":

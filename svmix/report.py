@@ -1,4 +1,19 @@
-"""RESULTS.md: one table per recipe run (system, params, GMACs, EER, minDCF, CPU RTF), ESPnet style."""
+"""RESULTS.md: every system of a recipe run on every test condition, mean ± std over training seeds.
+
+A system is an experiment dir ``EXP/<system>`` holding one run per seed, ``seed<k>/`` (its
+``model.pt``, ``emb_<set>/`` and ``metrics_<set>_<trials>.json``). A test condition is a test set (a
+data dir) and one of its trials lists. The report has
+
+- the test conditions (voices, utterances, trials, what the audio is);
+- accuracy: EER with its 95% speaker-bootstrap interval, minDCF at p = 0.01 and 0.05 per condition,
+  and the validation EER, each as mean ± sample std over the seeds;
+- size: parameters and GMACs of frontend, encoder and backend, and the hash of the training config;
+- timing: CPU real-time factor of extraction, with the machine and the date.
+
+Only the timing section depends on the machine or the clock: the other tables of two runs with the
+same seeds are equal. A per-seed version of the accuracy and timing tables is written beside
+RESULTS.md (``RESULTS_per_seed.md``) and linked from it.
+"""
 from __future__ import annotations
 
 import datetime
@@ -7,112 +22,316 @@ import json
 import math
 import os
 import platform
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import yaml
 
 from svmix.errors import SvmixError
 from svmix.utils.fileio import atomic_open
+
+FLOOR_NAME = "MFCC-mean cosine (floor)"
+PARTS = ("frontend", "encoder", "backend")
 
 
 def _read_json(path: Path) -> Optional[dict]:
     try:
         with open(path) as f:
             return json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
+    except FileNotFoundError:
         return None
+    except json.JSONDecodeError as e:
+        raise SvmixError(f"{path}: not valid JSON ({e})") from None
 
 
 def _fmt(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def system_rows(exp_dir: os.PathLike, trials_names: Sequence[str], emb_name: str) -> List[Dict[str, object]]:
-    """One row per trials list for a trained system, from its experiment directory."""
-    from svmix.checkpoint import read_checkpoint
+@dataclass(frozen=True)
+class Condition:
+    """One trials list of one test set."""
+    data_dir: Path
+    trials: str
+
+    @property
+    def test_set(self) -> str:
+        return self.data_dir.name
+
+    @property
+    def key(self) -> str:  # file names: metrics_<key>.json, scores_<key>
+        return f"{self.test_set}_{self.trials}"
+
+    def label(self, single_trials: bool) -> str:
+        return self.test_set if single_trials else f"{self.test_set}/{self.trials}"
+
+
+def conditions_of(test_dirs: Sequence[os.PathLike], trials_names: Sequence[str]) -> List[Condition]:
+    dirs = [Path(d) for d in test_dirs]
+    names = [d.name for d in dirs]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise SvmixError(f"two test sets are named '{duplicate}'")
+    return [Condition(d, t) for d in dirs for t in trials_names]
+
+
+def describe_condition(condition: Condition) -> Dict[str, object]:
+    """Voices, utterances and trials of a condition, from its data dir."""
+    from svmix.data.datadir import read_kv, read_trials
+
+    trials_file = condition.data_dir / condition.trials
+    if not trials_file.is_file():
+        raise SvmixError(f"{trials_file}: trials not found")
+    trials = read_trials(trials_file)
+    utt2spk_file = condition.data_dir / "utt2spk"
+    utt2spk = read_kv(utt2spk_file) if utt2spk_file.is_file() else {}
+    utts = {u for t in trials for u in (t.enroll, t.test)}
+    return {"utterances": len(utts), "voices": len({utt2spk[u] for u in utts if u in utt2spk}) if utt2spk else None,
+            "trials": len(trials), "target": sum(1 for t in trials if t.label == 1)}
+
+
+def _config_hash(config_file: Path) -> Optional[str]:
+    """The training config without its seed: equal for the seeds of one system."""
+    if not config_file.is_file():
+        return None
+    config = yaml.safe_load(config_file.read_text()) or {}
+    if isinstance(config.get("train"), dict):
+        config["train"].pop("seed", None)
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _metrics(path: Path) -> Dict[str, object]:
+    m = _read_json(path) or {}
+    dcf = m.get("min_dcf") or {}
+    return {"eer": m.get("eer"), "eer_ci": m.get("eer_ci"), "min_dcf_01": dcf.get("0.01"),
+            "min_dcf_05": dcf.get("0.05")}
+
+
+def seed_run(seed_dir: Path, conditions: Sequence[Condition], trained: bool = True) -> Dict[str, object]:
+    """What one seed of a system measured (None where a stage has not written its file yet)."""
+    run: Dict[str, object] = {"dir": seed_dir, "metrics": {c.key: _metrics(seed_dir / f"metrics_{c.key}.json")
+                                                            for c in conditions}}
+    rtfs = [(_read_json(seed_dir / f"emb_{s}" / "extract_stats.json") or {}).get("rtf")
+            for s in dict.fromkeys(c.test_set for c in conditions)]
+    rtfs = [r for r in rtfs if r is not None]
+    run["rtf"] = statistics.fmean(rtfs) if rtfs else None
+    run["val_eer"] = run["config_hash"] = run["config"] = None
+    if trained:
+        from svmix.checkpoint import read_checkpoint
+
+        if not (seed_dir / "model.pt").is_file():
+            raise SvmixError(f"{seed_dir}: no model.pt (train this seed first, stage 3)")
+        ckpt = read_checkpoint(seed_dir)
+        run.update(val_eer=ckpt.get("val_eer"), config=ckpt["config"],
+                   config_hash=_config_hash(seed_dir / "config.yaml"))
+    return run
+
+
+def system_summary(system_dir: os.PathLike, seeds: Sequence[int], conditions: Sequence[Condition]) -> Dict[str, object]:
+    """One trained system over its seeds: per-seed runs and the model's size by part."""
     from svmix.profiling import profile_model
 
-    exp_dir = Path(exp_dir)
-    ckpt = read_checkpoint(exp_dir)
-    profile = profile_model(ckpt["config"])
-    stats = _read_json(exp_dir / f"emb_{emb_name}" / "extract_stats.json") or {}
-    config_file = exp_dir / "config.yaml"
-    config_hash = hashlib.sha256(config_file.read_bytes()).hexdigest()[:10] if config_file.is_file() else None
-    rows = []
-    for trials in trials_names:
-        metrics = _read_json(exp_dir / f"metrics_{trials}.json") or {}
-        rows.append({
-            "system": exp_dir.name,
-            "trials": trials,
-            "params_m": profile["params"] / 1e6,
-            "gmacs": profile["gmacs"],
-            "eer": metrics.get("eer"),
-            "min_dcf_01": (metrics.get("min_dcf") or {}).get("0.01"),
-            "min_dcf_05": (metrics.get("min_dcf") or {}).get("0.05"),
-            "rtf": stats.get("rtf"),
-            "val_eer": ckpt.get("val_eer"),
-            "config_hash": config_hash,
-        })
-    return rows
+    system_dir = Path(system_dir)
+    runs = {k: seed_run(system_dir / f"seed{k}", conditions) for k in seeds}
+    first = runs[seeds[0]]
+    profile = profile_model(first["config"])
+    for k, run in runs.items():
+        if run["config"] != first["config"]:
+            raise SvmixError(f"{run['dir']}: a different model than {first['dir']} (one system, one model)")
+    parts = {p: {"params_m": profile["parts"][p]["params"] / 1e6, "gmacs": profile["parts"][p]["gmacs"]}
+             for p in PARTS}
+    parts["total"] = {"params_m": profile["params"] / 1e6, "gmacs": profile["gmacs"]}
+    hashes = list(dict.fromkeys(r["config_hash"] or "n/a" for r in runs.values()))
+    return {"system": system_dir.name, "runs": runs, "parts": parts, "config_hash": ", ".join(hashes)}
 
 
-def teacher_row(teacher_dir: os.PathLike) -> Optional[Dict[str, object]]:
+def floor_summary(floor_dir: os.PathLike, conditions: Sequence[Condition]) -> Dict[str, object]:
+    """The untrained floor: one deterministic run, no model."""
+    return {"system": FLOOR_NAME, "runs": {None: seed_run(Path(floor_dir), conditions, trained=False)},
+            "parts": None, "config_hash": None}
+
+
+def teacher_line(teacher_dir: os.PathLike) -> Optional[str]:
+    """The teacher's own evaluation (its eval.json), when it has one."""
     teacher_dir = Path(teacher_dir)
     evaluation = _read_json(teacher_dir / "eval.json")
     if evaluation is None:
         return None
     weights = teacher_dir / "model.safetensors"
-    params = None
+    params = ""
     if weights.is_file():
         from safetensors import safe_open
 
         with safe_open(str(weights), framework="pt") as f:
-            params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-    return {"system": f"teacher ({teacher_dir.name})", "trials": Path(evaluation.get("trials", "")).name,
-            "eer": evaluation.get("eer"), "params_m": params / 1e6 if params else None}
+            params = f", {sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys()) / 1e6:.2f} M parameters"
+    return (f"- teacher `{teacher_dir.name}`{params}: EER {_fmt(evaluation.get('eer'), '.2f')} % on "
+            f"`{Path(evaluation.get('trials', '')).name}` (its own speaker head, see its eval.json)")
 
 
-def render(rows: Sequence[Dict[str, object]], teacher: Optional[Dict[str, object]], emb_name: str,
-           commands: List[str]) -> str:
+def mean_std(values: Sequence[Optional[float]], spec: str) -> str:
+    """``mean ± std`` (sample std) over the seeds that have a value; one value alone; ``n/a`` for
+    none. A count is added when some seeds have no value yet."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return "n/a"
+    text = format(statistics.fmean(present), spec)
+    if len(present) > 1:
+        text += f" ± {format(statistics.stdev(present), spec)}"
+    if len(present) < len(values):
+        text += f" ({len(present)}/{len(values)} seeds)"
+    return text
+
+
+def _ci(intervals: Sequence[Optional[Sequence[float]]]) -> str:
+    """The 95% interval of one run, or the mean of the per-seed bounds of several."""
+    present = [i for i in intervals if i is not None]
+    if not present:
+        return "n/a"
+    lo, hi = statistics.fmean(i[0] for i in present), statistics.fmean(i[1] for i in present)
+    return f"[{lo:.2f}, {hi:.2f}]"
+
+
+def _table(header: Sequence[str], align: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _accuracy_header(conditions: Sequence[Condition], single: bool) -> List[str]:
+    header = []
+    for c in conditions:
+        name = c.label(single)
+        header += [f"{name}: EER (%)", f"{name}: EER 95% CI", f"{name}: minDCF@0.01", f"{name}: minDCF@0.05"]
+    return header
+
+
+def _accuracy_cells(runs: Sequence[Dict[str, object]], conditions: Sequence[Condition]) -> List[str]:
+    cells = []
+    for c in conditions:
+        ms = [r["metrics"][c.key] for r in runs]
+        cells += [mean_std([m["eer"] for m in ms], ".2f"), _ci([m["eer_ci"] for m in ms]),
+                  mean_std([m["min_dcf_01"] for m in ms], ".3f"), mean_std([m["min_dcf_05"] for m in ms], ".3f")]
+    return cells
+
+
+def render(summaries: Sequence[Dict[str, object]], conditions: Sequence[Condition], seeds: Sequence[int],
+           notes: Mapping[str, str], commands: Sequence[str], teacher: Optional[str] = None,
+           per_seed_link: Optional[str] = None) -> str:
+    """RESULTS.md. Everything above the timing section is free of machine- and time-dependent values."""
     import torch
 
-    lines = [
-        "# RESULTS",
-        "",
-        f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
-        f"- evaluation data: `{emb_name}`; score: mean of the 10×10 cross-segment cosines (docs/method.md §Evaluation), no normalisation",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
-        "- params: frontend + encoder + backend; GMACs: one 3 s input (149 frames);"
-        " CPU RTF: extraction wall time ÷ audio duration",
-        "",
-        "| system | trials | params (M) | GMACs | EER (%) | minDCF@0.01 | minDCF@0.05 | CPU RTF | val EER (%) | config |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['system']} | {r['trials']} | {_fmt(r['params_m'], '.2f')} | {_fmt(r['gmacs'], '.3f')} | {_fmt(r['eer'], '.2f')} "
-            f"| {_fmt(r['min_dcf_01'], '.3f')} | {_fmt(r['min_dcf_05'], '.3f')} | {_fmt(r['rtf'], '.4f')} "
-            f"| {_fmt(r['val_eer'], '.2f')} | `{r['config_hash'] or 'n/a'}` |")
-    if teacher is not None:
-        lines.append(f"| {teacher['system']} | {teacher['trials']} | {_fmt(teacher['params_m'], '.2f')} | "
-                     f"| {_fmt(teacher['eer'], '.2f')} | | | | | |")
+    single = len({c.trials for c in conditions}) == 1
+    lines = ["# RESULTS", "", "## Test conditions", ""]
+    rows = []
+    for c in conditions:
+        d = describe_condition(c)
+        rows.append([c.label(single), f"`{c.trials}`", _fmt(d["voices"], "d"), str(d["utterances"]),
+                     f"{d['trials']:,}", f"{d['target']:,}", notes.get(c.test_set, "")])
+    lines += _table(["test set", "trials list", "voices", "utterances", "trials", "target trials", "condition"],
+                    ["---", "---", "---:", "---:", "---:", "---:", "---"], rows)
+    seeds_text = ", ".join(str(k) for k in seeds)
+    lines += ["", "## Accuracy", "",
+              f"Training seeds: {seeds_text} (train.seed). Each value is the mean ± sample standard deviation over "
+              "the seeds (a single seed: its value). EER 95% CI: speaker-bootstrap percentile interval of each "
+              "seed's EER (docs/method.md §Evaluation), here the mean of the per-seed bounds. Scores: mean of "
+              "the 10×10 cross-segment cosines, no normalisation."
+              + (f" Per seed: [{per_seed_link}]({per_seed_link})." if per_seed_link else ""), ""]
+    header = ["system", "seeds"] + _accuracy_header(conditions, single) + ["val EER (%)"]
+    rows = []
+    for s in summaries:
+        runs = list(s["runs"].values())
+        trained = s["parts"] is not None
+        rows.append([s["system"], str(len(runs)) if trained else "-"] + _accuracy_cells(runs, conditions)
+                    + [mean_std([r["val_eer"] for r in runs], ".2f") if trained else "-"])
+    lines += _table(header, ["---", "---:"] + ["---:"] * (len(header) - 2), rows)
+    if teacher:
+        lines += ["", teacher]
+    lines += ["", "## Size", "",
+              "Parameters (M) and GMACs for one 3 s input (149 frames), by part; config: hash of the training "
+              "config without its seed.", ""]
+    header = ["system"] + [f"{p} {q}" for p in (*PARTS, "total") for q in ("params (M)", "GMACs")] + ["config"]
+    rows = []
+    for s in summaries:
+        if s["parts"] is None:
+            continue
+        cells = [s["system"]]
+        for p in (*PARTS, "total"):
+            cells += [f"{s['parts'][p]['params_m']:.3f}", f"{s['parts'][p]['gmacs']:.3f}"]
+        rows.append(cells + [f"`{s['config_hash']}`"])
+    lines += _table(header, ["---"] + ["---:"] * 8 + ["---"], rows)
+    lines += ["", "## Timing (machine-dependent)", "",
+              f"- {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; {platform.machine()}, {os.cpu_count()} CPU "
+              f"cores, torch {torch.__version__}",
+              "- CPU RTF: extraction wall time ÷ audio duration, averaged over the test sets; mean ± std over the "
+              "seeds", ""]
+    rows = [[s["system"], mean_std([r["rtf"] for r in s["runs"].values()], ".4f")] for s in summaries]
+    lines += _table(["system", "CPU RTF"], ["---", "---:"], rows)
     if commands:
-        lines += ["", "## Commands", "", "```"] + commands + ["```"]
+        lines += ["", "## Commands", "", "```"] + list(commands) + ["```"]
     return "\n".join(lines) + "\n"
 
 
-def write_report(systems: Sequence[os.PathLike], out: os.PathLike, trials_names: Sequence[str] = ("trials",),
-                 emb_name: str = "test", teacher_dir: Optional[os.PathLike] = None,
-                 commands_file: Optional[os.PathLike] = None) -> str:
+def render_per_seed(summaries: Sequence[Dict[str, object]], conditions: Sequence[Condition]) -> str:
+    """One row per system and seed: the values RESULTS.md averages."""
+    single = len({c.trials for c in conditions}) == 1
+    lines = ["# RESULTS per seed", "", "## Accuracy", ""]
+    header = ["system", "seed"] + _accuracy_header(conditions, single) + ["val EER (%)", "config"]
+    rows = []
+    for s in summaries:
+        for k, run in s["runs"].items():
+            rows.append([s["system"], "-" if k is None else str(k)] + _accuracy_cells([run], conditions)
+                        + [_fmt(run["val_eer"], ".2f"), f"`{run['config_hash']}`" if run["config_hash"] else "-"])
+    lines += _table(header, ["---", "---:"] + ["---:"] * (len(header) - 3) + ["---"], rows)
+    lines += ["", "## Timing (machine-dependent)", ""]
+    rows = [[s["system"], "-" if k is None else str(k), _fmt(run["rtf"], ".4f")]
+            for s in summaries for k, run in s["runs"].items()]
+    lines += _table(["system", "seed", "CPU RTF"], ["---", "---:", "---:"], rows)
+    return "\n".join(lines) + "\n"
+
+
+def parse_notes(notes: Sequence[str]) -> Dict[str, str]:
+    """``SET=TEXT`` entries: what each test set's audio is."""
+    out = {}
+    for note in notes:
+        name, sep, text = note.partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise SvmixError(f"--note '{note}': expected TEST_SET=DESCRIPTION")
+        out[name.strip()] = text.strip()
+    return out
+
+
+def per_seed_path(out: os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(f"{out.stem}_per_seed{out.suffix}")
+
+
+def write_report(systems: Sequence[os.PathLike], out: os.PathLike, test_dirs: Sequence[os.PathLike],
+                 trials_names: Sequence[str] = ("trials",), seeds: Sequence[int] = (0,),
+                 floor_dir: Optional[os.PathLike] = None, teacher_dir: Optional[os.PathLike] = None,
+                 notes: Sequence[str] = (), commands_file: Optional[os.PathLike] = None) -> str:
+    """Write RESULTS.md at ``out`` and RESULTS_per_seed.md beside it; returns RESULTS.md's text."""
     if not systems:
         raise SvmixError("no systems given for the report")
-    rows = [row for s in systems for row in system_rows(s, trials_names, emb_name)]
-    teacher = teacher_row(teacher_dir) if teacher_dir else None
+    if not test_dirs:
+        raise SvmixError("no test sets given for the report")
+    seeds = list(dict.fromkeys(seeds))
+    conditions = conditions_of(test_dirs, trials_names)
+    note_map = parse_notes(notes)
+    unknown = sorted(set(note_map) - {c.test_set for c in conditions})
+    if unknown:
+        raise SvmixError(f"--note names '{unknown[0]}', which is not a test set of the report")
+    summaries = [system_summary(s, seeds, conditions) for s in systems]
+    if floor_dir is not None:
+        summaries.append(floor_summary(floor_dir, conditions))
+    teacher = teacher_line(teacher_dir) if teacher_dir else None
     commands: List[str] = []
     if commands_file and Path(commands_file).is_file():
-        for line in Path(commands_file).read_text().splitlines():
-            if line and line not in commands:
-                commands.append(line)
-    text = render(rows, teacher, emb_name, commands)
+        commands = list(dict.fromkeys(line for line in Path(commands_file).read_text().splitlines() if line))
+    per_seed = per_seed_path(out)
+    text = render(summaries, conditions, seeds, note_map, commands, teacher, per_seed.name)
+    with atomic_open(per_seed) as f:
+        f.write(render_per_seed(summaries, conditions))
     with atomic_open(out) as f:
         f.write(text)
     return text

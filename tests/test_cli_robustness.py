@@ -73,6 +73,9 @@ class World:
         extract_embeddings(self.exp, list_inputs(data=self.data), self.emb, num_workers=0, progress=False)
         self.scores = root / "scores"
         score_file(self.data / "trials", self.emb / "xvector.scp", self.scores)
+        self.system = root / "system"  # a system of the recipe layout: one run per seed
+        self.system.mkdir()
+        (self.system / "seed0").symlink_to(self.exp)
         self.commands = root / "commands.log"
         self.commands.write_text("svmix-train ...\n")
         self.out = root / "out"  # the baselines' outputs
@@ -123,8 +126,9 @@ class World:
                                 "p_target": 0.05},
             "svmix-profile": {"encoder": "svmixer", "hidden": 16, "seq_len": 20, "group_dim": 8, "seconds": 1},
             "svmix-export": {"model_path": self.exp, "fmt": "torchscript", "out": out / "model.ts", "opset": 17},
-            "svmix-report": {"systems": [self.exp], "trials_names": ["trials"], "emb_name": "test",
-                             "teacher": self.teacher, "commands": self.commands, "out": out / "RESULTS.md"},
+            "svmix-report": {"systems": [self.system], "seeds": "0", "test_dirs": [d], "trials_names": ["trials"],
+                             "floor_dir": self.exp, "teacher": self.teacher, "notes": [f"{d.name}=clean"],
+                             "commands": self.commands, "out": out / "RESULTS.md"},
         }[script]
 
     def resolve(self, value: str) -> str:

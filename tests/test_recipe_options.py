@@ -21,7 +21,23 @@ RECIPES = {
 # Values that must be of a kind (the rest get distinct strings). Stages 4-5 keep stage 0's corpus
 # checks and stage 3's config checks out of the way, so that every option can be set at once.
 TYPED_VALUES = {"stage": "4", "stop_stage": "5", "teacher_mode": "online", "kd": "distilhubert",
-                "teacher_layers": "1,3", "num_trials": "123", "target_ratio": "0.25", "ngpu": "3"}
+                "teacher_layers": "1,3", "num_trials": "123", "target_ratio": "0.25", "ngpu": "3",
+                "seeds": "1,2,3", "floor": "false", "train_teacher": "true", "students": "student_a student_b",
+                "nokd_students": "student_a", "baselines": "base_a base_b", "test_sets": "set_a set_b"}
+
+
+@pytest.fixture(scope="module")
+def hf_teacher(tmp_path_factory):
+    """A local HF-layout teacher (config.json only: the recipes read its layer count, nothing more)."""
+    path = tmp_path_factory.mktemp("teacher") / "mini_world"
+    path.mkdir()
+    (path / "config.json").write_text('{"model_type": "wavlm", "num_hidden_layers": 6}')
+    return path
+
+
+def teacher_args(recipe, hf_teacher):
+    """The mini recipe's teacher is the shipped one: tests name a local stand-in."""
+    return ["--teacher", str(hf_teacher)] if recipe in ("mini", "top") else []
 
 
 def run(recipe, *args, cwd=ROOT):
@@ -82,20 +98,21 @@ def test_every_help_option_can_be_set_and_takes_effect(recipe, style):
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
-def test_help_defaults_are_what_the_recipe_uses(recipe):
+def test_help_defaults_are_what_the_recipe_uses(recipe, hf_teacher):
     """The printed variables that --help lists start from their --help default (derived ones excepted)."""
     options = help_options(recipe)
     got = print_options(recipe, "--teacher-layers", "2", "--corpus", str(ROOT)) if recipe == "custom" else \
-        print_options(recipe, "--teacher-layers", "2")
+        print_options(recipe, "--teacher-layers", "2", *teacher_args(recipe, hf_teacher))
     derived = {"teacher", "cache", "teacher_layers", "voxceleb2_wav", "corpus"}  # "default: ..." ones; set above
     for name, default in options.items():
         if name not in derived:
             assert got[name] == default, name
 
 
-def test_top_run_sh_is_the_mini_recipe():
+def test_top_run_sh_is_the_mini_recipe(hf_teacher):
     assert help_options("top") == help_options("mini")
-    assert print_options("top", "--teacher-layers", "2") == print_options("mini", "--teacher-layers", "2")
+    args = ["--teacher-layers", "2", "--teacher", str(hf_teacher)]
+    assert print_options("top", *args) == print_options("mini", *args)
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
@@ -131,10 +148,21 @@ def test_every_option_without_a_value_fails(recipe):
     (["extra"], "unexpected argument 'extra'"),
     (["--exp", ""], "--exp must not be empty"),
     (["--students="], "--students must not be empty"),
+    (["--seeds", "1,x"], "--seeds must be comma-separated non-negative integers"),
+    (["--seeds", "01"], "without leading zeros"),
+    (["--seeds", "-1"], "--seeds must be comma-separated"),
+    (["--seeds", "2,1,2"], "--seeds lists a seed twice: '2,1,2'"),
+    (["--seeds="], "--seeds must not be empty"),
+    (["--floor", "yes"], "--floor must be true or false, got 'yes'"),
+    (["--students", "a/b"], "--students: 'a/b' is not a plain name"),
+    (["--nokd-students", "no_such_student"], "--students: "),
+    (["--baselines", "no_such_baseline"], "--baselines: "),
+    (["--students", "svmixer_mini", "--baselines", "svmixer_mini"], "two systems are named 'svmixer_mini'"),
+    (["--students", "floor"], "two systems are named 'floor'"),
 ])
 @pytest.mark.parametrize("recipe", ["mini", "custom", "voxceleb"])
-def test_bad_values_fail_in_one_line_before_any_work(recipe, args, message, tmp_path):
-    base = ["--exp", str(tmp_path / "exp"), "--teacher-layers", "2"]
+def test_bad_values_fail_in_one_line_before_any_work(recipe, args, message, tmp_path, hf_teacher):
+    base = ["--exp", str(tmp_path / "exp"), "--teacher-layers", "2", *teacher_args(recipe, hf_teacher)]
     if recipe == "custom":
         base += ["--corpus", str(tmp_path)]
     proc = run(recipe, *base, *args)
@@ -155,6 +183,38 @@ def test_custom_recipe_checks_its_own_options(args, message, tmp_path):
     assert not (tmp_path / "exp").exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--test-sets", "test a/b"], "--test-sets: 'a/b' is not a plain name"),
+    (["--test-sets", "test test"], "--test-sets lists 'test' twice"),
+    (["--test-sets="], "--test-sets must not be empty"),
+    (["--train-teacher", "yes"], "--train-teacher must be true or false, got 'yes'"),
+])
+def test_mini_recipe_checks_its_own_options(args, message, tmp_path, hf_teacher):
+    proc = run("mini", "--exp", str(tmp_path / "exp"), "--teacher", str(hf_teacher), *args)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "exp").exists()
+
+
+def test_mini_recipe_without_the_shipped_teacher_says_how_to_train_one(tmp_path):
+    """Before stage 2 reads it, the teacher must exist; the error names --train-teacher."""
+    proc = run("mini", "--exp", str(tmp_path / "exp"), "--teacher", str(tmp_path / "missing"))
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
+    assert f"--teacher {tmp_path}/missing: not found" in proc.stderr and "--train-teacher true" in proc.stderr
+    assert not (tmp_path / "exp").exists()
+    # Stages that do not read the teacher run without it (the layers given).
+    proc = run("mini", "--exp", str(tmp_path / "exp"), "--teacher", str(tmp_path / "missing"),
+               "--teacher-layers", "6", "--stage", "4", "--stop-stage", "4", "--print-options")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_mini_recipe_default_teacher_is_the_shipped_one_or_the_pretrained_one():
+    proc = run("mini", "--teacher-layers", "2", "--stop-stage", "1", "--print-options")
+    assert printed(proc)["teacher"] == f"{ROOT}/teachers/mini_world" and printed(proc)["data"] == "data/mini_world"
+    got = print_options("mini", "--train-teacher", "true")
+    assert got["teacher"] == "exp/teacher" and got["teacher_layers"] == "6"  # conf/teacher_pretrain.yaml: 6 layers
+    assert got["test_sets"] == "test test_noisy" and got["test_root"] == "data/mini_world" and got["seeds"] == "0"
+
+
 @pytest.mark.parametrize("args, message", [(["--kd", "kl"], "--kd must be mse or distilhubert, got 'kl'"),
                                            (["--teacher-mode", "live"], "--teacher-mode must be cache or online")])
 def test_voxceleb_choices_must_be_known(args, message):
@@ -172,7 +232,8 @@ def test_voxceleb_choices_must_be_known(args, message):
     ("voxceleb", ["--kd", "distilhubert"], "8,16,24"),
     ("voxceleb", ["--kd", "distilhubert", "--teacher", "HUBERT_BASE"], "4,8,12"),   # DistilHuBERT's own
     ("voxceleb", ["--teacher", "WAVLM_BASE_PLUS", "--teacher-layers", "6"], "6"),
-    ("mini", [], "4"),
+    ("mini", ["--train-teacher", "true"], "6"),                          # conf/teacher_pretrain.yaml
+    ("mini", ["--train-teacher", "true", "--teacher-layers", "2"], "2"),
 ])
 def test_teacher_layers_follow_the_teacher(recipe, args, layers):
     got = print_options(recipe, "--corpus", str(ROOT), *args) if recipe == "custom" else print_options(recipe, *args)
@@ -180,10 +241,14 @@ def test_teacher_layers_follow_the_teacher(recipe, args, layers):
 
 
 def test_teacher_layers_follow_the_mini_teacher_config_and_a_local_teacher(tmp_path):
+    pretrain = yaml.safe_load((ROOT / "conf/teacher_pretrain.yaml").read_text())
+    pretrain["model"] = {"num_hidden_layers": 3}
+    (tmp_path / "pretrain3.yaml").write_text(yaml.safe_dump(pretrain))
+    got = print_options("mini", "--train-teacher", "true", "--teacher-config", str(tmp_path / "pretrain3.yaml"))
+    assert got["teacher_layers"] == "3" and got["teacher"] == "exp/teacher"
     config = yaml.safe_load((ROOT / "conf/teacher_mini.yaml").read_text())
     config["model"]["num_hidden_layers"] = 6
     (tmp_path / "teacher6.yaml").write_text(yaml.safe_dump(config))
-    assert print_options("mini", "--teacher-config", str(tmp_path / "teacher6.yaml"))["teacher_layers"] == "6"
     got = print_options("custom", "--corpus", str(ROOT), "--teacher", "mini",
                         "--teacher-config", str(tmp_path / "teacher6.yaml"))
     assert got["teacher_layers"] == "6" and got["teacher"] == "exp/custom/teacher"
@@ -191,11 +256,12 @@ def test_teacher_layers_follow_the_mini_teacher_config_and_a_local_teacher(tmp_p
     hf.mkdir()
     (hf / "config.json").write_text('{"model_type": "wavlm", "num_hidden_layers": 3}')
     assert print_options("custom", "--corpus", str(ROOT), "--teacher", str(hf))["teacher_layers"] == "3"
+    assert print_options("mini", "--teacher", str(hf))["teacher_layers"] == "3"  # the shipped teacher's way
     proc = run("custom", "--corpus", str(ROOT), "--teacher", "no-such-teacher", "--print-options")
     assert proc.returncode != 0 and "no-such-teacher" in proc.stderr and len(proc.stderr.splitlines()) == 1
 
 
-@pytest.mark.parametrize("recipe, args", [("mini", ["--teacher-config", "/nonexistent.yaml"]),
+@pytest.mark.parametrize("recipe, args", [("mini", ["--train-teacher", "true", "--teacher-config", "/nonexistent.yaml"]),
                                           ("custom", ["--corpus", str(ROOT), "--teacher", "mini",
                                                       "--teacher-config", "/nonexistent.yaml"])])
 def test_a_missing_mini_teacher_config_fails_in_one_line(recipe, args, tmp_path):
@@ -296,8 +362,8 @@ def test_option_lists_may_be_split_anyhow(separator, tmp_path):
 # Every stage with the tools replaced by shell functions that record their arguments (BASH_ENV is
 # sourced by every non-interactive bash): each option's value must reach the commands, as one argument.
 TOOLS = ["python", "torchrun", "svmix-validate-data", "svmix-prepare-augment", "svmix-train-teacher",
-         "svmix-cache-teacher", "svmix-train", "svmix-extract", "svmix-score", "svmix-metrics", "svmix-export",
-         "svmix-report"]
+         "svmix-cache-teacher", "svmix-train", "svmix-extract", "svmix-floor", "svmix-score", "svmix-metrics",
+         "svmix-export", "svmix-report"]
 STUBS = r"""
 _record() {
   local IFS=$'\x1f'; printf '%s\n' "$*" >> "$SVMIX_TEST_COMMANDS"
@@ -305,7 +371,7 @@ _record() {
 }
 """ + "".join(f'{tool}() {{ _record {tool} "$@"; }}\n' for tool in TOOLS)
 # Options that steer the run instead of being passed on; checked below by what they change.
-CONTROL = {"stage", "stop_stage", "teacher_mode", "kd"}
+CONTROL = {"stage", "stop_stage", "teacher_mode", "kd", "train_teacher"}
 
 
 def recorded_run(recipe, tmp_path, values):
@@ -320,20 +386,25 @@ def recorded_run(recipe, tmp_path, values):
     return [line.split("\x1f") for line in log.read_text().splitlines()]
 
 
-# (recipe, values of its own, options that the values make unused)
+# (recipe, values of its own, options that the values make unused); "HF" is a local teacher.
 VARIANTS = [
-    ("mini", {}, set()),
+    ("mini", {"train_teacher": "true"}, set()),  # pretrained here into --teacher, on the pool
+    ("mini", {"train_teacher": "false", "teacher": "HF"}, {"teacher_config", "teacher_opts"}),  # a given teacher
     ("custom", {"teacher": "mini"}, {"teacher"}),  # the mini teacher is trained into $exp/teacher
     ("custom", {}, {"teacher_config", "teacher_opts"}),  # a given teacher: nothing to train
     ("voxceleb", {"teacher_mode": "online", "kd": "distilhubert"}, set()),
 ]
 
 
+# Options whose words name systems, test sets or seeds: checked below by the commands they make.
+LISTS = {"students", "nokd_students", "baselines", "seeds", "test_sets", "floor"}
+
+
 @pytest.mark.parametrize("recipe, own, unused", VARIANTS)
-def test_every_option_reaches_the_commands(recipe, own, unused, tmp_path):
+def test_every_option_reaches_the_commands(recipe, own, unused, tmp_path, hf_teacher):
     models = tmp_path / "model confs"
     models.mkdir()
-    for name in ("student one", "student_two"):
+    for name in ("student one", "student_two", "base_line"):
         (models / f"{name}.yaml").write_text("{}")
     (tmp_path / "train config.yaml").write_text("{}")
     (tmp_path / "my corpus").mkdir()
@@ -343,14 +414,17 @@ def test_every_option_reaches_the_commands(recipe, own, unused, tmp_path):
                         f"--{name.replace('_', '-')}-flag {i}" if name.endswith("_opts") else
                         f"{tmp_path}/value of {name}")
     values.update(stage="0", stop_stage="6", ngpu="4", teacher_layers="3,5", students="student_two",
+                  nokd_students="student_two", baselines="base_line", seeds="7,3", floor="true",
                   model_conf_dir=str(models), train_config=str(tmp_path / "train config.yaml"))
+    if recipe == "mini":
+        values.update(test_sets="set_a set_b")
     if recipe == "custom":
         values.update(corpus=str(tmp_path / "my corpus"), target_ratio="0.375", num_trials="777")
-    values.update(own)
+    values.update({k: str(hf_teacher) if v == "HF" else v for k, v in own.items()})
     commands = recorded_run(recipe, tmp_path, values)
     tools = [c[0] for c in commands]
     for name, value in values.items():
-        if name in CONTROL | unused or name == "students":
+        if name in CONTROL | unused | LISTS:
             continue
         if name.endswith("_opts"):  # word-split on purpose: its words, in order
             assert any(value.replace(" ", "\x1f") in "\x1f".join(c) for c in commands), name
@@ -360,16 +434,56 @@ def test_every_option_reaches_the_commands(recipe, own, unused, tmp_path):
     assert "torchrun" in tools and any(c[:4] == ["torchrun", "--standalone", "--nproc_per_node", "4"]
                                        for c in commands)
     assert any("train.kd.layers=[3,5]" in c for c in commands)
-    trains = [c for c in commands if c[0] == "torchrun"]
-    assert len(trains) == 1 and f"{models}/student_two.yaml" in trains[0]
-    if recipe == "voxceleb":  # online teacher: no caching, the teacher runs in training
-        assert "svmix-cache-teacher" not in tools and "--teacher" in trains[0] and "--teacher-cache" not in trains[0]
-        assert "train.kd.name=distilhubert" in trains[0]
+    exp = values["exp"]
+    # Each system once per seed, into $exp/<system>/seed<k>, with train.seed=k.
+    trains = {(c[c.index("--exp") + 1], c[c.index("--model-config") + 1]): c for c in commands if c[0] == "torchrun"}
+    systems = {"student_two": "student_two", "student_two_nokd": "student_two", "base_line": "base_line"}
+    assert set(trains) == {(f"{exp}/{s}/seed{k}", f"{models}/{conf}.yaml") for s, conf in systems.items()
+                           for k in (7, 3)}
+    for (run, _), c in trains.items():
+        k = run.rsplit("seed", 1)[1]
+        assert f"train.seed={k}" in c
+        distils = "base_line" not in run
+        assert ("train.kd.layers=[3,5]" in c) == distils
+        assert ("train.kd.lambda=0" in c) == (not run.startswith(f"{exp}/student_two/"))
+        assert ("train.kd.name=null" in c) == (not distils)
+        if not distils:  # no teacher at all
+            assert "--teacher" not in c and "--teacher-cache" not in c
+        elif recipe == "voxceleb":  # online teacher: no caching, the teacher runs in training
+            assert "--teacher" in c and "--teacher-cache" not in c and "train.kd.name=distilhubert" in c
+        else:
+            assert "--teacher-cache" in c
+    if recipe == "voxceleb":
+        assert "svmix-cache-teacher" not in tools
     else:
-        assert "svmix-cache-teacher" in tools and "--teacher-cache" in trains[0]
-        assert ("svmix-train-teacher" in tools) == (recipe == "mini" or values["teacher"] == "mini")
+        assert "svmix-cache-teacher" in tools
+        assert ("svmix-train-teacher" in tools) == (values.get("train_teacher") == "true" or values["teacher"] == "mini")
         cache = next(c for c in commands if c[0] == "svmix-cache-teacher")
         assert cache[cache.index("--layers") + 1] == "3,5"
+    # Every system and seed, and the floor, extracted and scored on every test set with its utt2spk.
+    test_root, test_sets = {"mini": (values["data"], ["set_a", "set_b"]), "custom": (values["data"], ["test"]),
+                            "voxceleb": (values["data"], ["voxceleb1"])}[recipe]
+    trials = ["trials_o", "trials_e", "trials_h"] if recipe == "voxceleb" else ["trials"]
+    runs = [f"{exp}/{s}/seed{k}" for s in systems for k in (7, 3)]
+    extracts = {(c[c.index("--model") + 1], c[c.index("--data") + 1]) for c in commands if c[0] == "svmix-extract"}
+    assert extracts == {(r, f"{test_root}/{t}") for r in runs for t in test_sets}
+    floors = [c for c in commands if c[0] == "svmix-floor"]
+    assert floors == [["svmix-floor", "--data", f"{test_root}/{t}", "--out", f"{exp}/floor/emb_{t}"] for t in test_sets]
+    scores = {c[c.index("--metrics-json") + 1]: c for c in commands if c[0] == "svmix-score"}
+    assert set(scores) == {f"{r}/metrics_{t}_{n}.json" for r in runs + [f"{exp}/floor"] for t in test_sets
+                           for n in trials}
+    for path, c in scores.items():
+        assert c[c.index("--utt2spk") + 1] == f"{test_root}/{path.rsplit('metrics_', 1)[1].split('_trials')[0]}/utt2spk"
+    plots = [c for c in commands if c[0] == "svmix-metrics"]
+    assert len(plots) == len(test_sets) * len(trials)
+    assert all(c.count("--scores") == len(runs) + 1 and "seed7" in " ".join(c) for c in plots)  # seeds overlaid
+    exports = {c[c.index("--model") + 1] for c in commands if c[0] == "svmix-export"}
+    assert exports == {f"{exp}/student_two/seed{k}" for k in (7, 3)}  # the distilled students
+    report = next(c for c in commands if c[0] == "svmix-report")
+    assert report[report.index("--seeds") + 1] == "7,3"
+    assert [report[i + 1] for i, w in enumerate(report) if w == "--system"] == [f"{exp}/{s}" for s in systems]
+    assert [report[i + 1] for i, w in enumerate(report) if w == "--test-data"] == [f"{test_root}/{t}" for t in test_sets]
+    assert report[report.index("--floor") + 1] == f"{exp}/floor"
 
 
 # local/teacher_layers.py: the default --teacher-layers.

@@ -1,4 +1,5 @@
-"""Every stage of the default recipe, end to end, on a tiny corpus with a few training steps."""
+"""Every stage of the default recipe, end to end, on a tiny mini world with a few training steps:
+the teacher pretrained here (--train-teacher true), two seeds, a no-KD student, two test sets."""
 import json
 import os
 import subprocess
@@ -6,24 +7,32 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
-    "--nj", "1",
-    "--corpus-opts", "--num-train-speakers 4 --utts-per-speaker 5 --val-utts-per-speaker 2 "
-                     "--num-test-speakers 2 --test-utts-per-speaker 4 --num-test-trials 24 --num-val-trials 12",
+    "--nj", "1", "--seeds", "0,1", "--students", "svmixer_mini transformer_mini", "--nokd-students", "svmixer_mini",
+    "--corpus-opts", "--num-test-speakers 2 --test-utts-per-speaker 3 --num-test-trials 12 --num-val-speakers 2 "
+                     "--val-utts-per-speaker 2 --num-val-trials 4 --num-train-speakers 4 --utts-per-speaker 4 "
+                     "--num-pool-speakers 2 --pool-utts-per-speaker 3",
     "--augment-opts", "--num-noises 3 --num-music 2 --num-rirs 3",
-    "--teacher-opts", "--steps 2",
+    "--train-teacher", "true", "--teacher-opts", "--steps 2",
     "--train-opts", "--max-steps 3 --override train.batch_size=4 --override train.val_every=3 "
                     "--override train.val_segments=1 --override train.num_workers=0 --no-progress",
     "--extract-opts", "--num-workers 0 --num-threads 1",
 ]
+TINY_PRETRAIN = {"model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                           "conv_dim": [16] * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4},
+                 "kmeans": {"clusters": 4, "frames": 2000, "utterances": 6},
+                 "train": {"batch_size": 2, "crop_seconds": 1.0, "warmup_steps": 1, "log_every": 1}}
 
 
 def run_recipe(tmp_path, *args):
+    (tmp_path / "pretrain.yaml").write_text(yaml.safe_dump(TINY_PRETRAIN))
     cmd = ["bash", str(ROOT / "run.sh"), "--data", str(tmp_path / "data"), "--augment-dir",
-           str(tmp_path / "augment"), "--exp", str(tmp_path / "exp"), *TINY, *args]
+           str(tmp_path / "augment"), "--exp", str(tmp_path / "exp"), "--teacher-config",
+           str(tmp_path / "pretrain.yaml"), *TINY, *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -34,27 +43,42 @@ def run_recipe(tmp_path, *args):
 def test_default_recipe_every_stage(tmp_path):
     out = run_recipe(tmp_path)
     exp = tmp_path / "exp"
-    for s in ("svmixer_mini", "transformer_mini"):
-        assert (exp / s / "model.pt").is_file()
-        assert (exp / s / "emb_test" / "xvector.scp").is_file()
-        metrics = json.loads((exp / s / "metrics_trials.json").read_text())
-        assert 0 <= metrics["eer"] <= 100 and set(metrics["min_dcf"]) == {"0.01", "0.05"}
-        assert (exp / s / "model.onnx").is_file() and (exp / s / "model.ts").is_file()
+    assert json.loads((exp / "teacher_cache/manifest.json").read_text())["layers"] == [2]  # the teacher's last
+    for system in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd"):
+        for k in (0, 1):
+            run = exp / system / f"seed{k}"
+            assert (run / "model.pt").is_file()
+            assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == k
+            for test_set in ("test", "test_noisy"):
+                assert (run / f"emb_{test_set}" / "xvector.scp").is_file()
+                metrics = json.loads((run / f"metrics_{test_set}_trials.json").read_text())
+                assert 0 <= metrics["eer"] <= 100 and set(metrics["min_dcf"]) == {"0.01", "0.05"}
+                assert metrics["eer_ci"][0] <= metrics["eer"] <= metrics["eer_ci"][1]
+            if system != "svmixer_mini_nokd":
+                assert (run / "model.onnx").is_file() and (run / "model.ts").is_file()
+    nokd = yaml.safe_load((exp / "svmixer_mini_nokd/seed0/config.yaml").read_text())
+    assert nokd["train"]["kd"]["lambda"] == 0
+    assert yaml.safe_load((exp / "svmixer_mini/seed0/config.yaml").read_text())["train"]["kd"]["lambda"] == 1
+    for test_set in ("test", "test_noisy"):
+        assert (exp / "floor" / f"metrics_{test_set}_trials.json").is_file()
+        assert (exp / f"det_{test_set}_trials.png").is_file()
     results = (exp / "RESULTS.md").read_text()
-    assert "| svmixer_mini | trials |" in results and "| transformer_mini | trials |" in results
+    for system in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd", "MFCC-mean cosine (floor)"):
+        assert f"| {system} |" in results
+    assert "test_noisy: EER (%)" in results and " ± " in results
     assert "svmix-train --config" in results  # the commands used
+    assert "| svmixer_mini | 1 |" in (exp / "RESULTS_per_seed.md").read_text()
     assert "# RESULTS" in out  # printed at the end
-    assert (exp / "det_trials.png").is_file()
 
     # Stage 0 again: skipped by its done-markers, quickly.
     start = time.time()
     out = run_recipe(tmp_path, "--stage", "0", "--stop-stage", "0")
-    assert "skip mini_corpus" in out and time.time() - start < 5
+    assert "skip mini_world" in out and time.time() - start < 10
 
     # --stage 3 retrains from distillation without redoing stages 0-2; the old run is kept aside.
-    model_before = (exp / "svmixer_mini" / "model.pt").stat().st_mtime
-    out = run_recipe(tmp_path, "--stage", "3", "--students", "svmixer_mini")
+    model_before = (exp / "svmixer_mini/seed0/model.pt").stat().st_mtime
+    out = run_recipe(tmp_path, "--stage", "3", "--students", "svmixer_mini", "--nokd-students=", "--seeds", "0")
     assert "stage 0" not in out and "stage 2" not in out
-    assert "redo train_svmixer_mini" in out
-    assert (exp / "svmixer_mini" / "model.pt").stat().st_mtime > model_before
-    assert any(p.name.startswith("svmixer_mini.") for p in exp.iterdir())
+    assert "redo train_svmixer_mini_seed0" in out
+    assert (exp / "svmixer_mini/seed0/model.pt").stat().st_mtime > model_before
+    assert any(p.name.startswith("seed0.") for p in (exp / "svmixer_mini").iterdir())

@@ -3,18 +3,39 @@
 # stages 0-1 (its corpus) and the variables in $svmix_stage_variables, then calls recipe_begin and
 # run_shared_stages. teacher_mode=online (optional) skips stage 2: the teacher runs during training.
 # Every step goes through run_step (tools/stage_lib.sh): done-markers, resumable tools.
+#
+# Systems and layout (every system is trained once per seed of $seeds, with train.seed=<k>):
+#   $students              distilled from the teacher            $exp/<student>/seed<k>/
+#   $nokd_students         the same student, train.kd.lambda=0   $exp/<student>_nokd/seed<k>/
+#   $baselines             no distillation (train.kd.name=null)  $exp/<baseline>/seed<k>/
+#   the floor              svmix-floor (MFCC-mean cosine)        $exp/floor/
+# In each: emb_<set>/ per test set, scores_<set>_<trials> and metrics_<set>_<trials>.json per
+# test set and trials list; $exp/det_<set>_<trials>.png overlays every system and seed.
 svmix_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # What the shared stages read; recipe_begin fails naming the first one the recipe left unset.
-svmix_stage_variables="stage stop_stage exp nj ngpu teacher teacher_layers train_data val_data test_data
-  trials_names augment_dir train_config model_conf_dir students"
+# test_sets: names of data dirs under $test_root, each holding every trials list of $trials_names.
+svmix_stage_variables="stage stop_stage exp nj ngpu seeds teacher teacher_layers train_data val_data test_root
+  test_sets trials_names augment_dir train_config model_conf_dir students"
 # Read too, but may be empty: cache (required with teacher_mode=cache), teacher_eval (the teacher's
-# row in RESULTS.md), train_opts and extract_opts (extra options for svmix-train and svmix-extract).
-svmix_optional_stage_variables="teacher_mode cache teacher_eval train_opts extract_opts"
+# line in RESULTS.md), nokd_students and baselines (systems above), floor (true: the floor row;
+# default true), test_notes (RESULTS.md: "set=what it is" entries separated by ';'), train_opts and
+# extract_opts (extra options for svmix-train and svmix-extract).
+svmix_optional_stage_variables="teacher_mode cache teacher_eval nokd_students baselines floor test_notes
+  train_opts extract_opts"
 
-# teacher_last_layer --teacher SPEC | --mini-config FILE: the teacher's last layer (HF indexing),
-# read from its configuration without loading weights (local/teacher_layers.py).
+# teacher_last_layer --teacher SPEC | --mini-config FILE | --pretrain-config FILE: the teacher's last
+# layer (HF indexing), read from its configuration without loading weights (local/teacher_layers.py).
 teacher_last_layer() { python "$svmix_root/local/teacher_layers.py" "$@"; }
+
+# Every trained system, in RESULTS.md order.
+_svmix_systems() {
+  local s
+  for s in $students; do echo "$s"; done
+  for s in $nokd_students; do echo "${s}_nokd"; done
+  for s in $baselines; do echo "$s"; done
+}
+_svmix_seed_list() { echo "${seeds//,/ }"; }
 
 stage_cache() {
   svmix_log "stage 2: teacher feature caching"
@@ -25,68 +46,128 @@ stage_cache() {
       --out "$cache" --nj "$nj"
 }
 
-stage_train() {
-  svmix_log "stage 3: distillation"
-  # The KD targets are the layers the recipe caches ($teacher_layers): stated once, in the recipe.
-  local s teacher_args=(--teacher-cache "$cache") inputs=("$cache/manifest.json") launcher=(svmix-train)
-  if [ "${teacher_mode:-cache}" = online ]; then teacher_args=(--teacher "$teacher"); inputs=(); fi
+# _svmix_train SYSTEM MODEL_CONF SEED KIND: KIND kd (the teacher's targets), nokd (the same, with
+# lambda 0: identical data, crops and teacher reads) or none (no teacher at all).
+_svmix_train() {
+  local system="$1" conf="$2" seed="$3" kind="$4" dir="$exp/$1/seed$3"
+  local teacher_args=() inputs=() kd_args=() launcher=(svmix-train)
+  if [ "$kind" != none ]; then
+    # The KD targets are the layers the recipe caches ($teacher_layers): stated once, in the recipe.
+    kd_args=(--override "train.kd.layers=[$teacher_layers]")
+    if [ "${teacher_mode:-cache}" = online ]; then teacher_args=(--teacher "$teacher")
+    else teacher_args=(--teacher-cache "$cache"); inputs=("$cache/manifest.json"); fi
+  fi
+  case "$kind" in
+    nokd) kd_args+=(--override train.kd.lambda=0) ;;
+    none) kd_args=(--override train.kd.name=null --override train.kd.lambda=0) ;;
+  esac
   # On several GPUs: torchrun, one process per GPU.
   if [ "${ngpu:-0}" -gt 1 ]; then launcher=(torchrun --standalone --nproc_per_node "$ngpu" -m svmix.bin.train); fi
-  for s in $students; do
-    # shellcheck disable=SC2086
-    run_step --fresh "$exp/$s" "train_$s" "$train_config" "$model_conf_dir/$s.yaml" "${inputs[@]}" -- \
-      "${launcher[@]}" --config "$train_config" --model-config "$model_conf_dir/$s.yaml" \
-        --data "$train_data" --val-data "$val_data" "${teacher_args[@]}" \
-        --override "train.kd.layers=[$teacher_layers]" --augment-dir "$augment_dir" --exp "$exp/$s" $train_opts
+  # shellcheck disable=SC2086
+  run_step --fresh "$dir" "train_${system}_seed$seed" "$train_config" "$conf" "${inputs[@]}" -- \
+    "${launcher[@]}" --config "$train_config" --model-config "$conf" \
+      --data "$train_data" --val-data "$val_data" "${teacher_args[@]}" "${kd_args[@]}" \
+      --override "train.seed=$seed" --augment-dir "$augment_dir" --exp "$dir" $train_opts
+}
+
+stage_train() {
+  svmix_log "stage 3: training (seeds ${seeds})"
+  local s k
+  for k in $(_svmix_seed_list); do
+    for s in $students; do _svmix_train "$s" "$model_conf_dir/$s.yaml" "$k" kd; done
+    for s in $nokd_students; do _svmix_train "${s}_nokd" "$model_conf_dir/$s.yaml" "$k" nokd; done
+    for s in $baselines; do _svmix_train "$s" "$model_conf_dir/$s.yaml" "$k" none; done
   done
 }
 
 stage_extract() {
-  svmix_log "stage 4: embedding extraction"
-  local s name
-  name=$(basename "$test_data")
-  for s in $students; do
-    # shellcheck disable=SC2086
-    run_step "extract_${s}_$name" "$exp/$s/model.pt" "$test_data/wav.scp" -- \
-      svmix-extract --model "$exp/$s" --data "$test_data" --out "$exp/$s/emb_$name" --nj "$nj" $extract_opts
+  svmix_log "stage 4: embedding extraction (${test_sets})"
+  local s k set dir
+  for set in $test_sets; do
+    for s in $(_svmix_systems); do
+      for k in $(_svmix_seed_list); do
+        dir="$exp/$s/seed$k"
+        # shellcheck disable=SC2086
+        run_step "extract_${s}_seed${k}_$set" "$dir/model.pt" "$test_root/$set/wav.scp" -- \
+          svmix-extract --model "$dir" --data "$test_root/$set" --out "$dir/emb_$set" --nj "$nj" $extract_opts
+      done
+    done
+    if [ "${floor:-true}" = true ]; then
+      run_step "floor_$set" "$test_root/$set/wav.scp" -- \
+        svmix-floor --data "$test_root/$set" --out "$exp/floor/emb_$set"
+    fi
   done
+}
+
+# _svmix_score NAME DIR SET TRIALS: scores and metrics (EER with its speaker-bootstrap 95% CI).
+_svmix_score() {
+  local data="$test_root/$3"
+  run_step "score_${1}_${3}_$4" "$2/emb_$3/xvector.scp" "$data/$4" "$data/utt2spk" -- \
+    svmix-score --trials "$data/$4" --embeddings "$2/emb_$3/xvector.scp" --utt2spk "$data/utt2spk" \
+      --output "$2/scores_${3}_$4" --metrics-json "$2/metrics_${3}_$4.json"
 }
 
 stage_score() {
   svmix_log "stage 5: scoring and metrics"
-  local s t name plot_args
-  name=$(basename "$test_data")
-  for t in $trials_names; do
-    plot_args=()
-    for s in $students; do
-      run_step "score_${s}_$t" "$exp/$s/emb_$name/xvector.scp" "$test_data/$t" -- \
-        svmix-score --trials "$test_data/$t" --embeddings "$exp/$s/emb_$name/xvector.scp" \
-          --output "$exp/$s/scores_$t" --metrics-json "$exp/$s/metrics_$t.json"
-      plot_args+=(--scores "$exp/$s/scores_$t" --label "$s")
+  local s k set t plot_args labels
+  for set in $test_sets; do
+    for t in $trials_names; do
+      plot_args=()
+      for s in $(_svmix_systems); do
+        for k in $(_svmix_seed_list); do
+          _svmix_score "${s}_seed$k" "$exp/$s/seed$k" "$set" "$t"
+          labels="$s"; [ "$seeds" = "$k" ] || labels="$s seed$k"
+          plot_args+=(--scores "$exp/$s/seed$k/scores_${set}_$t" --label "$labels")
+        done
+      done
+      if [ "${floor:-true}" = true ]; then
+        _svmix_score floor "$exp/floor" "$set" "$t"
+        plot_args+=(--scores "$exp/floor/scores_${set}_$t" --label "MFCC-mean cosine (floor)")
+      fi
+      # The DET plot only: the metrics (and their intervals) are in each metrics_<set>_<trials>.json.
+      svmix-metrics "${plot_args[@]}" --trials "$test_root/$set/$t" --bootstrap 0 --det-plot "$exp/det_${set}_$t.png"
     done
-    svmix-metrics "${plot_args[@]}" --trials "$test_data/$t" --det-plot "$exp/det_$t.png"
   done
 }
 
 stage_export() {
   svmix_log "stage 6: export for deployment"
-  local s
+  local s k dir
   for s in $students; do
-    run_step "export_${s}_onnx" "$exp/$s/model.pt" -- \
-      svmix-export --model "$exp/$s" --format onnx --out "$exp/$s/model.onnx"
-    run_step "export_${s}_torchscript" "$exp/$s/model.pt" -- \
-      svmix-export --model "$exp/$s" --format torchscript --out "$exp/$s/model.ts"
+    for k in $(_svmix_seed_list); do
+      dir="$exp/$s/seed$k"
+      run_step "export_${s}_seed${k}_onnx" "$dir/model.pt" -- \
+        svmix-export --model "$dir" --format onnx --out "$dir/model.onnx"
+      run_step "export_${s}_seed${k}_torchscript" "$dir/model.pt" -- \
+        svmix-export --model "$dir" --format torchscript --out "$dir/model.ts"
+    done
   done
 }
 
-# RESULTS.md: every system on every trials list, with params, GMACs and CPU RTF.
+# RESULTS.md at $1 (and RESULTS_per_seed.md beside it): every system on every test set and trials
+# list, mean ± std over the seeds, with params, GMACs and CPU RTF.
 stage_report() {
-  local out="$1" s t args=()
-  for s in $students; do args+=(--system "$exp/$s"); done
+  local out="$1" s set t note args=(--seeds "$seeds")
+  for s in $(_svmix_systems); do args+=(--system "$exp/$s"); done
+  for set in $test_sets; do args+=(--test-data "$test_root/$set"); done
   for t in $trials_names; do args+=(--trials-name "$t"); done
+  if [ "${floor:-true}" = true ]; then args+=(--floor "$exp/floor"); fi
   [ -n "${teacher_eval:-}" ] && args+=(--teacher "$teacher_eval")
-  svmix-report "${args[@]}" --emb-name "$(basename "$test_data")" --commands "$commands_log" --out "$out"
+  local IFS=';'
+  for note in ${test_notes:-}; do  # the notes of the test sets reported
+    [[ " $test_sets " == *" ${note%%=*} "* ]] && args+=(--note "$note")
+  done
+  unset IFS
+  svmix-report "${args[@]}" --commands "$commands_log" --out "$out"
   cat "$out"
+}
+
+# _svmix_check_names OPTION VALUE...: each VALUE must be a plain name (it becomes a directory).
+_svmix_check_names() {
+  local option="$1" v; shift
+  for v in "$@"; do
+    [[ "$v" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || recipe_error "--$option: '$v' is not a plain name (letters, digits, _ . -)"
+  done
 }
 
 # Checks the variables the shared stages need (one line naming the first bad one) and, with
@@ -103,17 +184,37 @@ recipe_begin() {
   done
   recipe_check_int nj 1
   recipe_check_int ngpu 0
+  : "${nokd_students:=}" "${baselines:=}" "${test_notes:=}"
   case "${teacher_mode:=cache}" in
     cache) [ -n "${cache:-}" ] || recipe_error "the recipe does not set \$cache (needed with teacher_mode=cache)" ;;
     online) ;;
     *) recipe_error "--teacher-mode must be cache or online, got '$teacher_mode'" ;;
   esac
+  case "${floor:=true}" in true|false) ;; *) recipe_error "--floor must be true or false, got '$floor'" ;; esac
   [[ "$teacher_layers" =~ ^[0-9]+(,[0-9]+)*$ ]] \
     || recipe_error "--teacher-layers must be comma-separated layer numbers (e.g. 8,16,24), got '$teacher_layers'"
+  [[ "$seeds" =~ ^(0|[1-9][0-9]{0,8})(,(0|[1-9][0-9]{0,8}))*$ ]] \
+    || recipe_error "--seeds must be comma-separated non-negative integers without leading zeros (e.g. 1,2,3), got '$seeds'"
+  [ -z "$(tr ',' '\n' <<< "$seeds" | sort | uniq -d)" ] || recipe_error "--seeds lists a seed twice: '$seeds'"
+  # shellcheck disable=SC2086
+  _svmix_check_names test-sets $test_sets
+  # shellcheck disable=SC2086
+  _svmix_check_names trials-names $trials_names
+  # shellcheck disable=SC2086
+  _svmix_check_names students $students $nokd_students $baselines
+  local systems duplicate
+  systems="$(_svmix_systems; if [ "$floor" = true ]; then echo floor; fi)"
+  duplicate="$(sort <<< "$systems" | uniq -d | head -1)"
+  [ -z "$duplicate" ] || recipe_error "two systems are named '$duplicate' (--students, --nokd-students, --baselines; 'floor' is the floor's)"
+  duplicate="$(tr ' ' '\n' <<< "$test_sets" | sed '/^$/d' | sort | uniq -d | head -1)"
+  [ -z "$duplicate" ] || recipe_error "--test-sets lists '$duplicate' twice"
   if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     [ -f "$train_config" ] || recipe_error "--train-config $train_config: file not found"
-    for v in $students; do
+    for v in $students $nokd_students; do
       [ -f "$model_conf_dir/$v.yaml" ] || recipe_error "--students: $model_conf_dir/$v.yaml not found"
+    done
+    for v in $baselines; do
+      [ -f "$model_conf_dir/$v.yaml" ] || recipe_error "--baselines: $model_conf_dir/$v.yaml not found"
     done
   fi
   if $svmix_print_options; then
@@ -134,9 +235,9 @@ recipe_begin() {
 }
 
 # Stages 2-6 within --stage..--stop-stage, then RESULTS.md at $1. (`if`, not `&&`: bash ignores
-# `set -e` inside functions called from an && list.)
+# `set -e` inside functions called from an && list.) Caching only when some system distils.
 run_shared_stages() {
-  if in_stage 2 && [ "${teacher_mode:-cache}" = cache ]; then stage_cache; fi
+  if in_stage 2 && [ "${teacher_mode:-cache}" = cache ] && [ -n "$students$nokd_students" ]; then stage_cache; fi
   if in_stage 3; then stage_train; fi
   if in_stage 4; then stage_extract; fi
   if in_stage 5; then stage_score; fi

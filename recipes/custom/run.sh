@@ -27,21 +27,25 @@ teacher_config=$root/conf/teacher_mini.yaml   # the mini teacher (--teacher mini
 train_config=$root/conf/train_mini.yaml
 model_conf_dir=$root/conf/model
 students="svmixer_mini"
+seeds=0                             # training seeds (train.seed), comma-separated: one run of every system each
+nokd_students=""                    # students trained again with train.kd.lambda=0 (system <name>_nokd)
+baselines=""                        # $model_conf_dir/<name>.yaml trained without a teacher (train.kd.name=null)
+floor=true                          # true: the MFCC-mean cosine floor (svmix-floor) on the test set
 augment_opts=""                     # extra options for svmix-prepare-augment
 teacher_opts=""                     # extra options for svmix-train-teacher (--teacher mini)
 train_opts=""
 extract_opts=""
 
 recipe_options="stage stop_stage nj ngpu seed corpus data test_speakers num_trials target_ratio musan
-  rirs_noises exp teacher teacher_layers teacher_config train_config model_conf_dir students augment_opts
-  teacher_opts train_opts extract_opts"
+  rirs_noises exp teacher teacher_layers teacher_config train_config model_conf_dir students seeds
+  nokd_students baselines floor augment_opts teacher_opts train_opts extract_opts"
 help_message="Usage: $0 --corpus DIR [--stage N] [--stop-stage M] [--name value ...]
 Stages:
   0  data preparation: DIR/speaker/*.wav → \$data/train, \$data/test (+ trials)
   1  augmentation resources (MUSAN / RIRS_NOISES lists, or synthetic) and, with --teacher mini, the teacher
   2  teacher feature caching
-  3  distillation
-  4  embedding extraction
+  3  training: every system once per seed of --seeds
+  4  embedding extraction and the MFCC-mean floor
   5  scoring and metrics, \$exp/RESULTS.md
   6  export for deployment (ONNX / TorchScript)
 Paths are relative to the directory you run from.
@@ -65,7 +69,9 @@ trial_args=()
 if [ -n "$num_trials" ]; then recipe_check_int num_trials 1; trial_args=(--num-trials "$num_trials"); fi
 train_data=$data/train
 val_data=$data/test
-test_data=$data/test
+test_root=$data
+test_sets=test
+test_data=$test_root/$test_sets
 trials_names=trials
 augment_dir=$data/augment
 cache=$exp/teacher_cache

@@ -27,18 +27,23 @@ teacher_layers=""                   # layers to cache and distil (default: from 
 train_config=$root/conf/train_paper.yaml
 model_conf_dir=$root/conf/model
 students="svmixer_paper transformer_paper"
+seeds=0                             # training seeds (train.seed), comma-separated: one run of every system each
+nokd_students=""                    # students trained again with train.kd.lambda=0 (system <name>_nokd)
+baselines=""                        # $model_conf_dir/<name>.yaml trained without a teacher (train.kd.name=null)
+floor=true                          # true: the MFCC-mean cosine floor (svmix-floor) on VoxCeleb1
 train_opts=""
 extract_opts=""
 
 recipe_options="stage stop_stage nj ngpu voxceleb1 voxceleb2_dev data voxceleb2_wav musan rirs_noises exp
-  teacher teacher_mode kd teacher_layers train_config model_conf_dir students train_opts extract_opts"
+  teacher teacher_mode kd teacher_layers train_config model_conf_dir students seeds nokd_students baselines floor
+  train_opts extract_opts"
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--name value ...]   (corpus paths: db.sh)
 Stages:
   0  data preparation: VoxCeleb2-dev (m4a → wav with ffmpeg) and VoxCeleb1 with trials_o/e/h
   1  augmentation resources: MUSAN noise/music/speech and RIRS_NOISES lists
   2  teacher feature caching (skipped with --teacher-mode online)
-  3  distillation (torchrun on --ngpu GPUs)
-  4  embedding extraction (VoxCeleb1)
+  3  training (torchrun on --ngpu GPUs): every system once per seed of --seeds
+  4  embedding extraction (VoxCeleb1) and the MFCC-mean floor
   5  scoring and metrics on Vox1-O/E/H, \$exp/RESULTS.md
   6  export for deployment (ONNX / TorchScript)
 Paths are relative to the directory you run from.
@@ -59,7 +64,9 @@ esac
 voxceleb2_wav=${voxceleb2_wav:-$data/voxceleb2_wav}
 train_data=$data/voxceleb2_dev
 val_data=$data/voxceleb1           # validation on Vox1-O (its `trials`), as in the authors' code
-test_data=$data/voxceleb1
+test_root=$data
+test_sets=voxceleb1
+test_data=$test_root/$test_sets
 trials_names="trials_o trials_e trials_h"
 augment_dir=$data/augment
 cache=$exp/teacher_cache

@@ -1,27 +1,35 @@
-"""svmix-report: write RESULTS.md from the recipe's experiment directories."""
+"""svmix-report: write RESULTS.md (and RESULTS_per_seed.md beside it) from the recipe's experiment dirs."""
 from typing import Optional, Tuple
 
 import click
 
-from svmix.cli import NAME, OutPath, command, in_dir, in_file, user_errors
+from svmix.cli import NAME, IntList, OutPath, Text, command, in_dir, in_file, user_errors
 from svmix.report import write_report
 
 
 @command("svmix-report")
 @click.option("--system", "systems", multiple=True, required=True, type=in_dir(),
-              help="Experiment dir of a trained system (repeatable).")
+              help="Experiment dir of a trained system, one seed<k>/ run per seed (repeatable).")
+@click.option("--seeds", type=IntList(min=0), default="0", show_default=True,
+              help="Training seeds: reads SYSTEM/seed<k>/ for each.")
+@click.option("--test-data", "test_dirs", multiple=True, required=True, type=in_dir(),
+              help="Test set data dir (repeatable): reads its trials lists and utt2spk, and "
+                   "SYSTEM/seed<k>/emb_<set>/extract_stats.json.")
 @click.option("--trials-name", "trials_names", multiple=True, default=("trials",), show_default=True, type=NAME,
-              help="Trials list name: reads EXP/metrics_<name>.json (repeatable).")
-@click.option("--emb-name", type=NAME, default="test", show_default=True,
-              help="Evaluation set: reads EXP/emb_<name>/extract_stats.json.")
-@click.option("--teacher", type=in_dir(), help="Teacher dir with eval.json (optional).")
+              help="Trials list in every test set: reads SYSTEM/seed<k>/metrics_<set>_<name>.json (repeatable).")
+@click.option("--floor", "floor_dir", type=in_dir(), help="The floor's dir (svmix-floor; its metrics_<set>_<name>.json).")
+@click.option("--teacher", type=in_dir(), help="Teacher dir; its eval.json, if any, is quoted.")
+@click.option("--note", "notes", multiple=True, type=Text(r"[^=]+=.+", "SET=DESCRIPTION"),
+              help="What a test set is, e.g. 'test_noisy=reverberated and noised' (repeatable).")
 @click.option("--commands", type=in_file(), help="Log of the commands the recipe ran.")
 @click.option("--out", required=True, type=OutPath("file"), help="Where to write RESULTS.md.")
 @user_errors
-def main(systems: Tuple[str, ...], trials_names: Tuple[str, ...], emb_name: str, teacher: Optional[str],
-         commands: Optional[str], out: str) -> None:
-    """Summarise trained systems (params, GMACs, EER, minDCF, CPU RTF) into RESULTS.md."""
-    write_report(systems, out, trials_names, emb_name, teacher, commands)
+def main(systems: Tuple[str, ...], seeds, test_dirs: Tuple[str, ...], trials_names: Tuple[str, ...],
+         floor_dir: Optional[str], teacher: Optional[str], notes: Tuple[str, ...], commands: Optional[str],
+         out: str) -> None:
+    """Summarise trained systems (EER with CI, minDCF, params and GMACs by part, CPU RTF; mean ± std over
+    the seeds) into RESULTS.md."""
+    write_report(systems, out, test_dirs, trials_names, seeds, floor_dir, teacher, notes, commands)
     click.echo(f"wrote {out}")
 
 
