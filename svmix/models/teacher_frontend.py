@@ -2,8 +2,8 @@
 
 ``model.frontend: {name: teacher, path: DIR}`` with ``model.encoder: {name: identity}`` is the
 "teacher + backend" system: the teacher's L+1 hidden states (Hugging Face indexing) go to the same
-weighted layer sum + backend as a student's, and only the backend trains (docs/method.md §Teacher
-+ backend). The teacher runs in eval mode always, without gradients, on the waveform normalised
+weighted layer sum + backend as a student's, and only the backend trains (docs/method.md §Baselines,
+see Teacher + backend). The teacher runs in eval mode always, without gradients, on the waveform normalised
 the way it was trained (``SSLTeacher.normalize``).
 
 Resolution records the teacher's architecture (``model.frontend.teacher``: torchaudio builder
