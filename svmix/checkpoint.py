@@ -68,7 +68,7 @@ def load_model_checkpoint(path: os.PathLike, device: str = "cpu",
         if config.get(key) != value:
             raise SvmixError(f"{path}: checkpoint has model.{key}={config.get(key)!r}, "
                              f"but {value!r} was requested")
-    model = build_model(config)
+    model = build_model(config, pretrained=False)  # every weight comes from the checkpoint
     try:
         missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     except RuntimeError as e:  # shape mismatches raise even when not strict

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -64,6 +64,34 @@ class MacCounts:
         return entry
 
 
+    def summary_of(self, model: nn.Module, paths: Sequence[str]) -> Dict[str, Any]:
+        """:meth:`summary` of the submodules of ``model`` at ``paths`` taken together (disjoint paths)."""
+        entries = [self.summary(model.get_submodule(path), path) for path in paths]
+        total = {"params": sum(e["params"] for e in entries), "gmacs": sum(e["gmacs"] for e in entries)}
+        attention = sum(e.get("attention_gmacs", 0.0) for e in entries)
+        if attention:
+            total["attention_gmacs"] = attention
+        return total
+
+
+def _part_paths(model: nn.Module) -> Dict[str, List[str]]:
+    """Module paths of each part; a frontend that holds more than a frontend (the frozen teacher,
+    whose Transformer is its encoder) says which of its submodules belong to which part."""
+    paths = {"frontend": ["frontend"], "encoder": ["encoder"], "backend": ["backend"]}
+    own = getattr(model.frontend, "profile_parts", None)
+    if own is not None:
+        for part, subpaths in own().items():
+            paths[part] = [f"frontend.{p}" for p in subpaths] + ([] if part == "frontend" else paths[part])
+    return paths
+
+
+def _layer_paths(model: nn.Module) -> List[str]:
+    own = getattr(model.frontend, "profile_layers", None)
+    if own is not None:
+        return [f"frontend.{p}" for p in own()]
+    return [f"encoder.blocks.{i}" for i in range(len(model.encoder.blocks))]
+
+
 def num_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -100,14 +128,14 @@ def profile_model(model_config: Mapping[str, Any], seconds: Optional[float] = 3.
     if seconds is not None:
         config["segment_seconds"] = float(seconds)
     try:
-        model = build_model(config).eval()
+        model = build_model(config, pretrained=False).eval()  # sizes only: no weights needed
     except (TypeError, ValueError, KeyError) as e:
         raise SvmixError(f"cannot build the model from its config: {e}") from e
     counts = MacCounts(model, torch.randn(1, model.segment_samples))
-    parts = {name: counts.summary(getattr(model, name), name) for name in ("frontend", "encoder", "backend")}
-    parts["encoder"]["layers"] = [counts.summary(block, f"encoder.blocks.{i}")
-                                  for i, block in enumerate(model.encoder.blocks)]
-    result = {"encoder": config["encoder"]["name"], "backend": config["backend"]["name"],
+    parts = {name: counts.summary_of(model, paths) for name, paths in _part_paths(model).items()}
+    parts["encoder"]["layers"] = [counts.summary_of(model, [path]) for path in _layer_paths(model)]
+    result = {"frontend": config["frontend"]["name"], "encoder": config["encoder"]["name"],
+              "backend": config["backend"]["name"],
               "seconds": config["segment_seconds"], "frames": model.seq_len, **counts.summary(model),
               "parts": parts}
     return result

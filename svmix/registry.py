@@ -11,7 +11,9 @@ Usage::
 A registry knows which constructor arguments its caller passes itself (``provided``); every other
 keyword argument is configuration. :meth:`Registry.resolve` fills the constructor's defaults into a
 config section, so a saved config records every value a run used (a changed default never
-silently changes what an old experiment means).
+silently changes what an old experiment means). An entry may define ``complete_config(params, key)``
+to fill in values it derives from the others (the teacher frontend records its teacher's
+architecture); resolving an already complete section must return it unchanged.
 """
 from __future__ import annotations
 
@@ -100,6 +102,9 @@ class Registry:
             raise SvmixError(f"{key}: needs a 'name' key; known: {', '.join(self.names())}")
         name = spec.pop("name")
         params = fill_defaults(spec, self.defaults(name, f"{key}.name"), key, f"{self.kind} '{name}'")
+        complete = getattr(self.get(name), "complete_config", None)
+        if complete is not None:  # values an entry derives from others (e.g. a teacher's architecture)
+            params = complete(params, key)
         return {"name": name, **params}
 
     def build(self, spec: Mapping[str, Any], **extra: Any) -> Any:
@@ -117,6 +122,7 @@ class Registry:
         return name in self._entries
 
 
+FRONTENDS = Registry("frontend", provided=("hidden",))
 ENCODERS = Registry("encoder", provided=("hidden", "seq_len"))
 BACKENDS = Registry("backend", provided=("hidden", "num_states", "embed_dim"))
 CLASSIFICATION_LOSSES = Registry("classification loss", provided=("embed_dim", "num_classes", "class_counts"))

@@ -94,3 +94,37 @@ def one_thread():
 @pytest.fixture
 def tiny_datadir(tmp_path) -> Path:
     return make_datadir(tmp_path)
+
+
+# A tiny WavLM (2 layers, H = 32) in the Hugging Face layout, as the mini world's teacher is shipped.
+TINY_TEACHER_HF = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                   "conv_dim": [16] * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4,
+                   "hidden_dropout": 0.1, "attention_dropout": 0.1}
+
+
+def make_tiny_teacher(directory: Path, seed: int = 0, do_normalize: bool = True) -> Path:
+    """Write a random tiny WavLM teacher (weights perturbed so no LayerNorm is trivial) to ``directory``."""
+    from svmix.teachers.hf_format import HF_DEFAULTS, HF_MODEL_TYPES, save_hf_wavlm
+    from svmix.teachers.model import build_torchaudio_model
+
+    _, params = HF_MODEL_TYPES.get("wavlm")({**HF_DEFAULTS, **TINY_TEACHER_HF})
+    torch.manual_seed(seed)
+    model = build_torchaudio_model("wavlm", params)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_hf_wavlm(model, params, directory, do_normalize=do_normalize,
+                  extra_config={"hidden_dropout": 0.1, "attention_dropout": 0.1})
+    return directory
+
+
+# What model.frontend.teacher records for such a teacher (for config tests that read no teacher files)
+TINY_TEACHER_ARCHITECTURE = {
+    "arch": "wavlm", "normalize_waveform": True, "normalize_eps": 1e-7, "feat_proj_layer_norm": True,
+    "fingerprint": "sha256:" + "0" * 64,
+    "params": {"extractor_mode": "group_norm", "extractor_conv_layer_config": [[16, 10, 5]] + [[16, 3, 2]] * 4 + [[16, 2, 2]] * 2,
+               "extractor_conv_bias": False, "encoder_embed_dim": 32, "encoder_projection_dropout": 0.0,
+               "encoder_pos_conv_kernel": 16, "encoder_pos_conv_groups": 4, "encoder_num_layers": 2,
+               "encoder_num_heads": 2, "encoder_attention_dropout": 0.0, "encoder_ff_interm_features": 64,
+               "encoder_ff_interm_dropout": 0.0, "encoder_dropout": 0.0, "encoder_layer_norm_first": False,
+               "encoder_layer_drop": 0.0, "encoder_num_buckets": 320, "encoder_max_distance": 800}}

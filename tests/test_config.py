@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_datadir
+from conftest import TINY_TEACHER_ARCHITECTURE, make_datadir
 from svmix.checkpoint import FORMAT, load_model_checkpoint, read_checkpoint
 from svmix.errors import SvmixError
 from svmix.models import build_model, resolve_model_config
 from svmix.models.svmixer import SVMixerEncoder
-from svmix.registry import BACKENDS, CLASSIFICATION_LOSSES, ENCODERS, KD_LOSSES
+from svmix.registry import BACKENDS, CLASSIFICATION_LOSSES, ENCODERS, FRONTENDS, KD_LOSSES
 from svmix.train.config import (SCHEMA, Items, Num, apply_overrides, load_train_config, merge, read_yaml,
                                 resolve_config)
 from svmix.train.augment import DEFAULT_AUGMENT_CONFIG
@@ -29,9 +29,11 @@ TINY_MODEL = {"segment_seconds": 1.0, "num_eval_segments": 2, "hidden": 16, "emb
               "frontend": {"channels": 8}, "encoder": {"name": "svmixer", "num_layers": 2, "group_dim": 8},
               "backend": {"name": "linear"}}
 BASE = {"model": TINY_MODEL, "train": {"max_steps": 5, "epochs": 3}}
-SECTION_REGISTRIES = {"model.encoder": ENCODERS, "model.backend": BACKENDS, "train.optimizer": OPTIMIZERS,
+SECTION_REGISTRIES = {"model.frontend": FRONTENDS, "model.encoder": ENCODERS, "model.backend": BACKENDS, "train.optimizer": OPTIMIZERS,
                       "train.scheduler": SCHEDULERS, "train.aam": CLASSIFICATION_LOSSES, "train.kd": KD_LOSSES}
 REQUIRED_VALUES = {"num_layers": 2, "t_0": 100, "t_up": 10, "eta_max": 1e-3}  # parameters without defaults
+# entries whose resolution would read a file: give what it would read (a recorded teacher architecture)
+GIVEN_VALUES = {"teacher": {"teacher": TINY_TEACHER_ARCHITECTURE}}
 
 
 def _get(config, key):
@@ -46,6 +48,8 @@ def base_with(key):
     section, _, param = key.rpartition(".")
     if key.startswith("train.optimizer_switch."):
         raw["train"]["optimizer_switch"] = {"at_step": 10, "optimizer": {"name": "sgd", "lr": 0.1}}
+    if key.startswith("model.frontend.teacher."):  # inside the recorded teacher architecture
+        return apply_overrides(raw, {"model.frontend": {"name": "teacher", **GIVEN_VALUES["teacher"]}})
     registry = SECTION_REGISTRIES.get(section)
     owners = [n for n in registry.names() if param in registry.defaults(n)] if registry is not None else []
     if owners:
@@ -53,7 +57,7 @@ def base_with(key):
         if param not in registry.defaults(current):
             owner = owners[0]
             required = {p: REQUIRED_VALUES[p] for p, d in registry.defaults(owner).items() if repr(d) == "REQUIRED"}
-            raw = apply_overrides(raw, {section: {"name": owner, **required}})
+            raw = apply_overrides(raw, {section: {"name": owner, **required, **GIVEN_VALUES.get(owner, {})}})
             if section == "train.kd":
                 raw["train"]["kd"]["layers"] = [1]
     return raw
@@ -95,6 +99,10 @@ def _bad_lists(rule):
     """Empty, wrong length, descending ranges, out-of-range or ill-typed items, not a list at all."""
     item = rule.item
     numeric = isinstance(item, Num)
+    if isinstance(item, Items):  # a list of rows: rows of the wrong length or with bad values are bad too
+        row = [item.item.lo] * item.length
+        return [[], [row[:-1]], [row + row[:1]], [["abc"] * item.length], "abc", [row[0]], {"a": 1}] + \
+            ([] if rule.null else [None])
     good = (item.lo if not item.lo_open else (item.lo + item.hi) / 2) if numeric else item.options[0]
     n = rule.length or 1
     cases = [[], ["abc"] * n, "abc", {"a": 1}, [True] * n]
@@ -133,7 +141,7 @@ def test_every_registry_parameter_has_a_declared_range(registry_section):
     registry = SECTION_REGISTRIES[registry_section]
     for name in registry.names():
         required = {p: REQUIRED_VALUES[p] for p, d in registry.defaults(name).items() if repr(d) == "REQUIRED"}
-        raw = apply_overrides(BASE, {registry_section: {"name": name, **required}})
+        raw = apply_overrides(BASE, {registry_section: {"name": name, **required, **GIVEN_VALUES.get(name, {})}})
         if registry_section == "train.kd":
             raw["train"]["kd"]["layers"] = [1]
         resolved = resolve_config(raw)  # validates every key: an undeclared one is an "unknown key" error
@@ -215,7 +223,9 @@ def test_resolution_is_closed_and_idempotent():
         assert set(train["optimizer"]) >= {"betas", "eps", "amsgrad"}
         assert set(train["augment"]) == set(DEFAULT_AUGMENT_CONFIG)
         model = config["model"]
-        assert set(model["frontend"]) == {"channels", "kernels", "strides", "dropout"}
+        assert model["frontend"]["name"] == "conv"  # old configs without a frontend name: the conv frontend
+        assert set(model["frontend"]) - {"name"} == set(FRONTENDS.defaults("conv")) == {"channels", "kernels",
+                                                                                       "strides", "dropout"}
         assert set(model["backend"]) - {"name"} == set(BACKENDS.defaults(model["backend"]["name"]))
         assert set(model["encoder"]) - {"name"} == set(ENCODERS.defaults(model["encoder"]["name"]))
 

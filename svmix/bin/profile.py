@@ -57,7 +57,8 @@ def model_table(result: Dict[str, Any], path: str) -> str:
     rows = [_row("frontend", parts["frontend"]), _row("encoder", parts["encoder"])]
     rows += [_row(f"  layer {i + 1}", layer) for i, layer in enumerate(parts["encoder"]["layers"])]
     rows.append(_row("backend", parts["backend"]))
-    title = (f"model {path}: encoder '{result['encoder']}', backend '{result['backend']}', "
+    title = (f"model {path}: frontend '{result['frontend']}', encoder '{result['encoder']}', "
+             f"backend '{result['backend']}', "
              f"{result['seconds']:g} s input ({result['frames']} frames)")
     return format_table(title, rows, _row("total", result))
 

@@ -163,6 +163,32 @@ class ExtractJob:
         return self.utts[chunk * self.chunk_size:(chunk + 1) * self.chunk_size]
 
 
+def ark_entry(key: str, embedding: np.ndarray) -> Tuple[bytes, int]:
+    """One binary Kaldi ark entry for ``key`` and the offset of its data in it (after "<key> ")."""
+    entry = io.BytesIO()
+    kaldiio.save_ark(entry, {key: embedding})
+    return entry.getvalue(), len(key.encode()) + 1
+
+
+def write_xvectors(out_dir: os.PathLike, embeddings: Iterator[Tuple[str, np.ndarray]]) -> int:
+    """Write ``OUT/xvector.ark`` and ``OUT/xvector.scp`` as svmix-extract's merge does (entries in
+    the given order, the scp pointing into the ark by absolute path), each atomically; returns the
+    number of entries. For tools that make embeddings without a model (``svmix-floor``)."""
+    out = Path(out_dir)
+    ark_final = (out / ARK).resolve()
+    lines: List[str] = []
+    (out / SCP).unlink(missing_ok=True)  # an older scp must never point into the new ark
+    with atomic_path(ark_final) as tmp:
+        with open(tmp, "wb") as dst:
+            for key, embedding in embeddings:
+                data, offset = ark_entry(key, embedding)
+                lines.append(f"{key} {ark_final}:{dst.tell() + offset}\n")
+                dst.write(data)
+    with atomic_open(out / SCP) as f:
+        f.writelines(lines)
+    return len(lines)
+
+
 class ChunkWriter:
     """Collects one chunk's results (in any order) and publishes it once every utterance is in;
     ``add`` and ``skip`` return True when that happened."""
@@ -190,10 +216,9 @@ class ChunkWriter:
         offsets = []
         with self.job.publish(self.chunk) as unit:
             for key in keys:
-                entry = io.BytesIO()
-                kaldiio.save_ark(entry, {key: self.embeddings[key]})
-                offsets.append(unit.tell() + len(key.encode()) + 1)  # data starts after "<key> "
-                unit.write(entry.getvalue())
+                data, offset = ark_entry(key, self.embeddings[key])
+                offsets.append(unit.tell() + offset)
+                unit.write(data)
             unit.info.update(keys=keys, offsets=offsets, skipped=self.skipped, audio_seconds=self.audio_seconds)
         return True
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from svmix.registry import ENCODERS
+
 
 class GroupedMLP(nn.Sequential):
     """1×1 grouped convolutions H→eH→H with GELU: SV-Mixer's GCM channel MLP (groups=1 is a dense MLP)."""
@@ -64,3 +66,20 @@ class FrameEncoder(nn.Module):
             x = block(x)
         states.append(self.final_norm(x.permute(permutation)))
         return torch.stack(states, dim=1)
+
+
+@ENCODERS.register("identity")
+class IdentityEncoder(nn.Module):
+    """No encoder (0 layers): frames (B, T, H) become a one-state stack (B, 1, T, H), and a stack a
+    frontend already made (the frozen teacher's, (B, L+1, T, H)) passes through unchanged."""
+
+    block_layout = "BTH"
+    num_layers = 0
+
+    def __init__(self, hidden: int, seq_len: int):
+        super().__init__()
+        self.hidden, self.seq_len = hidden, seq_len
+        self.blocks = nn.ModuleList()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.dim() == 4 else x.unsqueeze(1)

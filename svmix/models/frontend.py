@@ -1,10 +1,21 @@
-"""wav2vec 2.0 / WavLM-style convolutional frontend and feature projection (docs/method.md §Frontend)."""
+"""Frontends (registry ``FRONTENDS``): waveform (B, N) → what the encoder takes.
+
+Every frontend has ``dim`` (the feature size of its frames, which must equal ``model.hidden``),
+``hop`` (samples between frames), ``num_frames(num_samples)`` and ``num_states``: None for a
+frontend that gives frames (B, T, dim), or L+1 for one that gives a whole hidden-state stack
+(B, L+1, T, dim) itself (the frozen teacher), which then goes to the ``identity`` encoder.
+
+This module holds the students' frontend ``conv``: the wav2vec 2.0 / WavLM-style convolutional
+frontend and feature projection (docs/method.md §Frontend).
+"""
 from __future__ import annotations
 
 from typing import Sequence, Union
 
 import torch
 from torch import nn
+
+from svmix.registry import FRONTENDS
 
 DEFAULT_KERNELS = (10, 3, 3, 3, 3, 2, 2)
 DEFAULT_STRIDES = (5, 2, 2, 2, 2, 2, 2)
@@ -91,8 +102,11 @@ class FeatureProjection(nn.Module):
         return self.dropout(self.projection(self.layer_norm(x)))
 
 
+@FRONTENDS.register("conv")
 class Frontend(nn.Module):
-    """Waveform (B, N) → projected frames (B, T, H)."""
+    """Waveform (B, N) → projected frames (B, T, H): the students' frontend (the default)."""
+
+    num_states = None
 
     def __init__(self, hidden: int, channels: Union[int, Sequence[int]] = 512,
                  kernels: Sequence[int] = DEFAULT_KERNELS, strides: Sequence[int] = DEFAULT_STRIDES,
@@ -100,6 +114,7 @@ class Frontend(nn.Module):
         super().__init__()
         self.feature_extractor = ConvFrontend(channels, kernels, strides)
         self.feature_projection = FeatureProjection(self.feature_extractor.out_channels, hidden, dropout)
+        self.dim = hidden
 
     @property
     def hop(self) -> int:

@@ -1,4 +1,9 @@
-"""The student as one module: waveform → hidden-state stack → speaker embedding."""
+"""The speaker model as one module: waveform → frontend (registry ``FRONTENDS``) → encoder
+(``ENCODERS``) → hidden-state stack → backend (``BACKENDS``) → speaker embedding.
+
+A student is the ``conv`` frontend + a frame encoder; the baselines of docs/method.md §Baselines
+are other frontends: the frozen ``teacher`` (its own stack, with the ``identity`` encoder) and
+``fbank`` filterbanks (``identity`` encoder: the backend sees the filterbanks as one state)."""
 from __future__ import annotations
 
 import copy
@@ -9,8 +14,7 @@ from torch import nn
 
 from svmix.data.audio import SAMPLE_RATE
 from svmix.errors import SvmixError
-from svmix.models.frontend import Frontend
-from svmix.registry import BACKENDS, ENCODERS, constructor_defaults, fill_defaults
+from svmix.registry import BACKENDS, ENCODERS, FRONTENDS
 
 # Model-level defaults; each component's own parameters default to its constructor's (filled in by
 # resolve_model_config). Valid ranges: svmix.train.config.SCHEMA.
@@ -19,18 +23,18 @@ DEFAULT_MODEL_CONFIG: Dict[str, Any] = {
     "num_eval_segments": 10,  # docs/method.md §Evaluation: 10 segments of 3 s per test utterance
     "hidden": 1024,
     "embed_dim": 192,
-    "frontend": {"channels": 512},
+    "frontend": {"name": "conv", "channels": 512},
     "encoder": {"name": "svmixer", "num_layers": 5, "group_dim": 128},
     "backend": {"name": "ecapa"},
 }
-FRONTEND_PROVIDED = ("hidden",)  # Frontend arguments that come from the model config's top level
 
 
 def resolve_model_config(config: Dict[str, Any]) -> Dict[str, Any]:
     """Fill defaults into a (possibly partial) ``model:`` config; the result is what checkpoints store.
 
     Every parameter of the frontend, encoder and backend is written out with its constructor default
-    (a closed config). ``sample_rate`` is not a setting: audio is always 16 kHz; old configs that
+    (a closed config); a frontend section without ``name`` (configs written before the frontend
+    registry) is the ``conv`` frontend. ``sample_rate`` is not a setting: audio is always 16 kHz; old configs that
     carry ``sample_rate: 16000`` still load, any other value is an error."""
     config = dict(config or {})
     if "sample_rate" in config:
@@ -43,21 +47,24 @@ def resolve_model_config(config: Dict[str, Any]) -> Dict[str, Any]:
         raise SvmixError(f"model.{unknown[0]}: unknown model config key; known: {', '.join(DEFAULT_MODEL_CONFIG)}")
     resolved = copy.deepcopy(DEFAULT_MODEL_CONFIG)
     for key, value in config.items():
-        if isinstance(value, dict) and isinstance(resolved.get(key), dict) and key in ("frontend",):
-            resolved[key] = {**resolved[key], **value}
-        else:
-            resolved[key] = copy.deepcopy(value)
-    if not isinstance(resolved["frontend"], dict):
-        raise SvmixError(f"model.frontend: expected a mapping, got {resolved['frontend']!r}")
-    resolved["frontend"] = fill_defaults(resolved["frontend"], constructor_defaults(Frontend, FRONTEND_PROVIDED),
-                                         "model.frontend", "the frontend")
+        resolved[key] = copy.deepcopy(value)
+    frontend = resolved["frontend"]
+    if not isinstance(frontend, dict):
+        raise SvmixError(f"model.frontend: expected a mapping, got {frontend!r}")
+    if frontend.get("name", "conv") == "conv":  # the default frontend's own defaults (e.g. 512 channels)
+        frontend = {**DEFAULT_MODEL_CONFIG["frontend"], **frontend}
+    resolved["frontend"] = FRONTENDS.resolve(frontend, "model.frontend")
     resolved["encoder"] = ENCODERS.resolve(resolved["encoder"], "model.encoder")
     resolved["backend"] = BACKENDS.resolve(resolved["backend"], "model.backend")
     return resolved
 
 
 class SpeakerModel(nn.Module):
-    def __init__(self, config: Dict[str, Any]):
+    """``pretrained`` loads the weights of pretrained components (the frozen teacher) from where
+    the config says they are, as a fresh training run needs; a model whose weights then come from
+    a checkpoint is built with ``pretrained=False`` and needs nothing but its config."""
+
+    def __init__(self, config: Dict[str, Any], pretrained: bool = True):
         super().__init__()
         self.config = resolve_model_config(config)
         cfg = self.config
@@ -65,10 +72,23 @@ class SpeakerModel(nn.Module):
         self.segment_samples = int(round(cfg["segment_seconds"] * self.sample_rate))
         self.num_eval_segments = int(cfg["num_eval_segments"])
         hidden = int(cfg["hidden"])
-        self.frontend = Frontend(hidden, **cfg["frontend"])
+        self.frontend = FRONTENDS.build(cfg["frontend"], hidden=hidden)
+        name = cfg["frontend"]["name"]
+        if self.frontend.dim != hidden:
+            raise SvmixError(f"model.hidden={hidden}: the '{name}' frontend gives {self.frontend.dim}-dim "
+                             f"frames; set model.hidden to {self.frontend.dim}")
+        if self.frontend.num_states is not None and cfg["encoder"]["name"] != "identity":
+            raise SvmixError(f"model.encoder.name: the '{name}' frontend gives the hidden-state stack itself; "
+                             "use the 'identity' encoder")
+        if pretrained and hasattr(self.frontend, "load_pretrained"):
+            self.frontend.load_pretrained()
         self.seq_len = self.frontend.num_frames(self.segment_samples)
+        if self.seq_len < 1:
+            raise SvmixError(f"model.segment_seconds={cfg['segment_seconds']}: too short for one frame "
+                             f"of the '{name}' frontend")
         self.encoder = ENCODERS.build(cfg["encoder"], hidden=hidden, seq_len=self.seq_len)
-        self.backend = BACKENDS.build(cfg["backend"], hidden=hidden, num_states=self.encoder.num_layers + 1,
+        num_states = self.frontend.num_states or self.encoder.num_layers + 1
+        self.backend = BACKENDS.build(cfg["backend"], hidden=hidden, num_states=num_states,
                                       embed_dim=int(cfg["embed_dim"]))
 
     @property
@@ -84,5 +104,5 @@ class SpeakerModel(nn.Module):
         return self.backend(self.hidden_states(wav))
 
 
-def build_model(config: Dict[str, Any]) -> SpeakerModel:
-    return SpeakerModel(config)
+def build_model(config: Dict[str, Any], pretrained: bool = True) -> SpeakerModel:
+    return SpeakerModel(config, pretrained=pretrained)

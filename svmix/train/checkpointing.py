@@ -139,7 +139,7 @@ def average_checkpoints(exp_dir: os.PathLike, num: Optional[int] = None, out: Op
         if ckpt["config"] != ckpts[0]["config"]:
             raise SvmixError(f"{Path(exp_dir) / entry['path']}: model config differs from "
                              f"{entries[0]['path']}; cannot average them")
-    model = build_model(ckpts[0]["config"])
+    model = build_model(ckpts[0]["config"], pretrained=False)
     model.load_state_dict(average_state_dicts([c["state_dict"] for c in ckpts]))
     extra = {k: v for k, v in ckpts[0].items() if k not in ("format", "svmix_version", "config", "state_dict")}
     extra["averaged"] = [{"step": e["step"], "eer": e["eer"]} for e in entries]

@@ -190,7 +190,7 @@ class Choice:
 class Items:
     """A non-empty list of ``item`` values; ``length`` fixes its length, ``ascending`` asks lo <= hi
     (ranges), ``scalar`` also accepts one bare item, ``null`` accepts None."""
-    item: Union[Num, Choice]
+    item: Union[Num, Choice, "Items"]  # Items of Items: a list of fixed-length rows
     length: Optional[int] = None
     ascending: bool = False
     scalar: bool = False
@@ -230,6 +230,17 @@ class Section:
 
 
 @dataclass(frozen=True)
+class Text:
+    """A non-empty string (a path, a fingerprint)."""
+
+    def ok(self, value: Any) -> bool:
+        return isinstance(value, str) and bool(value)
+
+    def describe(self) -> str:
+        return "a non-empty string"
+
+
+@dataclass(frozen=True)
 class Name:
     """The ``name`` of a registry entry (its registry checks the value while resolving)."""
     null: bool = False
@@ -241,7 +252,7 @@ class Name:
         return "a registered name" + (" or null" if self.null else "")
 
 
-Rule = Union[Num, Flag, Choice, Items, Section, Name]
+Rule = Union[Num, Flag, Choice, Items, Section, Text, Name]
 
 BIG = 10 ** 9           # step counts and intervals
 DIM = 1 << 20           # layer widths
@@ -260,10 +271,39 @@ SCHEMA: Dict[str, Rule] = {
     "model.hidden": Num(int, 1, DIM),
     "model.embed_dim": Num(int, 1, DIM),
     "model.frontend": Section(),
-    "model.frontend.channels": Items(Num(int, 1, DIM), scalar=True),
+    "model.frontend.name": Name(),
+    "model.frontend.channels": Items(Num(int, 1, DIM), scalar=True),     # conv
     "model.frontend.kernels": Items(Num(int, 1, 1024)),
     "model.frontend.strides": Items(Num(int, 1, 1024)),
     "model.frontend.dropout": DROPOUT,
+    "model.frontend.num_mel_bins": Num(int, 1, 1024),                    # fbank
+    "model.frontend.frame_length_ms": Num(float, 0.2, 1000.0),
+    "model.frontend.frame_shift_ms": Num(float, 0.1, 1000.0),
+    "model.frontend.path": Text(),                                       # teacher
+    "model.frontend.teacher": Section(null=True),   # the teacher's architecture (svmix.models.teacher_frontend)
+    "model.frontend.teacher.arch": Choice(("wavlm", "wav2vec2")),
+    "model.frontend.teacher.normalize_waveform": Flag(),
+    "model.frontend.teacher.normalize_eps": Num(float, 0.0, 1.0, lo_open=True),
+    "model.frontend.teacher.feat_proj_layer_norm": Flag(),
+    "model.frontend.teacher.fingerprint": Text(),
+    "model.frontend.teacher.params": Section(),     # torchaudio wav2vec2_model / wavlm_model arguments
+    "model.frontend.teacher.params.extractor_mode": Choice(("group_norm", "layer_norm")),
+    "model.frontend.teacher.params.extractor_conv_layer_config": Items(Items(Num(int, 1, DIM), length=3)),
+    "model.frontend.teacher.params.extractor_conv_bias": Flag(),
+    "model.frontend.teacher.params.encoder_embed_dim": Num(int, 1, DIM),
+    "model.frontend.teacher.params.encoder_projection_dropout": DROPOUT,
+    "model.frontend.teacher.params.encoder_pos_conv_kernel": Num(int, 1, 4096),
+    "model.frontend.teacher.params.encoder_pos_conv_groups": Num(int, 1, 4096),
+    "model.frontend.teacher.params.encoder_num_layers": Num(int, 1, 1000),
+    "model.frontend.teacher.params.encoder_num_heads": Num(int, 1, 1024),
+    "model.frontend.teacher.params.encoder_attention_dropout": DROPOUT,
+    "model.frontend.teacher.params.encoder_ff_interm_features": Num(int, 1, DIM),
+    "model.frontend.teacher.params.encoder_ff_interm_dropout": DROPOUT,
+    "model.frontend.teacher.params.encoder_dropout": DROPOUT,
+    "model.frontend.teacher.params.encoder_layer_norm_first": Flag(),
+    "model.frontend.teacher.params.encoder_layer_drop": DROPOUT,
+    "model.frontend.teacher.params.encoder_num_buckets": Num(int, 1, 1 << 16),
+    "model.frontend.teacher.params.encoder_max_distance": Num(int, 1, 1 << 20),
     "model.encoder": Section(),
     "model.encoder.name": Name(),
     "model.encoder.num_layers": Num(int, 1, 1000),

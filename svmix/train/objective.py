@@ -14,6 +14,12 @@ from svmix.train import losses  # noqa: F401  (registers the losses)
 KD_TRAINER_KEYS = ("name", "layers", "lambda")
 
 
+def kd_active(kd_config: Dict[str, Any]) -> bool:
+    """Whether a ``train.kd`` section distils: a KD loss is named and λ > 0. With λ = 0 no KD head
+    is built and no teacher targets are needed (the supervised baselines train that way)."""
+    return bool(kd_config.get("name")) and float(kd_config.get("lambda", 1.0)) > 0
+
+
 def kd_loss_params(kd_config: Dict[str, Any]) -> Dict[str, Any]:
     """The constructor arguments of the KD loss in a ``train.kd`` section."""
     return {k: v for k, v in kd_config.items() if k not in KD_TRAINER_KEYS}
@@ -28,7 +34,7 @@ class DistillationObjective(nn.Module):
                                                num_classes=len(class_counts), class_counts=list(class_counts))
         self.kd_lambda = float(kd_config.get("lambda", 1.0))
         self.kd = None
-        if kd_config.get("name"):
+        if kd_active(kd_config):
             self.kd = KD_LOSSES.build({"name": kd_config["name"], **kd_loss_params(kd_config)},
                                       student_hidden=int(student.config["hidden"]), teacher_hidden=teacher_hidden,
                                       num_targets=len(kd_config["layers"]))

@@ -36,7 +36,7 @@ from svmix.train.checkpointing import (BestCheckpoints, average_checkpoints, loa
 from svmix.train.config import resolve_config
 from svmix.train.dataset import TrainingSet
 from svmix.train.distributed import DistContext, init_distributed, shutdown
-from svmix.train.objective import DistillationObjective
+from svmix.train.objective import DistillationObjective, kd_active
 from svmix.train.optim import (OPTIMIZERS, EarlyStopping, build_optimizer, build_schedule, optimizer_config_at,
                                set_lr)
 from svmix.train.sampler import ShardedBatchSampler
@@ -58,7 +58,7 @@ class TeacherTargets:
     def __init__(self, kd_cfg: Dict[str, Any], cache_dir: Optional[os.PathLike],
                  teacher: Union[None, str, Teacher], device: torch.device):
         self.cache, self.teacher = None, None
-        if not kd_cfg.get("name"):
+        if not kd_active(kd_cfg):  # no KD loss, or λ = 0: a teacher or cache given is not used
             self.layers: List[int] = []
             self.hidden_size, self.frame_shift = None, 320
             return
@@ -80,7 +80,7 @@ class TeacherTargets:
             self.hidden_size, self.frame_shift = int(teacher.hidden_size), int(teacher.frame_shift)
         else:
             raise SvmixError(f"train.kd.name '{kd_cfg['name']}' needs --teacher-cache or --teacher "
-                             "(or set train.kd.name to null to train without distillation)")
+                             "(or set train.kd.lambda to 0 or train.kd.name to null to train without distillation)")
         layers = kd_cfg.get("layers")
         self.layers = [max(available)] if layers is None else [int(x) for x in layers]
         missing = [x for x in self.layers if x not in available]
