@@ -24,6 +24,7 @@ from svmix.models.frontend import num_frames
 from svmix.registry import ENCODERS
 
 GIGA = 1e9
+MODEL_PARTS = ("frontend", "encoder", "backend")  # a student's parts, in order
 
 
 def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -139,6 +140,45 @@ def profile_model(model_config: Mapping[str, Any], seconds: Optional[float] = 3.
               "seconds": config["segment_seconds"], "frames": model.seq_len, **counts.summary(model),
               "parts": parts}
     return result
+
+
+def _ratio(b: float, a: float) -> Optional[float]:
+    return b / a if a else None  # undefined when A has none
+
+
+def compare_profiles(a: Mapping[str, Any], b: Mapping[str, Any]) -> Dict[str, Dict[str, float]]:
+    """B/A ratios of params, GMACs and GMACs with attention products, per part and in total,
+    for two :func:`profile_model` results (None where A's value is 0)."""
+    def entries(result: Mapping[str, Any]) -> Dict[str, Mapping[str, Any]]:
+        return {**{part: result["parts"][part] for part in MODEL_PARTS}, "total": result}
+
+    def with_attention(entry: Mapping[str, Any]) -> float:
+        return entry["gmacs"] + entry.get("attention_gmacs", 0.0)
+
+    return {part: {"params": _ratio(eb["params"], ea["params"]), "gmacs": _ratio(eb["gmacs"], ea["gmacs"]),
+                   "gmacs_with_attention": _ratio(with_attention(eb), with_attention(ea))}
+            for (part, ea), eb in zip(entries(a).items(), entries(b).values())}
+
+
+def encoder_mismatch(ratios: Mapping[str, Mapping[str, Optional[float]]], max_param_diff: Optional[float] = None,
+                     max_ratio: Optional[float] = None) -> Optional[str]:
+    """Why the encoders of a pair fail a cost check (None when they pass): their params differ by more
+    than ``max_param_diff`` (|B/A − 1|), or B's encoder params or GMACs exceed ``max_ratio`` × A's.
+    GMACs here exclude the attention products, which only makes a Transformer A look cheaper."""
+    encoder = ratios["encoder"]
+    params, gmacs = encoder["params"], encoder["gmacs"]
+    if max_param_diff is not None and (params is None or abs(params - 1) > max_param_diff):
+        return (f"encoder params differ by more than {max_param_diff:g}: B/A = {_show(params)} "
+                f"(allowed {1 - max_param_diff:.3f} to {1 + max_param_diff:.3f})")
+    if max_ratio is not None:
+        for what, value in (("params", params), ("GMACs", gmacs)):
+            if value is None or value > max_ratio:
+                return f"encoder {what} B/A = {_show(value)} exceeds {max_ratio:g}"
+    return None
+
+
+def _show(ratio: Optional[float]) -> str:
+    return "undefined" if ratio is None else f"{ratio:.3f}"
 
 
 def frames_for(seconds: float, sample_rate: int = 16000) -> int:

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from svmix.bin.profile import main
 from svmix.errors import SvmixError
-from svmix.profiling import profile_encoder_layer, profile_model
+from svmix.profiling import compare_profiles, encoder_mismatch, profile_encoder_layer, profile_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
@@ -98,3 +98,92 @@ def test_cli_bad_yaml(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n")
     out = CliRunner().invoke(main, ["--config", str(tmp_path / "list.yaml")])
     assert out.exit_code == 1 and "mapping" in out.output
+
+
+# ----------------------------------------------------------------------------- pairs of models
+
+MATCHED = (CONF / "transformer_mini.yaml", CONF / "svmixer_mini.yaml")        # the default recipe's students
+WIDE = (CONF / "transformer_mini_wide.yaml", CONF / "svmixer_mini_wide.yaml")  # the paper's regime
+
+
+def model_section(path):
+    return yaml.safe_load(path.read_text())["model"]
+
+
+@pytest.fixture(scope="module")
+def pair_ratios():
+    """compare_profiles(Transformer, SV-Mixer) of the shipped pairs, read from the real config files."""
+    return {name: compare_profiles(*(profile_model(model_section(p)) for p in pair))
+            for name, pair in (("matched", MATCHED), ("wide", WIDE))}
+
+
+@pytest.mark.parametrize("pair", [MATCHED, WIDE], ids=["matched", "wide"])
+def test_shipped_pairs_differ_only_in_the_encoder(pair):
+    transformer, svmixer = map(model_section, pair)
+    assert (transformer.pop("encoder")["name"], svmixer.pop("encoder")["name"]) == ("transformer", "svmixer")
+    assert transformer == svmixer
+
+
+def test_shipped_matched_pair_has_encoder_params_within_5_percent(pair_ratios):
+    ratios = pair_ratios["matched"]
+    assert abs(ratios["encoder"]["params"] - 1) <= 0.05
+    assert encoder_mismatch(ratios, max_param_diff=0.05) is None
+    assert ratios["frontend"] == ratios["backend"] == {"params": 1.0, "gmacs": 1.0, "gmacs_with_attention": 1.0}
+
+
+def test_shipped_wide_pair_is_in_the_papers_regime(pair_ratios):
+    encoder = pair_ratios["wide"]["encoder"]
+    assert encoder["params"] <= 0.6 and encoder["gmacs"] <= 0.6  # GMACs without the attention products
+    assert encoder["gmacs_with_attention"] < encoder["gmacs"]
+    assert encoder_mismatch(pair_ratios["wide"], max_ratio=0.6) is None
+
+
+def test_encoder_mismatch_messages():
+    def ratios(params, gmacs):
+        return {"encoder": {"params": params, "gmacs": gmacs, "gmacs_with_attention": gmacs}}
+
+    assert encoder_mismatch(ratios(1.05, 0.5), max_param_diff=0.05) is None
+    assert encoder_mismatch(ratios(0.95, 0.5), max_param_diff=0.05) is None
+    assert "B/A = 1.060 (allowed 0.950 to 1.050)" in encoder_mismatch(ratios(1.06, 1.0), max_param_diff=0.05)
+    assert "B/A = 0.940" in encoder_mismatch(ratios(0.94, 1.0), max_param_diff=0.05)
+    assert encoder_mismatch(ratios(0.6, 0.6), max_ratio=0.6) is None
+    assert encoder_mismatch(ratios(0.5, 0.61), max_ratio=0.6) == "encoder GMACs B/A = 0.610 exceeds 0.6"
+    assert encoder_mismatch(ratios(0.61, 0.5), max_ratio=0.6) == "encoder params B/A = 0.610 exceeds 0.6"
+    assert "undefined" in encoder_mismatch(ratios(None, 1.0), max_param_diff=0.05)
+    assert encoder_mismatch(ratios(3.0, 3.0)) is None  # no check asked for
+
+
+def test_cli_pair_table_json_and_checks():
+    runner = CliRunner()
+    matched = [w for path in MATCHED for w in ("--model-config", str(path))]
+    out = runner.invoke(main, [*matched, "--max-encoder-param-diff", "0.05"])
+    assert out.exit_code == 0, out.output
+    assert f"model A {MATCHED[0]}" in out.output and f"model B {MATCHED[1]}" in out.output
+    ratio_rows = {line.split()[0]: line.split() for line in out.output.splitlines()[-4:]}
+    assert set(ratio_rows) == {"frontend", "encoder", "backend", "total"}
+    assert ratio_rows["frontend"][3] == ratio_rows["backend"][3] == "1.000"
+    result = json.loads(runner.invoke(main, [*matched, "--json"]).output)
+    assert result["a"]["config"] == str(MATCHED[0]) and result["b"]["encoder"] == "svmixer"
+    encoder = result["ratios"]["encoder"]
+    assert encoder["params"] == result["b"]["parts"]["encoder"]["params"] / result["a"]["parts"]["encoder"]["params"]
+    assert float(ratio_rows["encoder"][3]) == pytest.approx(encoder["params"], abs=5e-4)
+    # The wide pair is far from matched: the table is printed, then one error line and exit 1.
+    wide = [w for path in WIDE for w in ("--config", str(path))]
+    out = runner.invoke(main, [*wide, "--max-encoder-param-diff", "0.05"])
+    assert out.exit_code == 1 and "B/A ratios" in out.stdout
+    assert out.stderr.splitlines() == [out.stderr.strip()] and "Traceback" not in out.output
+    assert out.stderr.startswith(f"svmix-profile: error: {WIDE[1]} vs {WIDE[0]}: encoder params differ by more than 0.05")
+    assert runner.invoke(main, [*wide, "--max-encoder-ratio", "0.6"]).exit_code == 0
+    reversed_wide = [w for path in WIDE[::-1] for w in ("--config", str(path))]
+    out = runner.invoke(main, [*reversed_wide, "--max-encoder-ratio", "0.6"])
+    assert out.exit_code == 1 and "encoder params B/A = " in out.stderr and "exceeds 0.6" in out.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config", __file__] * 3, "--config was given 3 times"),
+    (["--config", __file__, "--max-encoder-param-diff", "0.05"], "compare two models"),
+    (["--encoder", "svmixer", "--max-encoder-ratio", "0.6"], "compare two models"),
+])
+def test_cli_pair_usage_errors(args, message):
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 1 and message in out.stderr and len(out.stderr.splitlines()) == 1, out.output

@@ -1,4 +1,5 @@
-"""svmix-profile: parameters and GMACs of one encoder layer, or of a whole model by part."""
+"""svmix-profile: parameters and GMACs of one encoder layer, of a whole model by part, or of a pair of
+models side by side with their B/A ratios and an optional check that their encoders are cost-matched."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,8 @@ import click
 
 from svmix.cli import FiniteFloat, command, in_file, user_errors
 from svmix.errors import SvmixError
-from svmix.profiling import frames_for, profile_encoder_layer, profile_model
+from svmix.profiling import (MODEL_PARTS, compare_profiles, encoder_mismatch, frames_for, profile_encoder_layer,
+                             profile_model)
 from svmix.registry import ENCODERS
 
 Row = Tuple[str, int, float, float]  # name, params, gmacs, attention gmacs
@@ -63,10 +65,31 @@ def model_table(result: Dict[str, Any], path: str) -> str:
     return format_table(title, rows, _row("total", result))
 
 
+def pair_table(results: List[Dict[str, Any]], ratios: Dict[str, Dict[str, Optional[float]]]) -> str:
+    """Params and GMACs of models A and B per part, with the B/A ratios."""
+    def ratio(value: Optional[float]) -> str:
+        return f"{'-' if value is None else f'{value:.3f}':>8}"
+
+    def with_attention(entry: Dict[str, Any]) -> float:
+        return entry["gmacs"] + entry.get("attention_gmacs", 0.0)
+
+    header = (f"{'part':<10}{'params A':>12}{'params B':>12}{'B/A':>8}{'GMACs A':>10}{'GMACs B':>10}{'B/A':>8}"
+              f"{'+attn B/A':>11}")
+    rule = "-" * len(header)
+    lines = ["B/A ratios (GMACs without attention products; '+attn' adds them)", header, rule]
+    for part in (*MODEL_PARTS, "total"):
+        a, b = (r if part == "total" else r["parts"][part] for r in results)
+        r = ratios[part]
+        lines.append(f"{part:<10}{a['params']:>12,}{b['params']:>12,}{ratio(r['params'])}{a['gmacs']:>10.4f}"
+                     f"{b['gmacs']:>10.4f}{ratio(r['gmacs'])}{ratio(r['gmacs_with_attention']):>11}")
+    return "\n".join(lines)
+
+
 @command("svmix-profile")
 @click.option("--encoder", type=click.Choice(ENCODERS.names()), help="Profile one layer of this registered encoder.")
-@click.option("--config", "config_path", type=in_file(),
-              help="Profile the whole model of this YAML (a 'model:' section or a model config).")
+@click.option("--config", "--model-config", "config_paths", type=in_file(), multiple=True,
+              help="Profile the whole model of this YAML (a 'model:' section or a model config), by part. "
+                   "Give it twice (A, then B) to compare two models: B/A ratios per part.")
 @click.option("--hidden", type=click.IntRange(1, 8192), default=1024, show_default=True,
               help="Hidden size (with --encoder).")
 @click.option("--seq-len", type=click.IntRange(1, 10_000), default=None,
@@ -75,20 +98,45 @@ def model_table(result: Dict[str, Any], path: str) -> str:
               help="Channels per group (with --encoder; ignored by encoders without groups).")
 @click.option("--seconds", type=FiniteFloat(min=0, max=120, min_open=True), default=3.0, show_default=True,
               help="Input length in seconds.")
+@click.option("--max-encoder-param-diff", type=FiniteFloat(min=0, max=1), default=None,
+              help="With two configs: exit 1 unless the encoders' params differ by at most this fraction "
+                   "(|B/A - 1|), e.g. 0.05 for a cost-matched pair.")
+@click.option("--max-encoder-ratio", type=FiniteFloat(min=0, max=100, min_open=True), default=None,
+              help="With two configs: exit 1 unless B's encoder params and GMACs are at most this "
+                   "multiple of A's, e.g. 0.6.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @user_errors
-def main(encoder: Optional[str], config_path: Optional[str], hidden: int, seq_len: Optional[int],
-         group_dim: int, seconds: float, as_json: bool) -> None:
-    """Print parameters and GMACs per encoder layer (--encoder) or per model part (--config)."""
-    if (encoder is None) == (config_path is None):
+def main(encoder: Optional[str], config_paths: Tuple[str, ...], hidden: int, seq_len: Optional[int],
+         group_dim: int, seconds: float, max_encoder_param_diff: Optional[float],
+         max_encoder_ratio: Optional[float], as_json: bool) -> None:
+    """Print parameters and GMACs per encoder layer (--encoder), per model part (--config), or for two
+    models side by side with their B/A ratios (--config A --config B)."""
+    if (encoder is None) == (not config_paths):
         raise SvmixError("give exactly one of --encoder NAME or --config CONF.yaml")
+    if len(config_paths) > 2:
+        raise SvmixError(f"--config was given {len(config_paths)} times: give one model, or two to compare")
+    checks = max_encoder_param_diff is not None or max_encoder_ratio is not None
+    if checks and len(config_paths) != 2:
+        raise SvmixError("--max-encoder-param-diff and --max-encoder-ratio compare two models: "
+                         "give --config A --config B")
     if encoder is not None:
         result = profile_encoder_layer(encoder, hidden, seq_len or frames_for(seconds), group_dim)
-        text = layer_table(result)
+        click.echo(json.dumps(result, indent=2) if as_json else layer_table(result))
+        return
+    results = [profile_model(load_model_config(path), seconds) for path in config_paths]
+    if len(results) == 1:
+        click.echo(json.dumps(results[0], indent=2) if as_json else model_table(results[0], config_paths[0]))
+        return
+    ratios = compare_profiles(*results)
+    if as_json:
+        click.echo(json.dumps({"a": {"config": config_paths[0], **results[0]},
+                               "b": {"config": config_paths[1], **results[1]}, "ratios": ratios}, indent=2))
     else:
-        result = profile_model(load_model_config(config_path), seconds)
-        text = model_table(result, config_path)
-    click.echo(json.dumps(result, indent=2) if as_json else text)
+        tables = [model_table(result, f"{label} {path}") for label, result, path in zip("AB", results, config_paths)]
+        click.echo("\n\n".join([*tables, pair_table(results, ratios)]))
+    mismatch = encoder_mismatch(ratios, max_encoder_param_diff, max_encoder_ratio)
+    if mismatch:
+        raise SvmixError(f"{config_paths[1]} vs {config_paths[0]}: {mismatch}")
 
 
 if __name__ == "__main__":
