@@ -127,6 +127,7 @@ class World:
             "svmix-profile": {"config_paths": [self.train_yaml, self.train_yaml], "seconds": 1,
                               "max_encoder_param_diff": 0.05, "max_encoder_ratio": 1.0},
             "svmix-export": {"model_path": self.exp, "fmt": "torchscript", "out": out / "model.ts", "opset": 17},
+            "svmix-floor": {"data_dir": d, "out_dir": out / "floor", "nj": 1, "keep_c0": True},
             "svmix-report": {"systems": [self.system], "seeds": "0", "test_dirs": [d], "trials_names": ["trials"],
                              "floor_dir": self.exp, "teacher": self.teacher, "notes": [f"{d.name}=clean"],
                              "commands": self.commands, "out": out / "RESULTS.md"},
