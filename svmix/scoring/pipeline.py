@@ -106,14 +106,19 @@ def score_file(trials_path: os.PathLike, scp: os.PathLike, output: os.PathLike, 
 
 
 def read_scored_trials(trials_path: os.PathLike, score_paths: Sequence[os.PathLike],
-                       utt2spk: Optional[os.PathLike] = None, speakers: bool = False):
+                       utt2spk: Optional[os.PathLike] = None, speakers: bool = False, names: bool = False):
     """``(labels, [scores per file], speakers)``: each score file aligned to the labelled trials by
-    pair; ``speakers`` (with ``speakers=True``) as :func:`trial_speakers` gives them, else None."""
+    pair; ``speakers`` (with ``speakers=True``) as :func:`trial_speakers` gives them, else None.
+    With ``names=True`` a fourth item follows: the (enrolment, test) utterance names of the trials."""
     vocab: Dict[str, int] = {}
     trials = read_trial_index(trials_path, vocab, grow=True)
     labels = trials.target_labels(str(trials_path))
     scores = [read_scores(path, trials, vocab) for path in score_paths]
-    return labels, scores, trial_speakers(trials_path, trials, list(vocab), utt2spk) if speakers else None
+    ids = list(vocab)
+    out = (labels, scores, trial_speakers(trials_path, trials, ids, utt2spk) if speakers else None)
+    if names:
+        return (*out, ([ids[i] for i in trials.enroll], [ids[i] for i in trials.test]))
+    return out
 
 
 def trial_speakers(trials_path: os.PathLike, trials: TrialIndex, ids: Sequence[str],
