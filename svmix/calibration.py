@@ -65,6 +65,8 @@ def utterance_quality(seconds: np.ndarray, norms: np.ndarray, measures: Sequence
     if unknown:
         raise SvmixError(f"unknown quality measure '{unknown[0]}'; known: {', '.join(QUALITY_MEASURES)}")
     seconds, norms = np.asarray(seconds, dtype=np.float64), np.asarray(norms, dtype=np.float64)
+    if not measures:
+        return np.zeros((len(seconds), 0))
     return np.stack([QUALITY_MEASURES[m](seconds, norms) for m in measures], axis=-1).reshape(len(seconds), -1)
 
 
