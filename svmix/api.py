@@ -117,8 +117,20 @@ class SpeakerEmbeddingModel:
                                  "give audio (paths or waveforms), not embeddings")
             sides = [utterance_quality(np.array([q[0]]), np.array([q[1]]), cal.quality_measures) for q in (qa, qb)]
             quality = trial_quality(*sides)
-        llr = float(cal.apply(np.array([segment_pair_score(ea, eb)]), quality)[0])
+        llr = float(cal.apply(np.array([_scored_as_svmix_score(ea, eb)]), quality)[0])
         return Verification(llr, bool(cal.decide(llr)), cal.llr_threshold, cal.describe_operating_point())
+
+
+def _scored_as_svmix_score(a: np.ndarray, b: np.ndarray) -> float:
+    """The segment-pair cosine computed by svmix-score's own code (its float32 scoring vectors), so
+    that calibrated LLRs from :meth:`SpeakerEmbeddingModel.verify` and from the CLI agree."""
+    from svmix.scoring.cosine import cosine_scores, scoring_vectors
+    from svmix.scoring.embeddings import as_embeddings
+
+    if np.ndim(a) != np.ndim(b):  # one side 1-D, the other segments: as segment matrices
+        a, b = np.atleast_2d(a), np.atleast_2d(b)
+    vectors = scoring_vectors(as_embeddings({"a": np.asarray(a, np.float32), "b": np.asarray(b, np.float32)}))
+    return float(cosine_scores(vectors, np.array([0]), np.array([1]))[0])
 
 
 def load_model(path: Union[str, os.PathLike], device: str = "cpu", runtime: str = "torch",
