@@ -158,13 +158,42 @@ def compute_min_cllr(scores: np.ndarray, labels: np.ndarray) -> float:
     return compute_cllr(np.clip(llr, -1e6, 1e6), labels)
 
 
-def compute_act_dcf(llrs: np.ndarray, labels: np.ndarray, p_target: float = 0.05) -> float:
-    """Normalised detection cost of Bayes decisions on LLRs: accept where llr > log((1 − p) / p)."""
-    llrs, labels = _check(llrs, labels)
-    accept = llrs > np.log((1.0 - p_target) / p_target)
+def dcf_at(scores: np.ndarray, labels: np.ndarray, p_target: float, threshold: float) -> float:
+    """Normalised detection cost (C_miss = C_fa = 1) of accepting where score > ``threshold``."""
+    scores, labels = _check(scores, labels)
+    accept = scores > threshold
     fnr = np.count_nonzero(~accept[labels]) / np.count_nonzero(labels)
     fpr = np.count_nonzero(accept[~labels]) / np.count_nonzero(~labels)
     return float((p_target * fnr + (1.0 - p_target) * fpr) / min(p_target, 1.0 - p_target))
+
+
+def compute_act_dcf(llrs: np.ndarray, labels: np.ndarray, p_target: float = 0.05) -> float:
+    """Normalised detection cost of Bayes decisions on LLRs: accept where llr > log((1 − p) / p)."""
+    return dcf_at(llrs, labels, p_target, float(np.log((1.0 - p_target) / p_target)))
+
+
+def _between(rates: ErrorRates, i: int) -> float:
+    """A finite threshold taking the decisions of entry ``i``: midway to the next distinct score."""
+    t = rates.thresholds
+    if i == 0:
+        return float(t[1] - 1.0)
+    if i == len(t) - 1:
+        return float(t[-1] + 1.0)
+    return float(0.5 * (t[i] + t[i + 1]))
+
+
+def min_dcf_threshold(scores: np.ndarray, labels: np.ndarray, p_target: float = 0.05) -> float:
+    """A threshold (accept where score > it) whose cost on these trials is their minDCF."""
+    rates = error_rates(scores, labels)
+    return _between(rates, _min_dcf_from_rates(rates, p_target)[1])
+
+
+def far_threshold(scores: np.ndarray, labels: np.ndarray, far: float) -> float:
+    """The lowest threshold (accept where score > it) whose false-accept rate is at most ``far``."""
+    if not 0.0 <= far <= 1.0:
+        raise SvmixError(f"false-accept rate must be in [0, 1], got {far}")
+    rates = error_rates(scores, labels)
+    return _between(rates, int(np.argmax(rates.fpr <= far + 1e-12)))
 
 
 def speaker_bootstrap_ci(scores: np.ndarray, labels: np.ndarray, enroll_speakers: Sequence[str],

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from conftest import make_datadir
 from svmix.bin.extract import main as extract_cli
+from svmix.calibration import read_quality
 from svmix.checkpoint import save_model
 from svmix.data.audio import load_audio
 from svmix.data.datadir import read_kv
@@ -118,6 +119,16 @@ def test_extract_writes_segment_matrices_in_input_order(setup, tmp_path):
     assert set(stats) >= {"num_utts", "audio_seconds", "wall_seconds", "rtf", "runtime", "device", "num_threads",
                           "skipped"}
 
+    # Beside the embeddings: each utterance's duration and embedding norm before length normalisation.
+    quality = read_quality(tmp_path / "emb")
+    assert list(quality) == list(ref)
+    wavs = read_kv(data / "wav.scp")
+    for utt in ref:
+        seconds, norm = quality[utt]
+        assert seconds == pytest.approx(len(load_audio(wavs[utt])) / 16000, abs=1e-3)
+        assert norm == pytest.approx(np.linalg.norm(ref[utt], axis=1).mean(), rel=1e-4)
+        assert norm > 1.5  # a raw norm, not the 1.0 of a normalised embedding
+
     # A rerun of finished work is a no-op; --average stores normalised means (a different output).
     ark = tmp_path / "emb" / "xvector.ark"
     before = ark.stat().st_mtime_ns
@@ -129,6 +140,7 @@ def test_extract_writes_segment_matrices_in_input_order(setup, tmp_path):
     for utt in ref:
         assert avg[utt].shape == (16,)
         np.testing.assert_allclose(avg[utt], mean_embedding(ref[utt]), atol=1e-5)
+    assert read_quality(tmp_path / "emb") == quality  # norms of the segments, before averaging
 
 
 def test_nj2_matches_nj1(setup, tmp_path):
@@ -260,6 +272,7 @@ def assert_same_output(out: Path, ref: Path) -> None:
     assert (out / "xvector.ark").read_bytes() == (ref / "xvector.ark").read_bytes()
     assert (out / "xvector.scp").read_text().replace(str(out.resolve()), "X") == \
         (ref / "xvector.scp").read_text().replace(str(ref.resolve()), "X")
+    assert (out / "quality.tsv").read_bytes() == (ref / "quality.tsv").read_bytes()
     assert not (out / "chunks").exists() and not (out / ".svmix.lock").exists()
 
 

@@ -3,7 +3,7 @@ from typing import Optional, Tuple
 
 import click
 
-from svmix.cli import DEVICE, OVERRIDE, OutPath, TeacherSpec, command, in_dir, in_file, user_errors
+from svmix.cli import DEVICE, OVERRIDE, InPath, OutPath, TeacherSpec, command, in_dir, in_file, user_errors
 
 
 @command("svmix-train")
@@ -24,11 +24,14 @@ from svmix.cli import DEVICE, OVERRIDE, OutPath, TeacherSpec, command, in_dir, i
 @click.option("--max-steps", type=click.IntRange(min=1), help="Override train.max_steps.")
 @click.option("--override", "overrides", multiple=True, type=OVERRIDE, metavar="KEY.SUB=VALUE",
               help="Config override, YAML-parsed value; repeatable (e.g. train.batch_size=64).")
+@click.option("--init-from", type=InPath("any"),
+              help="Continue from this trained student (experiment dir or checkpoint), e.g. large-margin "
+                   "fine-tuning with conf/lmft_mini.yaml; a new EXP_DIR starts from its weights.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @user_errors
 def main(config_path: str, data_dir: str, exp_dir: str, teacher_cache: Optional[str], teacher: Optional[str],
          val_data: Optional[str], augment_dir: Optional[str], model_config: Optional[str], device: Optional[str],
-         max_steps: Optional[int], overrides: Tuple[str, ...], no_progress: bool) -> None:
+         max_steps: Optional[int], overrides: Tuple[str, ...], init_from: Optional[str], no_progress: bool) -> None:
     """Train (or resume) EXP_DIR; writes EXP_DIR/model.pt. Multi-process: torchrun --nproc_per_node N
     -m svmix.bin.train ... (NCCL on GPUs, gloo on CPU)."""
     from svmix.train.config import load_train_config
@@ -38,7 +41,7 @@ def main(config_path: str, data_dir: str, exp_dir: str, teacher_cache: Optional[
         overrides = (*overrides, f"train.max_steps={max_steps}")
     config = load_train_config(config_path, overrides, model_config)
     out = train(config, data_dir, exp_dir, teacher_cache=teacher_cache, teacher=teacher, val_data=val_data,
-                augment_dir=augment_dir, device=device, progress=not no_progress)
+                augment_dir=augment_dir, device=device, progress=not no_progress, init_from=init_from)
     click.echo(str(out))
 
 

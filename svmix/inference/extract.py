@@ -9,7 +9,9 @@ into chunks of ``chunk_size`` consecutive utterances. A finished chunk is publis
 ``OUT/chunks/`` (an ark, then a JSON done-marker), so a killed run resumes by redoing only unfinished
 chunks. Chunks run as ``nj`` local processes or as torchrun ranks, and the last process to finish
 merges. The merge concatenates the chunk arks in input order into ``OUT/xvector.ark`` and writes
-``OUT/xvector.scp``, ``OUT/extract_config.json`` (what the output depends on) and, last,
+``OUT/xvector.scp``, ``OUT/quality.tsv`` (each utterance's duration and embedding norm before length
+normalisation, for quality-aware calibration; docs/conventions.md), ``OUT/extract_config.json``
+(what the output depends on) and, last,
 ``OUT/extract_stats.json``, which marks the directory complete. Until that merge, the files of an
 earlier successful run stay untouched.
 
@@ -37,6 +39,7 @@ import kaldiio
 import numpy as np
 import torch
 
+from svmix.calibration import QUALITY_FILE, embedding_norm, write_quality
 from svmix.checkpoint import read_checkpoint, resolve_checkpoint_path
 from svmix.data.audio import SAMPLE_RATE, load_audio, scan_audio
 from svmix.data.datadir import DataDir, read_kv
@@ -198,10 +201,12 @@ class ChunkWriter:
         self.keys = [utt for utt, _ in ex.chunk_utts(chunk)]
         self.embeddings: Dict[str, np.ndarray] = {}
         self.skipped: Dict[str, str] = {}
+        self.quality: Dict[str, Tuple[float, float]] = {}  # utt -> (seconds, embedding norm)
         self.audio_seconds = 0.0
 
-    def add(self, utt: str, embedding: np.ndarray, seconds: float) -> bool:
+    def add(self, utt: str, embedding: np.ndarray, seconds: float, norm: float) -> bool:
         self.embeddings[utt] = embedding
+        self.quality[utt] = (round(seconds, 3), norm)
         self.audio_seconds += seconds
         return self._publish_if_complete()
 
@@ -219,7 +224,8 @@ class ChunkWriter:
                 data, offset = ark_entry(key, self.embeddings[key])
                 offsets.append(unit.tell() + offset)
                 unit.write(data)
-            unit.info.update(keys=keys, offsets=offsets, skipped=self.skipped, audio_seconds=self.audio_seconds)
+            unit.info.update(keys=keys, offsets=offsets, skipped=self.skipped, audio_seconds=self.audio_seconds,
+                             seconds=[self.quality[k][0] for k in keys], norms=[self.quality[k][1] for k in keys])
         return True
 
 
@@ -267,7 +273,7 @@ def run_shard(ex: ExtractJob, job: ShardedJob, chunks: List[int], worker: Worker
         for _, chunk_items in itertools.groupby(loaded(), key=lambda item: item[0][0] // ex.chunk_size):
             for (pos, utt, seconds), embedding in embed_stream(embedder, chunk_items, batch_size):
                 stored = mean_embedding(embedding) if ex.average else embedding.astype(np.float32)
-                record(pos, writers[pos // ex.chunk_size].add(utt, stored, seconds))
+                record(pos, writers[pos // ex.chunk_size].add(utt, stored, seconds, embedding_norm(embedding)))
 
 
 # ----------------------------------------------------------------------------- output directory
@@ -278,7 +284,7 @@ def fingerprint(ex: ExtractJob) -> Dict[str, Any]:
     onnx = sha256_file(onnx_model_path(ex.model, ex.onnx)) if ex.runtime == "onnx" else None
     return {"model_sha256": sha256_file(resolve_checkpoint_path(ex.model)), "runtime": ex.runtime,
             "onnx_sha256": onnx, "average": ex.average, "chunk_size": ex.chunk_size,
-            "num_utts": len(ex.utts), "inputs_sha256": inputs}
+            "num_utts": len(ex.utts), "inputs_sha256": inputs, "outputs": [ARK, SCP, QUALITY_FILE]}
 
 
 def finished_output(fp: Dict[str, Any], job: ShardedJob) -> Optional[Dict[str, Any]]:
@@ -305,6 +311,7 @@ def merge_chunks(ex: ExtractJob, fp: Dict[str, Any], start: float, num_threads: 
     lines: List[str] = []
     (out / STATS).unlink(missing_ok=True)  # the directory is not complete until the new stats exist
     (out / SCP).unlink(missing_ok=True)  # an older scp must never point into the new ark
+    (out / QUALITY_FILE).unlink(missing_ok=True)
     with naming_file(ark_final), atomic_path(ark_final) as tmp:
         with open(tmp, "wb") as dst:
             for c, info in enumerate(infos):
@@ -314,6 +321,9 @@ def merge_chunks(ex: ExtractJob, fp: Dict[str, Any], start: float, num_threads: 
                 lines.extend(f"{k} {ark_final}:{base + o}\n" for k, o in zip(info["keys"], info["offsets"]))
     with naming_file(out / SCP), atomic_open(out / SCP) as f:
         f.writelines(lines)
+    with naming_file(out / QUALITY_FILE):
+        write_quality(out / QUALITY_FILE, [k for info in infos for k in info["keys"]],
+                      [x for info in infos for x in info["seconds"]], [x for info in infos for x in info["norms"]])
     skipped = {u: r for info in infos for u, r in info["skipped"].items()}
     new = [info for c, info in enumerate(infos) if c not in job.resumed]
     audio = sum(info["audio_seconds"] for info in new)

@@ -59,8 +59,19 @@ def score_file(trials_path: os.PathLike, scp: os.PathLike, output: os.PathLike, 
                top_n: int = 300, mean_path: Optional[os.PathLike] = None,
                mean_from: Optional[os.PathLike] = None, chunk_size: int = DEFAULT_CHUNK,
                skip_missing: bool = False, metrics_json: Optional[os.PathLike] = None,
-               utt2spk: Optional[os.PathLike] = None, bootstrap: int = DEFAULT_RESAMPLES) -> Optional[Dict]:
-    """Score a trials file into ``output``; returns (and optionally writes) metrics when labelled."""
+               utt2spk: Optional[os.PathLike] = None, bootstrap: int = DEFAULT_RESAMPLES,
+               calibration: Optional[os.PathLike] = None, quality: Optional[os.PathLike] = None) -> Optional[Dict]:
+    """Score a trials file into ``output``; returns (and optionally writes) metrics when labelled.
+
+    With ``calibration`` (a file of ``svmix-calibrate``) the written scores are its LLRs; one with
+    quality measures reads them from ``quality`` (default: the ``quality.tsv`` beside ``scp``)."""
+    from svmix.calibration import Calibration, quality_of_trials, read_quality
+
+    if quality is not None and calibration is None:
+        raise SvmixError("--quality is only used with --calibration")
+    cal = Calibration.load(calibration) if calibration is not None else None
+    if cal is not None and cal.num_systems != 1:
+        raise SvmixError(f"{calibration}: a fusion of {cal.num_systems} systems; apply it with svmix-calibrate")
     if mean_path is not None and mean_from is not None:
         raise SvmixError("give either --mean or --mean-from, not both")
     if cohort_utt2spk is not None and cohort_scp is None:
@@ -94,6 +105,14 @@ def score_file(trials_path: os.PathLike, scp: os.PathLike, output: os.PathLike, 
         raise SvmixError(f"{output}: not written: {int(not_finite.sum())} of {len(scores)} scores are NaN or "
                          f"infinite; first: {trials_path}:{trials.line(i)} '{embeddings.ids[trials.enroll[i]]} "
                          f"{embeddings.ids[trials.test[i]]}'")
+    if cal is not None:
+        q = None
+        if cal.quality_measures:
+            source = quality if quality is not None else Path(scp).parent
+            q = quality_of_trials(read_quality(source), [embeddings.ids[i] for i in trials.enroll],
+                                  [embeddings.ids[i] for i in trials.test], cal.quality_measures, str(source))
+        scores = cal.apply(scores, q)
+        log.info("%s: scores are LLRs (%s); decisions %s", output, calibration, cal.describe_operating_point())
     write_scores(output, embeddings.ids, trials, scores)
     log.info("%s: %d scores written", output, len(scores))
     if not trials.labelled:
@@ -106,14 +125,19 @@ def score_file(trials_path: os.PathLike, scp: os.PathLike, output: os.PathLike, 
 
 
 def read_scored_trials(trials_path: os.PathLike, score_paths: Sequence[os.PathLike],
-                       utt2spk: Optional[os.PathLike] = None, speakers: bool = False):
+                       utt2spk: Optional[os.PathLike] = None, speakers: bool = False, names: bool = False):
     """``(labels, [scores per file], speakers)``: each score file aligned to the labelled trials by
-    pair; ``speakers`` (with ``speakers=True``) as :func:`trial_speakers` gives them, else None."""
+    pair; ``speakers`` (with ``speakers=True``) as :func:`trial_speakers` gives them, else None.
+    With ``names=True`` a fourth item follows: the (enrolment, test) utterance names of the trials."""
     vocab: Dict[str, int] = {}
     trials = read_trial_index(trials_path, vocab, grow=True)
     labels = trials.target_labels(str(trials_path))
     scores = [read_scores(path, trials, vocab) for path in score_paths]
-    return labels, scores, trial_speakers(trials_path, trials, list(vocab), utt2spk) if speakers else None
+    ids = list(vocab)
+    out = (labels, scores, trial_speakers(trials_path, trials, ids, utt2spk) if speakers else None)
+    if names:
+        return (*out, ([ids[i] for i in trials.enroll], [ids[i] for i in trials.test]))
+    return out
 
 
 def trial_speakers(trials_path: os.PathLike, trials: TrialIndex, ids: Sequence[str],

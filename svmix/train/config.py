@@ -62,6 +62,8 @@ DEFAULT_TRAIN_CONFIG: Dict[str, Any] = {
     "log_every": 50,
     "num_workers": 2,
     "find_unused_parameters": False,
+    "crop_seconds": None,         # training crop length; null: the model's segment_seconds (fixed for SV-Mixer)
+    "margin_ramp": None,          # {"start": m0, "steps": N}: AAM margin m0 -> train.aam.margin over N steps (LMFT)
 }
 
 
@@ -413,6 +415,10 @@ SCHEMA: Dict[str, Rule] = {
     "train.log_every": Num(int, 1, BIG, words=("epoch",)),
     "train.num_workers": Num(int, 0, 256),
     "train.find_unused_parameters": Flag(),
+    "train.crop_seconds": Num(float, 0.1, 600.0, null=True),
+    "train.margin_ramp": Section(null=True),
+    "train.margin_ramp.start": MARGIN,
+    "train.margin_ramp.steps": Num(int, 1, BIG),
 }
 # sections whose keys follow another section's rules
 SCHEMA_ALIASES = {"train.optimizer_switch.optimizer": "train.optimizer"}

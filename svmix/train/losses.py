@@ -34,7 +34,7 @@ class AAMSoftmaxTopK(nn.Module):
                  impostor_weight: float = 1.0, class_weighted: bool = True):
         super().__init__()
         self.num_classes, self.scale, self.top_k = num_classes, scale, min(top_k, num_classes - 1)
-        self.cos_m, self.sin_m = math.cos(margin), math.sin(margin)
+        self.set_margin(margin)
         self.cos_n, self.sin_n = math.cos(negative_margin), math.sin(negative_margin)
         self.log_impostor_weight = math.log(impostor_weight)
         self.weight = nn.Parameter(torch.empty(num_classes, embed_dim))
@@ -46,6 +46,11 @@ class AAMSoftmaxTopK(nn.Module):
             self.register_buffer("class_weights", counts.sum() / counts)
         else:
             self.class_weights = None
+
+    def set_margin(self, margin: float) -> None:
+        """The target's additive angular margin (changed during training by ``train.margin_ramp``)."""
+        self.margin = float(margin)
+        self.cos_m, self.sin_m = math.cos(margin), math.sin(margin)
 
     def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cos = F.linear(F.normalize(embeddings), F.normalize(self.weight))

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from svmix.checkpoint import save_model
+from svmix.data.audio import SAMPLE_RATE
 from svmix.data.datadir import DataDir
 from svmix.errors import SvmixError
 from svmix.models import build_model, init_frontend_from_teacher, resolve_model_config
@@ -176,6 +177,21 @@ def _training_data(data_dir: os.PathLike):
     return utts, [wav_scp[u] for u in utts], labels, speakers
 
 
+def training_crop(student: torch.nn.Module, crop_seconds: Optional[float]) -> "tuple[int, int]":
+    """(samples, frames) of a training crop: the model's segment, or ``train.crop_seconds``.
+
+    SV-Mixer's token MLPs are sized for exactly the segment's frames (``fixed_length`` encoders), so
+    its crops cannot be longer; other encoders (e.g. the transformer) take any length."""
+    if crop_seconds is None:
+        return student.segment_samples, student.seq_len
+    samples = int(round(float(crop_seconds) * SAMPLE_RATE))
+    if samples != student.segment_samples and student.encoder.fixed_length:
+        raise SvmixError(f"train.crop_seconds={crop_seconds}: the {student.config['encoder']['name']} encoder is "
+                         f"sized for {student.config['segment_seconds']} s segments and cannot train on other crops; "
+                         "set train.crop_seconds to null")
+    return samples, student.frontend.num_frames(samples)
+
+
 def _worker_init(worker_id: int) -> None:
     # Data randomness comes from per-item seeds; seed the global generators anyway for any library use.
     seed = torch.initial_seed() % 2 ** 32
@@ -191,26 +207,39 @@ def _write_config(exp_dir: Path, config: Dict[str, Any]) -> None:
 def train(config: Dict[str, Any], data_dir: os.PathLike, exp_dir: os.PathLike,
           teacher_cache: Optional[os.PathLike] = None, teacher: Union[None, str, Teacher] = None,
           val_data: Optional[os.PathLike] = None, augment_dir: Optional[os.PathLike] = None,
-          device: Optional[str] = None, max_steps: Optional[int] = None, progress: bool = True) -> Path:
+          device: Optional[str] = None, max_steps: Optional[int] = None, progress: bool = True,
+          init_from: Optional[os.PathLike] = None) -> Path:
     """Train (or resume) the experiment in ``exp_dir``; returns the path of ``EXP/model.pt``.
 
     ``config`` is a training config (:func:`svmix.train.config.load_train_config`); it is resolved
-    and validated (with ``max_steps`` overriding ``train.max_steps``) before any work starts."""
+    and validated (with ``max_steps`` overriding ``train.max_steps``) before any work starts.
+
+    ``init_from`` (a trained experiment dir or checkpoint) continues from that student, e.g. for
+    large-margin fine-tuning (``conf/lmft_mini.yaml``): its model config replaces the config's, a
+    fresh run starts from its weights, and from its AAM classifier too when that experiment's
+    ``checkpoints/last.pt`` was trained on the same speakers. A resumed run ignores it."""
     if max_steps is not None:
         config = {**config, "train": {**config.get("train", {}), "max_steps": max_steps}}
     config = resolve_config(config)
+    if init_from is not None:
+        from svmix.checkpoint import read_checkpoint
+
+        start = read_checkpoint(init_from)
+        if start["config"] != config["model"]:
+            _log.info("model config taken from %s (the initial student)", init_from)
+        config["model"] = start["config"]
     ctx = init_distributed(device)
     try:
         with output_lock(exp_dir, "svmix-train"):  # a second run on EXP refuses, naming this one
             return _Trainer(config, ctx, Path(exp_dir), data_dir, teacher_cache, teacher, val_data,
-                            augment_dir, progress).run()
+                            augment_dir, progress, init_from).run()
     finally:
         shutdown(ctx)
 
 
 class _Trainer:
     def __init__(self, config, ctx: DistContext, exp_dir: Path, data_dir, teacher_cache, teacher, val_data,
-                 augment_dir, progress):
+                 augment_dir, progress, init_from=None):
         self.ctx, self.exp = ctx, exp_dir
         cfg = config["train"]
         self.cfg, self.progress = cfg, progress and ctx.is_main
@@ -244,7 +273,8 @@ class _Trainer:
         self.model = (DistributedDataParallel(self.objective, find_unused_parameters=cfg["find_unused_parameters"])
                       if ctx.distributed else self.objective)
 
-        self.dataset = TrainingSet(utts, paths, labels, student.segment_samples, student.seq_len,
+        crop_samples, crop_frames = training_crop(student, cfg["crop_seconds"])
+        self.dataset = TrainingSet(utts, paths, labels, crop_samples, crop_frames,
                                    self.targets.frame_shift, self.targets.cache, self.targets.layers,
                                    return_clean=self.targets.teacher is not None, preload=cfg["preload_audio"],
                                    progress=self.progress)
@@ -271,6 +301,7 @@ class _Trainer:
         self.step, self.epoch, self.batch_in_epoch, self.stopped, self.last_validated = 0, 0, 0, False, -1
         self.optimizer_cfg = optimizer_config_at(cfg, 0)
         self.optimizer = build_optimizer(self.objective.parameters(), self.optimizer_cfg)
+        self.init_from = None if init_from is None else str(init_from)
         self._resume()
         if ctx.is_main:
             _write_config(exp_dir, self.config)
@@ -295,6 +326,8 @@ class _Trainer:
     def _resume(self) -> None:
         state = load_training_state(self.exp)
         if state is None:  # a fresh start; clear what a run killed before its first checkpoint left
+            if self.init_from is not None:
+                self._initialise_from(self.init_from)
             if self.ctx.is_main:
                 self.metrics.truncate_after(0)
                 self.best.remove_strays(self.exp)
@@ -323,6 +356,31 @@ class _Trainer:
             self.best.remove_strays(self.exp)
             self.metrics.truncate_after(self.step)
             _log.info("resumed %s at step %d (epoch %d)", self.exp, self.step, self.epoch)
+
+    def _initialise_from(self, source: str) -> None:
+        """Start from a trained student (and its classifier, when trained on the same speakers)."""
+        from svmix.checkpoint import read_checkpoint, resolve_checkpoint_path
+
+        ckpt = read_checkpoint(source)
+        self.objective.student.load_state_dict(ckpt["state_dict"])
+        exp = resolve_checkpoint_path(source).parent
+        state = load_training_state(exp) if (exp / "checkpoints").is_dir() else None
+        head = "a new AAM classifier"
+        if state is not None and state.get("speakers") == self.speakers:
+            aam = {k[len("aam."):]: v for k, v in state["objective"].items() if k.startswith("aam.")}
+            if aam and all(v.shape == self.objective.aam.state_dict()[k].shape for k, v in aam.items()
+                           if k in self.objective.aam.state_dict()):
+                self.objective.aam.load_state_dict(aam, strict=False)
+                head = f"the AAM classifier of {exp}"
+        _log.info("initialised the student from %s and %s", resolve_checkpoint_path(source), head)
+
+    def _margin_at(self, step: int) -> Optional[float]:
+        """The AAM margin of ``train.margin_ramp`` at ``step`` (None without a ramp)."""
+        ramp = self.cfg["margin_ramp"]
+        if not ramp:
+            return None
+        end, start = float(self.cfg["aam"]["margin"]), float(ramp["start"])
+        return start + (end - start) * min(1.0, step / int(ramp["steps"]))
 
     # -- loop ----------------------------------------------------------------------------------
     def _finished(self) -> bool:
@@ -357,6 +415,9 @@ class _Trainer:
             _log.info("step %d: switching optimizer to %s", self.step, wanted["name"])
             self.optimizer_cfg, self.optimizer = wanted, build_optimizer(self.objective.parameters(), wanted)
         set_lr(self.optimizer, self.schedule.lr(self.step))
+        margin = self._margin_at(self.step)
+        if margin is not None:
+            self.objective.aam.set_margin(margin)
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
         with autocast:
             out = self.model(wav, labels, targets, mask)
@@ -368,6 +429,8 @@ class _Trainer:
                                                               float(self.cfg["grad_clip"])).detach()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if margin is not None:
+            out["margin"] = torch.tensor(margin)
         return {k: v.detach().float() for k, v in out.items()}
 
     def _validate(self) -> Optional[float]:
@@ -392,7 +455,7 @@ class _Trainer:
 
     def _model_extra(self, eer: Optional[float]) -> Dict[str, Any]:
         return {"num_speakers": len(self.speakers), "step": self.step, "val_eer": eer,
-                "train_config": self.cfg, "kd_layers": self.targets.layers}
+                "train_config": self.cfg, "kd_layers": self.targets.layers, "init_from": self.init_from}
 
     def run(self) -> Path:
         cfg = self.cfg
