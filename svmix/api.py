@@ -70,6 +70,12 @@ class SpeakerEmbeddingModel:
 
 
 def load_model(path: Union[str, os.PathLike], device: str = "cpu", runtime: str = "torch",
-               onnx: Optional[Union[str, os.PathLike]] = None, batch_size: int = 32) -> SpeakerEmbeddingModel:
-    """Load a checkpoint or experiment dir for embedding and scoring (``runtime`` torch or onnx)."""
-    return SpeakerEmbeddingModel(load_embedder(path, runtime, onnx, device), batch_size)
+               onnx: Optional[Union[str, os.PathLike]] = None, batch_size: int = 32,
+               precision: str = "float32") -> SpeakerEmbeddingModel:
+    """Load a checkpoint or experiment dir for embedding and scoring (``runtime`` torch or onnx).
+
+    ``precision="int8"`` (opt-in, CPU): with the torch runtime the SV-Mixer blocks run int8 GEMMs
+    (int8 weights per output channel, activations quantised per call); with the onnx runtime
+    ``onnx`` must be an int8 export (``svmix-export --format onnx --quantize int8``). Embeddings
+    then differ slightly from float32 (docs/architecture.md, Deployment)."""
+    return SpeakerEmbeddingModel(load_embedder(path, runtime, onnx, device, precision=precision), batch_size)
