@@ -39,6 +39,7 @@ from svmix.api import SpeakerEmbeddingModel
 from svmix.checkpoint import load_model_checkpoint, save_model
 from svmix.data.audio import SAMPLE_RATE, load_audio
 from svmix.inference.embedder import SegmentEmbedder
+from svmix.inference.segments import mean_embedding
 from svmix.models import build_model, resolve_model_config
 from svmix.models.fast import kernels as cpu_kernels
 
@@ -146,9 +147,8 @@ def main() -> None:
     ref_model = models["torch float32"]
     ref_scores = [ref_model.score(a, b) for i, a in enumerate(reference) for b in reference[i + 1:]]
     for name, embs in embeddings.items():
-        model = models[name]
-        cos = [cosine(model.embed(w), ref_model.embed(w)) for w in wavs] if name != "torch float32" else [1.0]
-        scores = [model.score(a, b) for i, a in enumerate(embs) for b in embs[i + 1:]]
+        cos = [cosine(mean_embedding(e), mean_embedding(r)) for e, r in zip(embs, reference)]
+        scores = [models[name].score(a, b) for i, a in enumerate(embs) for b in embs[i + 1:]]
         diff = max(abs(s - r) for s, r in zip(scores, ref_scores)) if len(wavs) > 1 else 0.0
         results[name].update({"min_cosine": min(cos), "mean_cosine": float(np.mean(cos)), "max_score_diff": diff})
         print(f"{name:<16}{min(cos):>16.5f}{np.mean(cos):>17.5f}{diff:>18.5f}")

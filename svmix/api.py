@@ -77,5 +77,5 @@ def load_model(path: Union[str, os.PathLike], device: str = "cpu", runtime: str 
     ``precision="int8"`` (opt-in, CPU): with the torch runtime the SV-Mixer blocks run int8 GEMMs
     (int8 weights per output channel, activations quantised per call); with the onnx runtime
     ``onnx`` must be an int8 export (``svmix-export --format onnx --quantize int8``). Embeddings
-    then differ slightly from float32 (docs/architecture.md, Deployment)."""
+    then differ slightly from float32 (README.md, Deployment)."""
     return SpeakerEmbeddingModel(load_embedder(path, runtime, onnx, device, precision=precision), batch_size)

@@ -153,7 +153,7 @@ def test_pt2_export_matches_pytorch(checkpoint, tmp_path):
         assert np.abs(module(torch.from_numpy(wav)).numpy() - expected).max() <= 1e-4
 
 
-def test_pt2_and_torchscript_loaders_reject_foreign_files(tmp_path):
+def test_pt2_loader_rejects_foreign_files(tmp_path):
     from svmix.export import load_exported_program
 
     junk = tmp_path / "junk.pt2"

@@ -6,6 +6,7 @@ import click
 
 from svmix.cli import MAX_JOBS, InPath, OutPath, command, in_dir, in_file, user_errors
 from svmix.inference.extract import extract_embeddings, list_inputs
+from svmix.models.fast.model import PRECISIONS
 from svmix.utils.logging import setup_logging
 
 
@@ -19,7 +20,7 @@ from svmix.utils.logging import setup_logging
 @click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
 @click.option("--onnx", type=in_file(),
               help="ONNX model for --runtime onnx [default: model.onnx next to the checkpoint].")
-@click.option("--precision", type=click.Choice(["float32", "int8"]), default="float32", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
               help="int8 (opt-in, CPU): --runtime torch runs the SV-Mixer blocks' GEMMs with int8 weights "
                    "(per output channel) and dynamically quantised activations; --runtime onnx needs an "
                    "ONNX file exported with --quantize int8. Embeddings differ slightly from float32.")

@@ -21,13 +21,11 @@ from svmix.data.audio import SAMPLE_RATE, check_waveform
 from svmix.errors import SvmixError
 from svmix.inference.segments import distinct_segments
 from svmix.models.fast import prepare_for_inference
+from svmix.models.fast.model import PRECISIONS
 from svmix.registry import Registry
 
 RUNTIMES = Registry("runtime")
 ONNX_NAME = "model.onnx"  # the exported model next to a checkpoint
-
-
-PRECISIONS = ("float32", "int8")
 
 
 class SegmentEmbedder:
