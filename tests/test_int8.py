@@ -93,7 +93,7 @@ def test_load_model_int8(experiment):
     assert any(isinstance(m, Int8SVMixerBlock) for m in int8_model.embedder.model.modules())
     a, b = float_model.embed(wav), int8_model.embed(wav)
     assert a.shape == b.shape and float(a @ b) >= 0.99 and not np.allclose(a, b, atol=1e-6)
-    assert int8_model.score(wav, wav) == pytest.approx(1.0, abs=1e-5)
+    assert int8_model.score(wav, wav) == pytest.approx(float_model.score(wav, wav), abs=0.02)
     with pytest.raises(SvmixError, match="precision must be one of"):
         svmix.load_model(exp, precision="fp16")
 

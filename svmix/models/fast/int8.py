@@ -121,7 +121,7 @@ class Int8MultiScaleChannelMixing(nn.Module):
         merge, dense = reference.merge[0], reference.merge[2]
         self._merge = _merge_linears(merge)
         self._merge_pad, self._merge_taps = merge.padding[0], merge.kernel_size[0]
-        self._dense = int8_linear(dense.weight[:, :, 0], dense.bias)
+        self._dense = [int8_linear(dense.weight[:, :, 0], dense.bias)]  # a list: not a registered submodule
         low_len = reference.seq_len // 2  # linear upsampling low_len → seq_len as a (T, T/2) matrix
         upsample = F.interpolate(torch.eye(low_len)[None], size=reference.seq_len, mode="linear",
                                  align_corners=False)[0].t()
@@ -146,7 +146,7 @@ class Int8MultiScaleChannelMixing(nn.Module):
             taps = torch.cat([group[j:j + t] for j in range(k)], dim=2)  # (T, B, k·h)
             merged.append(linear(taps.view(t * b, -1)))
         dense_in = gelu_(torch.cat(merged, dim=1))
-        return x + self._dense(dense_in).view(t, b, hidden)
+        return x + self._dense[0](dense_in).view(t, b, hidden)
 
 
 class Int8ChannelMLP(nn.Module):
