@@ -135,8 +135,14 @@ def _scored_as_svmix_score(a: np.ndarray, b: np.ndarray) -> float:
 
 def load_model(path: Union[str, os.PathLike], device: str = "cpu", runtime: str = "torch",
                onnx: Optional[Union[str, os.PathLike]] = None, batch_size: int = 32,
-               calibration: Optional[Union[str, os.PathLike]] = None) -> SpeakerEmbeddingModel:
+               calibration: Optional[Union[str, os.PathLike]] = None,
+               precision: str = "float32") -> SpeakerEmbeddingModel:
     """Load a checkpoint or experiment dir for embedding and scoring (``runtime`` torch or onnx);
-    ``calibration`` (an ``svmix-calibrate`` file) enables :meth:`SpeakerEmbeddingModel.verify`."""
+    ``calibration`` (an ``svmix-calibrate`` file) enables :meth:`SpeakerEmbeddingModel.verify`.
+
+    ``precision="int8"`` (opt-in, CPU): with the torch runtime the SV-Mixer blocks run int8 GEMMs
+    (int8 weights per output channel, activations quantised per call); with the onnx runtime
+    ``onnx`` must be an int8 export (``svmix-export --format onnx --quantize int8``). Embeddings
+    then differ slightly from float32 (README.md, Deployment)."""
     cal = Calibration.load(calibration) if calibration is not None else None
-    return SpeakerEmbeddingModel(load_embedder(path, runtime, onnx, device), batch_size, cal)
+    return SpeakerEmbeddingModel(load_embedder(path, runtime, onnx, device, precision=precision), batch_size, cal)

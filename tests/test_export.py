@@ -1,5 +1,6 @@
 """svmix-export: ONNX / TorchScript segment embedders that match the PyTorch model."""
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -114,3 +115,123 @@ def test_cli_rejects_unknown_format(checkpoint, tmp_path):
     result = CliRunner().invoke(export_cli, ["--model", str(checkpoint), "--format", "tflite",
                                              "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "tflite" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- torch.export, dynamo ONNX, int8
+
+def _speech_like(checkpoint, batch):
+    """Reference embeddings of the export check's speech-like segments (harmonics under an envelope)."""
+    model, _ = load_model_checkpoint(checkpoint)
+    wav = exporter.check_segments(model, batch)
+    with torch.inference_mode():
+        return wav.numpy(), model(wav).numpy()
+
+
+def _assert_metadata(metadata, precision="float32"):
+    assert metadata["sample_rate"] == "16000" and metadata["segment_samples"] == "16000"
+    assert metadata["segment_seconds"] == "1.0" and metadata["embed_dim"] == "8"
+    assert metadata["num_eval_segments"] == str(json.loads(metadata["svmix_config"])["num_eval_segments"])
+    assert "mean cosine" in metadata["segment_rule"] and metadata["precision"] == precision
+
+
+def test_pt2_export_matches_pytorch(checkpoint, tmp_path):
+    from svmix.export import load_exported_program
+
+    out = tmp_path / "model.pt2"
+    summary = export_model(checkpoint, "pt2", out)
+    assert summary["max_abs_diff"] <= 1e-4 and summary["format"] == "pt2"
+    module, metadata = load_exported_program(out)
+    _assert_metadata(metadata)
+    for batch in (1, 5):  # dynamic batch (exported with 2)
+        config, wav, expected = _reference(checkpoint, batch)
+        with torch.inference_mode():
+            got = module(torch.from_numpy(wav)).numpy()
+        assert got.shape == (batch, 8) and np.abs(got - expected).max() <= 1e-4
+    assert json.loads(metadata["svmix_config"]) == config
+    wav, expected = _speech_like(checkpoint, 4)
+    with torch.inference_mode():
+        assert np.abs(module(torch.from_numpy(wav)).numpy() - expected).max() <= 1e-4
+
+
+def test_pt2_loader_rejects_foreign_files(tmp_path):
+    from svmix.export import load_exported_program
+
+    junk = tmp_path / "junk.pt2"
+    junk.write_bytes(b"not an archive")
+    with pytest.raises(SvmixError, match="junk.pt2: cannot load torch.export program"):
+        load_exported_program(junk)
+
+
+def test_onnx_metadata_names_the_segment_rule(checkpoint, tmp_path):
+    out = tmp_path / "model.onnx"
+    export_model(checkpoint, "onnx", out)
+    import onnx
+    metadata = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    _assert_metadata(metadata)
+    assert metadata["exporter"] == "torch.onnx.export (legacy)"
+
+
+def test_onnx_dynamo_export_matches_pytorch(checkpoint, tmp_path):
+    pytest.importorskip("onnxscript")
+    out = tmp_path / "dynamo.onnx"
+    summary = export_model(checkpoint, "onnx", out, opset=18, onnx_exporter="dynamo")
+    assert summary["max_abs_diff"] <= 1e-4 and summary["onnx_exporter"] == "dynamo"
+    embedder = OnnxSegmentEmbedder(out, num_threads=1)
+    for batch in (1, 4):
+        _, wav, expected = _reference(checkpoint, batch)
+        assert np.abs(embedder(wav) - expected).max() <= 1e-4
+    wav, expected = _speech_like(checkpoint, 3)
+    assert np.abs(embedder(wav) - expected).max() <= 1e-4
+    import onnx
+    proto = onnx.load(str(out))
+    assert proto.opset_import[0].version >= 18
+    _assert_metadata({p.key: p.value for p in proto.metadata_props})
+
+
+def test_dynamo_exporter_needs_onnxscript_and_opset_18(checkpoint, tmp_path, monkeypatch):
+    with pytest.raises(SvmixError, match="opset 18 or later, not --opset 17"):
+        export_model(checkpoint, "onnx", tmp_path / "x.onnx", opset=17, onnx_exporter="dynamo")
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    with pytest.raises(SvmixError, match="needs the onnxscript package"):
+        export_model(checkpoint, "onnx", tmp_path / "x.onnx", opset=18, onnx_exporter="dynamo")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_onnx_int8_export_loads_through_the_api(checkpoint, tmp_path):
+    import onnx
+
+    import svmix
+    out = tmp_path / "int8.onnx"
+    summary = export_model(checkpoint, "onnx", out, quantize="int8")
+    assert summary["precision"] == "int8" and summary["min_cosine"] >= exporter.INT8_MIN_COSINE
+    proto = onnx.load(str(out))
+    ops = {node.op_type for node in proto.graph.node}
+    assert {"MatMulInteger", "ConvInteger"} & ops, ops  # GEMMs really run in int8
+    _assert_metadata({p.key: p.value for p in proto.metadata_props}, precision="int8")
+    wav, expected = _speech_like(checkpoint, 4)
+    got = OnnxSegmentEmbedder(out, num_threads=1)(wav)
+    cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() >= 0.99 and np.abs(got - expected).max() > 1e-6  # close, but not the float model
+
+    model = svmix.load_model(checkpoint, runtime="onnx", onnx=out, precision="int8")
+    assert model.embedder.precision == "int8"
+    with pytest.raises(SvmixError, match="int8.onnx: ONNX model has int8 weights, not the float32"):
+        svmix.load_model(checkpoint, runtime="onnx", onnx=out)
+
+
+def test_quantize_is_for_onnx_only(checkpoint, tmp_path):
+    with pytest.raises(SvmixError, match="--quantize int8 is for --format onnx"):
+        export_model(checkpoint, "pt2", tmp_path / "x.pt2", quantize="int8")
+    result = CliRunner().invoke(export_cli, ["--model", str(checkpoint), "--format", "torchscript",
+                                             "--quantize", "int8", "--out", str(tmp_path / "x.ts")])
+    assert result.exit_code == 1 and "--quantize int8 is for --format onnx" in result.output
+    assert not (tmp_path / "x.ts").exists()
+
+
+def test_cli_exports_int8_onnx(checkpoint, tmp_path):
+    out = tmp_path / "cli.onnx"
+    result = CliRunner().invoke(export_cli, ["--model", str(checkpoint), "--format", "onnx", "--quantize", "int8",
+                                             "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "onnx int8 embedder" in result.output and "min cosine" in result.output
+    assert OnnxSegmentEmbedder(out).precision == "int8"

@@ -6,6 +6,7 @@ import click
 
 from svmix.cli import MAX_JOBS, InPath, OutPath, command, in_dir, in_file, user_errors
 from svmix.inference.extract import extract_embeddings, list_inputs
+from svmix.models.fast.model import PRECISIONS
 from svmix.utils.logging import setup_logging
 
 
@@ -19,6 +20,10 @@ from svmix.utils.logging import setup_logging
 @click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
 @click.option("--onnx", type=in_file(),
               help="ONNX model for --runtime onnx [default: model.onnx next to the checkpoint].")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
+              help="int8 (opt-in, CPU): --runtime torch runs the SV-Mixer blocks' GEMMs with int8 weights "
+                   "(per output channel) and dynamically quantised activations; --runtime onnx needs an "
+                   "ONNX file exported with --quantize int8. Embeddings differ slightly from float32.")
 @click.option("--average", is_flag=True,
               help="Store one embedding per utterance (normalised mean of normalised segment embeddings) "
                    "instead of the (segments, D) matrix.")
@@ -36,7 +41,7 @@ from svmix.utils.logging import setup_logging
               help="Utterances per resumable chunk (a killed run redoes only unfinished chunks).")
 @user_errors
 def main(model: str, data: Optional[str], wav_scp: Optional[str], wav_dir: Optional[str], out: str, runtime: str,
-         onnx: Optional[str], average: bool, batch_size: int, num_workers: int, device: str,
+         onnx: Optional[str], precision: str, average: bool, batch_size: int, num_workers: int, device: str,
          num_threads: Optional[int], nj: int, skip_bad: bool, chunk_size: int) -> None:
     """Embed every utterance into OUT/xvector.ark + OUT/xvector.scp, keyed by utterance id.
 
@@ -46,7 +51,7 @@ def main(model: str, data: Optional[str], wav_scp: Optional[str], wav_dir: Optio
     stats = extract_embeddings(model, list_inputs(data, wav_scp, wav_dir), out, runtime=runtime, onnx=onnx,
                                average=average, batch_size=batch_size, num_workers=num_workers, device=device,
                                num_threads=num_threads, nj=nj, skip_bad=skip_bad, chunk_size=chunk_size,
-                               log_file=Path(out) / "extract.log")
+                               log_file=Path(out) / "extract.log", precision=precision)
     if stats is not None:
         rtf = "n/a" if stats["rtf"] is None else f"{stats['rtf']:.4f}"
         click.echo(f"{out}/xvector.scp: {stats['total_utts']} utterances; real-time factor {rtf} "

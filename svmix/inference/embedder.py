@@ -21,6 +21,7 @@ from svmix.data.audio import SAMPLE_RATE, check_waveform
 from svmix.errors import SvmixError
 from svmix.inference.segments import distinct_segments
 from svmix.models.fast import prepare_for_inference
+from svmix.models.fast.model import PRECISIONS
 from svmix.registry import Registry
 
 RUNTIMES = Registry("runtime")
@@ -28,14 +29,18 @@ ONNX_NAME = "model.onnx"  # the exported model next to a checkpoint
 
 
 class SegmentEmbedder:
-    """A SpeakerModel in eval mode on the fast inference path (switched in place), called on numpy segments."""
+    """A SpeakerModel in eval mode on the fast inference path (switched in place), called on numpy
+    segments; ``precision="int8"`` switches its SV-Mixer blocks to int8 GEMMs (CPU only)."""
 
-    def __init__(self, model: torch.nn.Module, device: str = "cpu"):
+    def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "float32"):
         self.config: Dict[str, Any] = dict(model.config)
         self.embed_dim = int(model.embed_dim)
         self.segment_samples = int(model.segment_samples)
         self.device = torch.device(device)
-        self.model = prepare_for_inference(model.eval().to(self.device))
+        if precision == "int8" and self.device.type != "cpu":
+            raise SvmixError(f"--precision int8 runs on the CPU only, not on '{device}'")
+        self.precision = precision
+        self.model = prepare_for_inference(model.eval().to(self.device), precision)
 
     def __call__(self, segments: np.ndarray) -> np.ndarray:
         segments = np.ascontiguousarray(segments, dtype=np.float32)
@@ -52,7 +57,7 @@ def num_segments(embedder: Any) -> int:
 
 @RUNTIMES.register("torch")
 def _torch_runtime(model: os.PathLike, onnx: Optional[os.PathLike], device: str,
-                   num_threads: Optional[int]) -> SegmentEmbedder:
+                   num_threads: Optional[int], precision: str) -> SegmentEmbedder:
     from svmix.checkpoint import load_model_checkpoint
 
     if onnx is not None:
@@ -60,11 +65,12 @@ def _torch_runtime(model: os.PathLike, onnx: Optional[os.PathLike], device: str,
     if num_threads:
         torch.set_num_threads(num_threads)
     model, _ = load_model_checkpoint(model, device=device)
-    return SegmentEmbedder(model, device=device)
+    return SegmentEmbedder(model, device=device, precision=precision)
 
 
 @RUNTIMES.register("onnx")
-def _onnx_runtime(model: os.PathLike, onnx: Optional[os.PathLike], device: str, num_threads: Optional[int]):
+def _onnx_runtime(model: os.PathLike, onnx: Optional[os.PathLike], device: str, num_threads: Optional[int],
+                  precision: str):
     from svmix.checkpoint import read_checkpoint
     from svmix.inference.onnx_runtime import OnnxSegmentEmbedder
 
@@ -72,6 +78,9 @@ def _onnx_runtime(model: os.PathLike, onnx: Optional[os.PathLike], device: str, 
         raise SvmixError(f"the onnx runtime runs on the CPU only, not on '{device}'")
     path = onnx_model_path(model, onnx)
     embedder = OnnxSegmentEmbedder(str(path), num_threads=num_threads)
+    if embedder.precision != precision:
+        raise SvmixError(f"{path}: ONNX model has {embedder.precision} weights, not the {precision} asked for "
+                         f"(export with svmix-export --format onnx{' --quantize int8' if precision == 'int8' else ''})")
     from svmix.models import resolve_model_config
 
     config = json.loads(json.dumps(read_checkpoint(model)["config"]))  # as stored in the ONNX metadata
@@ -94,9 +103,14 @@ def onnx_model_path(model: os.PathLike, onnx: Optional[os.PathLike]) -> Path:
 
 
 def load_embedder(model: os.PathLike, runtime: str = "torch", onnx: Optional[os.PathLike] = None,
-                  device: str = "cpu", num_threads: Optional[int] = None):
-    """A segment embedder for the checkpoint (or experiment dir) ``model`` on ``runtime``."""
-    return RUNTIMES.get(runtime)(model, onnx, device, num_threads)
+                  device: str = "cpu", num_threads: Optional[int] = None, precision: str = "float32"):
+    """A segment embedder for the checkpoint (or experiment dir) ``model`` on ``runtime``.
+
+    ``precision`` int8: the torch runtime switches the SV-Mixer blocks to int8 GEMMs; the onnx
+    runtime requires an ONNX file exported with ``--quantize int8``."""
+    if precision not in PRECISIONS:
+        raise SvmixError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return RUNTIMES.get(runtime)(model, onnx, device, num_threads, precision)
 
 
 Item = Tuple[Any, np.ndarray, np.ndarray]  # (key, distinct segments (U, S), index (num_segments,))

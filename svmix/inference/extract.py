@@ -153,6 +153,7 @@ class ExtractJob:
     skip_bad: bool = False
     chunk_size: int = 500
     progress: bool = True
+    precision: str = "float32"
 
     @property
     def out(self) -> Path:
@@ -243,7 +244,7 @@ def run_shard(ex: ExtractJob, job: ShardedJob, chunks: List[int], worker: Worker
     """Embed and publish ``chunks`` (the engine's work function). Each chunk is embedded in batches
     of the plan's ``batch_size`` of its own segments only (see the module docstring)."""
     device = _shard_device(ex.device, worker.slot)
-    embedder = load_embedder(ex.model, ex.runtime, ex.onnx, device, ex.num_threads)
+    embedder = load_embedder(ex.model, ex.runtime, ex.onnx, device, ex.num_threads, ex.precision)
     n_seg = num_segments(embedder)
     batch_size = int(job.plan["batch_size"])
     items = [(c * ex.chunk_size + i, utt, path) for c in chunks for i, (utt, path) in enumerate(ex.chunk_utts(c))]
@@ -284,7 +285,9 @@ def fingerprint(ex: ExtractJob) -> Dict[str, Any]:
     onnx = sha256_file(onnx_model_path(ex.model, ex.onnx)) if ex.runtime == "onnx" else None
     return {"model_sha256": sha256_file(resolve_checkpoint_path(ex.model)), "runtime": ex.runtime,
             "onnx_sha256": onnx, "average": ex.average, "chunk_size": ex.chunk_size,
-            "num_utts": len(ex.utts), "inputs_sha256": inputs, "outputs": [ARK, SCP, QUALITY_FILE]}
+            "num_utts": len(ex.utts), "inputs_sha256": inputs, "outputs": [ARK, SCP, QUALITY_FILE],
+            # float32 adds no key, so outputs written before --precision existed still resume
+            **({"precision": ex.precision} if ex.precision != "float32" else {})}
 
 
 def finished_output(fp: Dict[str, Any], job: ShardedJob) -> Optional[Dict[str, Any]]:
@@ -330,7 +333,7 @@ def merge_chunks(ex: ExtractJob, fp: Dict[str, Any], start: float, num_threads: 
     wall_seconds = time.time() - start
     stats = {"num_utts": sum(len(info["keys"]) for info in new), "audio_seconds": round(audio, 3),
              "wall_seconds": round(wall_seconds, 3), "rtf": round(wall_seconds / audio, 6) if audio else None,
-             "runtime": ex.runtime, "device": ex.device, "num_threads": num_threads,
+             "runtime": ex.runtime, "precision": ex.precision, "device": ex.device, "num_threads": num_threads,
              "skipped": len(skipped), "skipped_utts": skipped, "total_utts": len(lines),
              "resumed_utts": sum(len(infos[c]["keys"]) for c in job.resumed)}
     with naming_file(out / CONFIG):
@@ -348,7 +351,7 @@ def extract_embeddings(model: os.PathLike, utts: "OrderedDict[str, str]", out_di
                        batch_size: int = 32, num_workers: int = 2, device: str = "cpu",
                        num_threads: Optional[int] = None, nj: int = 1, skip_bad: bool = False,
                        chunk_size: int = 500, progress: bool = True,
-                       log_file: Optional[os.PathLike] = None) -> Optional[Dict[str, Any]]:
+                       log_file: Optional[os.PathLike] = None, precision: str = "float32") -> Optional[Dict[str, Any]]:
     """Embed ``utts`` (id → audio path) with the checkpoint ``model`` into ``out_dir``, logging also
     to ``log_file`` once the output is this run's.
 
@@ -369,7 +372,8 @@ def extract_embeddings(model: os.PathLike, utts: "OrderedDict[str, str]", out_di
     if nj > 1 and num_threads is None:
         num_threads = max(1, (os.cpu_count() or 1) // nj)
     ex = ExtractJob(str(model), str(out_dir), list(utts.items()), runtime, None if onnx is None else str(onnx),
-                    average, batch_size, num_workers, device, num_threads, skip_bad, chunk_size, progress)
+                    average, batch_size, num_workers, device, num_threads, skip_bad, chunk_size, progress,
+                    precision)
     fp = fingerprint(ex)
     _, bad = scan_audio(utts, progress and env.rank == 0)  # before touching the output directory
     if bad and not skip_bad:
