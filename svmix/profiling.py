@@ -167,12 +167,12 @@ def encoder_mismatch(ratios: Mapping[str, Mapping[str, Optional[float]]], max_pa
     GMACs here exclude the attention products, which only makes a Transformer A look cheaper."""
     encoder = ratios["encoder"]
     params, gmacs = encoder["params"], encoder["gmacs"]
-    if max_param_diff is not None and (params is None or abs(params - 1) > max_param_diff):
+    if max_param_diff is not None and (params is None or abs(params - 1) > max_param_diff + 1e-9):  # 1e-9: 1.05 - 1 > 0.05 in floats
         return (f"encoder params differ by more than {max_param_diff:g}: B/A = {_show(params)} "
                 f"(allowed {1 - max_param_diff:.3f} to {1 + max_param_diff:.3f})")
     if max_ratio is not None:
         for what, value in (("params", params), ("GMACs", gmacs)):
-            if value is None or value > max_ratio:
+            if value is None or value > max_ratio + 1e-9:
                 return f"encoder {what} B/A = {_show(value)} exceeds {max_ratio:g}"
     return None
 

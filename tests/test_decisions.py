@@ -193,16 +193,24 @@ def test_calibrated_svmix_score_and_verify_agree(tmp_path):
                                             "--bootstrap", "0"])
     assert result.exit_code == 0, result.output
     assert "accept llr > -1.5000 (minDCF threshold at p_target=0.01" in result.output
-    model = svmix.load_model(ckpt, calibration=cal_path)
     wavs = dict(line.split() for line in (data / "wav.scp").read_text().splitlines())
     cosines = {tuple(r[:2]): float(r[2]) for r in map(str.split, (tmp_path / "cos").read_text().splitlines())}
     rows = [line.split() for line in (tmp_path / "llr").read_text().splitlines()]
-    assert len(rows) == 15 and 0 < sum(float(r[2]) > -1.5 for r in rows) < 15  # both decisions occur
+    assert len(rows) == 15
+    # An operating point between the middle LLRs, so that both decisions occur whatever the random model.
+    llrs = sorted(float(r[2]) for r in rows)
+    threshold = (llrs[6] + llrs[7]) / 2
+    Calibration(fitted.features, [12.0, 0.8, 0.3, 0.4, -0.2], -6.0, p_target=0.01,
+                quality_measures=fitted.quality_measures, operating_point="min-dcf", threshold=threshold).save(cal_path)
+    model = svmix.load_model(ckpt, calibration=cal_path)
+    decisions = []
     for a, b, llr in rows:
         got = model.verify(wavs[a], wavs[b])
-        assert abs(got.llr - float(llr)) <= 1e-6, (a, b)
-        assert got.accept == (got.llr > -1.5) and got.threshold == -1.5
+        assert got.llr == pytest.approx(float(llr), rel=1e-6, abs=1e-6), (a, b)  # the file has 6 decimals
+        assert got.accept == (got.llr > threshold) and got.threshold == threshold
+        decisions.append(got.accept)
         assert got.llr != pytest.approx(cosines[a, b], abs=1e-3)  # LLRs, not cosines
+    assert llrs[6] == llrs[7] or 0 < sum(decisions) < 15  # both decisions occur
     # A quality-aware calibration cannot take bare embeddings; no calibration: verify says how to get one.
     with pytest.raises(SvmixError, match="give audio"):
         model.verify(model.embed(wavs[rows[0][0]]), wavs[rows[0][1]])

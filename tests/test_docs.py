@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 THIS_FILE = Path(__file__).resolve().relative_to(ROOT).as_posix()
 SKIP_DIRS = {".git", ".venv", "__pycache__", "data", "exp", "downloads", ".pytest_cache"}
 TEXT_SUFFIXES = {".py", ".sh", ".md", ".yaml", ".yml", ".cfg", ".toml", ".txt", ".cpp", ""}
-GENERATED_DOCUMENTS = {"RESULTS.md", "MODEL_CARD.md"}  # written by the tools (RESULTS.md by stage 5, MODEL_CARD.md by teacher pretraining)
+GENERATED_DOCUMENTS = {"RESULTS.md", "RESULTS_per_seed.md", "MODEL_CARD.md"}  # written by the tools (RESULTS*.md by stage 5, MODEL_CARD.md by teacher pretraining)
 SOURCE_DIRS = ("svmix", "tests", "tools", "conf", "recipes", "local", "benchmarks", "docs")
 LINKED_DOCUMENTS = ("README.md", "recipes/README.md")
 

@@ -54,9 +54,9 @@ def test_custom_recipe_with_the_mini_teacher_as_documented(tmp_path):
     assert "25 trials, not the default 10000" in proc.stdout + proc.stderr  # said what it produced, and why
     manifest = json.loads((exp / "teacher_cache/manifest.json").read_text())
     assert manifest["layers"] == [4]  # the mini teacher's last layer, not WavLM Base+'s 12
-    run = exp / "svmixer_mini/seed0"  # --seeds 0
-    assert (run / "model.pt").is_file() and (run / "model.onnx").is_file()
-    assert "eer_ci" in json.loads((run / "metrics_test_trials.json").read_text())
+    seed_dir = exp / "svmixer_mini/seed0"  # --seeds 0
+    assert (seed_dir / "model.pt").is_file() and (seed_dir / "model.onnx").is_file()
+    assert "eer_ci" in json.loads((seed_dir / "metrics_test_trials.json").read_text())
     results = (exp / "RESULTS.md").read_text()
     assert "| svmixer_mini | 1 |" in results and "| MFCC-mean cosine (floor) |" in results
     assert "train.kd.layers=[4]" in results

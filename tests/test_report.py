@@ -142,12 +142,12 @@ def test_only_the_timing_section_depends_on_the_machine(recipe, tmp_path):
 def test_a_seed_without_metrics_is_counted(recipe, tmp_path):
     shutil.copytree(recipe / "exp", tmp_path / "exp")
     (tmp_path / "exp/svmixer_mini/seed3/metrics_test_trials.json").unlink()
-    text, _ = report(recipe, out=tmp_path / "R.md", systems=[tmp_path / "exp/svmixer_mini"])
+    text, _ = report(recipe, out=tmp_path / "RESULTS.md", systems=[tmp_path / "exp/svmixer_mini"])
     assert cells(text, "Accuracy", "svmixer_mini")["test: EER (%)"] == "11.00 ± 1.41 (2/3 seeds)"
 
 
 def test_single_seed_shows_plain_values(recipe, tmp_path):
-    text, _ = report(recipe, out=tmp_path / "R.md", seeds=[2], floor_dir=None)
+    text, _ = report(recipe, out=tmp_path / "RESULTS.md", seeds=[2], floor_dir=None)
     got = cells(text, "Accuracy", "svmixer_mini")
     assert got["test: EER (%)"] == "12.00" and got["seeds"] == "1" and FLOOR_NAME not in text
 
@@ -159,7 +159,7 @@ def test_several_trials_lists_get_a_column_group_each(recipe, tmp_path):
         (run / "metrics_test_other.json").write_text((tmp_path / "m.json").read_text())
     shutil.copy(recipe / "data/test/trials", recipe / "data/test/other")
     try:
-        text, _ = report(recipe, out=tmp_path / "R.md", test_dirs=[recipe / "data/test"], notes=["test=clean"],
+        text, _ = report(recipe, out=tmp_path / "RESULTS.md", test_dirs=[recipe / "data/test"], notes=["test=clean"],
                          trials_names=["trials", "other"], systems=[recipe / "exp/svmixer_mini"], floor_dir=None)
     finally:
         (recipe / "data/test/other").unlink()
@@ -176,8 +176,8 @@ def test_several_trials_lists_get_a_column_group_each(recipe, tmp_path):
 ])
 def test_bad_requests_are_one_line_errors(recipe, tmp_path, change, message):
     with pytest.raises(SvmixError, match=message.replace("(", r"\(")):
-        report(recipe, out=tmp_path / "R.md", **change)
-    assert not (tmp_path / "R.md").exists()
+        report(recipe, out=tmp_path / "RESULTS.md", **change)
+    assert not (tmp_path / "RESULTS.md").exists()
 
 
 def test_cli(recipe, tmp_path):
@@ -185,11 +185,11 @@ def test_cli(recipe, tmp_path):
 
     exp = recipe / "exp"
     args = ["--system", str(exp / "svmixer_mini"), "--seeds", "1,2,3", "--test-data", str(recipe / "data/test"),
-            "--floor", str(exp / "floor"), "--note", "test=clean", "--out", str(tmp_path / "R.md")]
+            "--floor", str(exp / "floor"), "--note", "test=clean", "--out", str(tmp_path / "RESULTS.md")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert cells((tmp_path / "R.md").read_text(), "Accuracy", "svmixer_mini")["test: EER (%)"] == "12.00 ± 2.00"
-    result = CliRunner().invoke(main, args[:-2] + ["--seeds", "1,1", "--out", str(tmp_path / "S.md")])
+    assert cells((tmp_path / "RESULTS.md").read_text(), "Accuracy", "svmixer_mini")["test: EER (%)"] == "12.00 ± 2.00"
+    result = CliRunner().invoke(main, args[:-2] + ["--seeds", "1,1", "--out", str(tmp_path / "RESULTS_per_seed.md")])
     assert result.exit_code != 0 and "listed twice" in result.output
     result = CliRunner().invoke(main, [*args[:2], "--seeds", "4", *args[4:]])
     assert result.exit_code == 1 and "seed4: no model.pt" in one_error_line(result, "svmix-report")
