@@ -311,7 +311,7 @@ def _stage_variables():
 def _toy_recipe(tmp_path, omit=None, extra=""):
     """A recipe that sets every shared-stage variable but ``omit`` (neither defined nor an option)."""
     values = {v: f"{tmp_path}/{v}" for v in _stage_variables()}
-    values.update(stage="0", stop_stage="-1", seeds="0", test_sets="test", nj="1", ngpu="0", teacher_layers="1", exp=str(tmp_path / "exp"),
+    values.update(stage="0", stop_stage="-1", seeds="0", test_sets="test", trials_names="trials", students="s1", nj="1", ngpu="0", teacher_layers="1", exp=str(tmp_path / "exp"),
                   cache=str(tmp_path / "cache"))
     values.pop(omit, None)
     lines = [f"{k}='{v}'" for k, v in values.items()]
