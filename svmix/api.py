@@ -104,7 +104,7 @@ class SpeakerEmbeddingModel:
         point stored in the calibration (given to :func:`load_model`). ``a`` and ``b`` are as for
         :meth:`score`; a quality-aware calibration needs audio (paths or waveforms), not embeddings.
         Quality measures are rounded as in ``quality.tsv``, so the LLR equals ``svmix-score
-        --calibration``'s for the same trial (up to its six written decimals)."""
+        --calibration``'s for the same trial (to a few 1e-6: six written decimals, batch-dependent float32 bits)."""
         cal = self.calibration
         if cal is None:
             raise SvmixError("verify needs a calibration: svmix.load_model(..., calibration=CAL.json) "
