@@ -146,7 +146,7 @@ def _ratio(b: float, a: float) -> Optional[float]:
     return b / a if a else None  # undefined when A has none
 
 
-def compare_profiles(a: Mapping[str, Any], b: Mapping[str, Any]) -> Dict[str, Dict[str, float]]:
+def compare_profiles(a: Mapping[str, Any], b: Mapping[str, Any]) -> Dict[str, Dict[str, Optional[float]]]:
     """B/A ratios of params, GMACs and GMACs with attention products, per part and in total,
     for two :func:`profile_model` results (None where A's value is 0)."""
     def entries(result: Mapping[str, Any]) -> Dict[str, Mapping[str, Any]]:
@@ -167,12 +167,13 @@ def encoder_mismatch(ratios: Mapping[str, Mapping[str, Optional[float]]], max_pa
     GMACs here exclude the attention products, which only makes a Transformer A look cheaper."""
     encoder = ratios["encoder"]
     params, gmacs = encoder["params"], encoder["gmacs"]
-    if max_param_diff is not None and (params is None or abs(params - 1) > max_param_diff + 1e-9):  # 1e-9: 1.05 - 1 > 0.05 in floats
+    rounding = 1e-9  # a ratio exactly at the limit passes despite float rounding
+    if max_param_diff is not None and (params is None or abs(params - 1) > max_param_diff + rounding):
         return (f"encoder params differ by more than {max_param_diff:g}: B/A = {_show(params)} "
                 f"(allowed {1 - max_param_diff:.3f} to {1 + max_param_diff:.3f})")
     if max_ratio is not None:
         for what, value in (("params", params), ("GMACs", gmacs)):
-            if value is None or value > max_ratio + 1e-9:
+            if value is None or value > max_ratio + rounding:
                 return f"encoder {what} B/A = {_show(value)} exceeds {max_ratio:g}"
     return None
 

@@ -153,7 +153,14 @@ def test_encoder_mismatch_messages():
     assert encoder_mismatch(ratios(3.0, 3.0)) is None  # no check asked for
 
 
-def test_cli_pair_table_json_and_checks():
+def tiny_student(path, encoder, hidden=32):
+    path.write_text(yaml.safe_dump({"model": {"segment_seconds": 1.0, "hidden": hidden, "embed_dim": 8,
+                                              "frontend": {"channels": 8}, "encoder": encoder,
+                                              "backend": {"name": "linear"}}}))
+    return str(path)
+
+
+def test_cli_pair_table_json_and_checks(tmp_path):
     runner = CliRunner()
     matched = [w for path in MATCHED for w in ("--model-config", str(path))]
     out = runner.invoke(main, [*matched, "--max-encoder-param-diff", "0.05"])
@@ -162,21 +169,25 @@ def test_cli_pair_table_json_and_checks():
     ratio_rows = {line.split()[0]: line.split() for line in out.output.splitlines()[-4:]}
     assert set(ratio_rows) == {"frontend", "encoder", "backend", "total"}
     assert ratio_rows["frontend"][3] == ratio_rows["backend"][3] == "1.000"
-    result = json.loads(runner.invoke(main, [*matched, "--json"]).output)
-    assert result["a"]["config"] == str(MATCHED[0]) and result["b"]["encoder"] == "svmixer"
+    assert abs(float(ratio_rows["encoder"][3]) - 1) <= 0.05
+    # A tiny Transformer (A) against a tiny SV-Mixer (B) with far more parameters.
+    a = tiny_student(tmp_path / "a.yaml", {"name": "transformer", "num_layers": 1, "num_heads": 2, "ffn_dim": 64})
+    b = tiny_student(tmp_path / "b.yaml", {"name": "svmixer", "num_layers": 1, "group_dim": 8})
+    result = json.loads(runner.invoke(main, ["--config", a, "--config", b, "--json"]).output)
+    assert result["a"]["config"] == a and result["b"]["encoder"] == "svmixer"
     encoder = result["ratios"]["encoder"]
     assert encoder["params"] == result["b"]["parts"]["encoder"]["params"] / result["a"]["parts"]["encoder"]["params"]
-    assert float(ratio_rows["encoder"][3]) == pytest.approx(encoder["params"], abs=5e-4)
-    # The wide pair is far from matched: the table is printed, then one error line and exit 1.
-    wide = [w for path in WIDE for w in ("--config", str(path))]
-    out = runner.invoke(main, [*wide, "--max-encoder-param-diff", "0.05"])
-    assert out.exit_code == 1 and "B/A ratios" in out.stdout
-    assert out.stderr.splitlines() == [out.stderr.strip()] and "Traceback" not in out.output
-    assert out.stderr.startswith(f"svmix-profile: error: {WIDE[1]} vs {WIDE[0]}: encoder params differ by more than 0.05")
-    assert runner.invoke(main, [*wide, "--max-encoder-ratio", "0.6"]).exit_code == 0
-    reversed_wide = [w for path in WIDE[::-1] for w in ("--config", str(path))]
-    out = runner.invoke(main, [*reversed_wide, "--max-encoder-ratio", "0.6"])
-    assert out.exit_code == 1 and "encoder params B/A = " in out.stderr and "exceeds 0.6" in out.stderr
+    assert encoder["params"] > 2 and encoder["gmacs_with_attention"] < encoder["gmacs"]
+    out = runner.invoke(main, ["--config", a, "--config", b, "--max-encoder-param-diff", "0.05"])
+    assert out.exit_code == 1 and "B/A ratios" in out.stdout  # the tables, then one error line
+    assert len(out.stderr.splitlines()) == 1 and "Traceback" not in out.output
+    assert out.stderr.startswith(f"svmix-profile: error: {b} vs {a}: encoder params differ by more than 0.05: "
+                                 f"B/A = {encoder['params']:.3f}")
+    out = runner.invoke(main, ["--config", b, "--config", a, "--max-encoder-ratio",
+                                str(max(1 / encoder["params"], 1 / encoder["gmacs"]) + 0.01)])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(main, ["--config", a, "--config", b, "--max-encoder-ratio", "0.6"])
+    assert out.exit_code == 1 and f"encoder params B/A = {encoder['params']:.3f} exceeds 0.6" in out.stderr
 
 
 @pytest.mark.parametrize("args,message", [

@@ -70,9 +70,6 @@ def pair_table(results: List[Dict[str, Any]], ratios: Dict[str, Dict[str, Option
     def ratio(value: Optional[float]) -> str:
         return f"{'-' if value is None else f'{value:.3f}':>8}"
 
-    def with_attention(entry: Dict[str, Any]) -> float:
-        return entry["gmacs"] + entry.get("attention_gmacs", 0.0)
-
     header = (f"{'part':<10}{'params A':>12}{'params B':>12}{'B/A':>8}{'GMACs A':>10}{'GMACs B':>10}{'B/A':>8}"
               f"{'+attn B/A':>11}")
     rule = "-" * len(header)
