@@ -1,5 +1,6 @@
 """Progress meters: periodic log lines with rate and ETA off a terminal, a bar only on one."""
 import logging
+import sys
 
 import pytest
 
@@ -81,3 +82,107 @@ def test_terminal_bar_keeps_lines_out_of_the_stream_but_in_files(clock, tmp_path
 def test_every_must_be_positive():
     with pytest.raises(ValueError, match="every"):
         Progress(total=1, every=0)
+
+
+class _Pipe:
+    """A stream that is not a terminal (a recipe's ``tee``)."""
+
+    def __init__(self):
+        self.lines = []
+
+    def write(self, text):
+        self.lines.extend(line for line in text.splitlines() if line)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+@pytest.fixture
+def svmix_handlers(tmp_path, monkeypatch):
+    """The ``svmix`` logger as ``setup_logging`` builds it, its stream a pipe, plus a log file.
+    Yields (pipe, log file path); restores the logger afterwards."""
+    from svmix.utils.logging import setup_logging
+
+    monkeypatch.setattr(progress_mod, "stderr_is_terminal", lambda: False)
+    logger = logging.getLogger("svmix")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    logger.handlers = []
+    pipe = _Pipe()
+    monkeypatch.setattr(sys, "stderr", pipe)
+    setup_logging(tmp_path / "tool.log")
+    try:
+        yield pipe, tmp_path / "tool.log"
+    finally:
+        for handler in logger.handlers:
+            handler.close()
+        logger.handlers, logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+@pytest.mark.parametrize("total,seconds", [(100, 100), (1000, 5000), (7, 7), (3, 300), (250, 40000)])
+def test_a_pipe_gets_quarter_milestones_and_the_file_every_line(clock, svmix_handlers, total, seconds):
+    """However long the work takes, stderr off a terminal gets at most three interim lines and the
+    closing line; the log file gets a line every interval."""
+    pipe, log_file = svmix_handlers
+    step = seconds / total
+    with Progress(total=total, desc="work", unit="utt", every=10) as bar:
+        for _ in range(total):
+            clock.t += step
+            bar.update()
+    in_file = [line.split("] ", 1)[1] for line in log_file.read_text().splitlines()]
+    in_pipe = [line.split("] ", 1)[1] for line in pipe.lines]
+    assert in_pipe[-1] == in_file[-1] and in_pipe[-1].startswith(f"work: {total}/{total} utt in ")
+    assert len(in_pipe) <= 4
+    assert set(in_pipe) <= set(in_file)
+    assert len(in_file) - 1 == _periodic_lines(total, step, 10)
+    # The pipe gets the first periodic line of each quarter passed (25%, 50%, 75%), with rate and ETA.
+    periodic = in_file[:-1]
+    quarters = [min(4 * int(line.split(": ", 1)[1].split("/")[0]) // total, 3) for line in periodic]
+    firsts = [line for i, (line, q) in enumerate(zip(periodic, quarters)) if q > max([0] + quarters[:i])]
+    assert in_pipe[:-1] == firsts
+    assert all("utt/s, ETA " in line for line in firsts)
+    if seconds >= 40:
+        assert firsts, "a long job shows progress off a terminal"
+
+
+def _periodic_lines(total, step, every):
+    lines, last, t = 0, 0.0, 0.0
+    for _ in range(total):
+        t += step
+        if t - last >= every:
+            last, lines = t, lines + 1
+    return lines
+
+
+def test_detail_lines_reach_files_always_and_a_pipe_never(svmix_handlers):
+    from svmix.utils.logging import DETAIL
+
+    pipe, log_file = svmix_handlers
+    log = logging.getLogger("svmix.train")
+    log.info("step 10: loss 1.0", extra=DETAIL)
+    log.info("step 50: validation EER 9.000%")
+    assert [line.split("] ", 1)[1] for line in pipe.lines] == ["step 50: validation EER 9.000%"]
+    assert [line.split("] ", 1)[1] for line in log_file.read_text().splitlines()] == [
+        "step 10: loss 1.0", "step 50: validation EER 9.000%"]
+
+
+def test_without_a_total_every_tenth_periodic_line_reaches_a_pipe(clock, svmix_handlers):
+    pipe, log_file = svmix_handlers
+    with Progress(desc="scan", unit="file", every=1) as bar:
+        for _ in range(35):
+            clock.t += 1.0
+            bar.update()
+    assert len(log_file.read_text().splitlines()) == 36
+    assert [line.split("] ", 1)[1] for line in pipe.lines] == [
+        "scan: 10 file, 1 file/s", "scan: 20 file, 1 file/s", "scan: 30 file, 1 file/s", "scan: 35 file in 35s, 1 file/s"]
+
+
+def test_a_terminal_stream_gets_detail_lines(svmix_handlers, monkeypatch):
+    from svmix.utils.logging import DETAIL
+
+    pipe, _ = svmix_handlers
+    monkeypatch.setattr(pipe, "isatty", lambda: True)
+    logging.getLogger("svmix.train").info("step 10: loss 1.0", extra=DETAIL)
+    assert [line.split("] ", 1)[1] for line in pipe.lines] == ["step 10: loss 1.0"]

@@ -37,6 +37,13 @@ _svmix_systems() {
 }
 _svmix_seed_list() { echo "${seeds//,/ }"; }
 
+# _svmix_frontend_name CONF: the frontend registry name a model config selects (empty: the default).
+_svmix_frontend_name() {
+  python -c 'import sys, yaml
+m = (yaml.safe_load(open(sys.argv[1])) or {}).get("model") or {}
+print((m.get("frontend") or {}).get("name") or "")' "$1"
+}
+
 stage_cache() {
   svmix_log "stage 2: teacher feature caching"
   local inputs=("$train_data/wav.scp")
@@ -61,6 +68,11 @@ _svmix_train() {
     nokd) kd_args+=(--override train.kd.lambda=0) ;;
     none) kd_args=(--override train.kd.name=null --override train.kd.lambda=0) ;;
   esac
+  # A "teacher + backend" system (frontend: teacher) freezes the recipe's teacher, whatever path its
+  # config names: the shipped one, or the one --train-teacher true pretrained.
+  if [ "$(_svmix_frontend_name "$conf")" = teacher ]; then
+    kd_args+=(--override "model.frontend.path=$teacher"); inputs+=("$teacher")
+  fi
   # On several GPUs: torchrun, one process per GPU.
   if [ "${ngpu:-0}" -gt 1 ]; then launcher=(torchrun --standalone --nproc_per_node "$ngpu" -m svmix.bin.train); fi
   # shellcheck disable=SC2086
@@ -159,7 +171,9 @@ stage_report() {
   done
   unset IFS
   svmix-report "${args[@]}" --commands "$commands_log" --out "$out"
-  cat "$out"
+  # The accuracy table on the terminal and in run.log; sizes, timing and commands are in the file.
+  sed -n '1p;/^## Accuracy/,/^## /{/^## /!p;/^## Accuracy/p}' "$out"
+  echo "(sizes, timing and commands: $out)"
 }
 
 # _svmix_check_names OPTION VALUE...: each VALUE must be a plain name (it becomes a directory).

@@ -134,6 +134,7 @@ def _plan_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
 # ---------------------------------------------------------------- shards (on the sharded-job engine)
 LAYOUT = JobLayout(plan_file=PLAN, unit_dir=SHARD_DIR, unit_name="shard-{:05d}", data_suffix=".bin")
 TOOL = "svmix-cache-teacher"
+LOG_FILE = "cache.log"  # this tool's log, beside the shards
 
 
 def _write_shard(job: ShardedJob, index: int, teacher: Any, bar: Progress) -> None:
@@ -244,7 +245,7 @@ def build_cache(teacher_spec: os.PathLike, data_dir: os.PathLike, out: os.PathLi
               sum(len(s) for s in plan["shards"]), n_frames, layers, teacher.hidden_size, itemsize,
               plan["estimated_bytes"] / 1e9)
     job = ShardedJob(cache_dir, plan, len(plan["shards"]), LAYOUT, tool=TOOL, what="a teacher cache",
-                     on_other_plan="refuse", differences=_plan_differences)
+                     on_other_plan="refuse", differences=_plan_differences, log_file=cache_dir / LOG_FILE)
     threads = max(1, torch.get_num_threads() // nj) if nj > 1 else None  # share this process's threads
     work = functools.partial(_run_shards, teacher if nj == 1 else None, device, threads, progress)
     result = job.run(work, _merge_manifest, finished=_finished_cache, before_work=_check_space, nj=nj)

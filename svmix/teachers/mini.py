@@ -31,7 +31,7 @@ from svmix.errors import SvmixError
 from svmix.teachers.hf_format import HF_DEFAULTS, HF_MODEL_TYPES, save_hf_wavlm
 from svmix.teachers.model import build_torchaudio_model, hf_hidden_states
 from svmix.utils.fileio import write_json
-from svmix.utils.logging import get_logger
+from svmix.utils.logging import DETAIL, get_logger
 from svmix.utils.progress import Progress, track
 
 _log = get_logger("mini_teacher")
@@ -224,7 +224,8 @@ def train_mini_teacher(data_dir: os.PathLike, out_dir: os.PathLike, config: Dict
             losses.append(loss.item())
             bar.update()
             if (step + 1) % tcfg["log_every"] == 0:
-                _log.info("step %d/%d loss %.3f", step + 1, steps, float(np.mean(losses[-tcfg["log_every"]:])))
+                _log.info("step %d/%d loss %.3f", step + 1, steps, float(np.mean(losses[-tcfg["log_every"]:])),
+                          extra=DETAIL)
 
     extra = {"svmix_mini_teacher": {"seed": seed, "speakers": len(speakers)}}
     save_hf_wavlm(model, params, out_dir, do_normalize=False, extra_config=extra)

@@ -45,7 +45,7 @@ from svmix.teachers.mini import AAMHead, CropSampler, _lr_factor, torchaudio_par
 from svmix.teachers.mini import _schema as mini_schema
 from svmix.teachers.model import build_torchaudio_model, hf_hidden_states
 from svmix.utils.fileio import atomic_open, torch_load, torch_save_atomic, write_json
-from svmix.utils.logging import get_logger
+from svmix.utils.logging import DETAIL, get_logger
 from svmix.utils.progress import Progress, track
 
 _log = get_logger("pretrain")
@@ -317,7 +317,8 @@ def pretrain_teacher(data_dir: os.PathLike, out_dir: os.PathLike, config: Dict[s
             if step % tcfg["log_every"] == 0 or step == steps:
                 mean_loss, mean_acc = (float(v) for v in np.mean(window, axis=0))
                 history.append({"step": step, "loss": round(mean_loss, 5), "masked_accuracy": round(mean_acc, 5)})
-                _log.info("step %d/%d loss %.4f masked-frame accuracy %.3f", step, steps, mean_loss, mean_acc)
+                _log.info("step %d/%d loss %.4f masked-frame accuracy %.3f", step, steps, mean_loss, mean_acc,
+                          extra=DETAIL)
                 window = []
             if step % tcfg["checkpoint_every"] == 0 and step < steps:
                 save_state()

@@ -44,7 +44,7 @@ from svmix.train.sampler import ShardedBatchSampler
 from svmix.train.validation import Validator
 from svmix.utils.fileio import atomic_open
 from svmix.utils.locking import output_lock
-from svmix.utils.logging import get_logger, setup_logging
+from svmix.utils.logging import DETAIL, get_logger, setup_logging
 from svmix.utils.progress import Progress
 
 _log = get_logger("train")
@@ -489,7 +489,8 @@ class _Trainer:
                               "steps_per_s": round(count / max(time.time() - started, 1e-9), 3), **means}
                     self.metrics.write(record)
                     if self.ctx.is_main:
-                        _log.info("step %d: %s", self.step, " ".join(f"{k} {v:.4g}" for k, v in means.items()))
+                        _log.info("step %d: %s", self.step, " ".join(f"{k} {v:.4g}" for k, v in means.items()),
+                                  extra=DETAIL)
                     sums, count, started = {}, 0, time.time()
                 if self.step % val_every == 0:
                     self._validate()

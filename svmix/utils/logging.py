@@ -1,4 +1,10 @@
-"""Logging to stderr and to a file in the experiment directory."""
+"""Logging to stderr and to a file in the experiment directory.
+
+Periodic lines (every N steps, every N seconds) are *detail*: log them with ``extra=DETAIL``. Log
+files get every line; stderr gets detail lines only when it is a terminal. Off a terminal (a recipe's
+``tee`` into ``exp/run.log``, a batch job) stderr keeps the milestones, so a recipe's log stays short
+whatever the machine's speed, and the tool's own log file in its output directory keeps the rest.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,6 +13,29 @@ from pathlib import Path
 from typing import Optional
 
 FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
+
+#: ``extra=`` for a periodic line: in log files always, on stderr only when it is a terminal.
+DETAIL = {"svmix_detail": True}
+
+
+def is_detail(record: logging.LogRecord) -> bool:
+    return bool(getattr(record, "svmix_detail", False))
+
+
+class _DetailOnTerminalOnly(logging.Filter):
+    """Drops detail records from a stream handler whose stream is not a terminal."""
+
+    def __init__(self, handler: logging.StreamHandler) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not is_detail(record):
+            return True
+        try:
+            return bool(self.handler.stream.isatty())
+        except (AttributeError, ValueError):
+            return False
 
 
 def setup_logging(log_file: Optional[os.PathLike] = None, level: int = logging.INFO) -> logging.Logger:
@@ -17,6 +46,7 @@ def setup_logging(log_file: Optional[os.PathLike] = None, level: int = logging.I
                for h in logger.handlers):
         stream = logging.StreamHandler()
         stream.setFormatter(logging.Formatter(FORMAT))
+        stream.addFilter(_DetailOnTerminalOnly(stream))
         logger.addHandler(stream)
     if log_file is not None:
         log_file = Path(log_file).resolve()

@@ -3,8 +3,10 @@
 One mechanism for every tool. When stderr is a terminal, a tqdm bar is drawn there and the log
 files of the ``svmix`` logger get a line every ``every`` seconds. When stderr is not a terminal
 (a pipe, a recipe's ``tee`` into ``exp/run.log``, a batch job), no carriage-return stream is
-written at all: the periodic lines go through the ``svmix`` logger to every handler. Each line
-says done/total, the rate and the ETA; a last line gives the total time.
+written at all: the log files still get a line every ``every`` seconds, and stderr gets the lines
+that pass a quarter of the total (at most three per meter, see ``svmix.utils.logging.DETAIL``),
+whatever the machine's speed. Each line says done/total, the rate and the ETA; a last line gives
+the total time.
 
     with Progress(total=len(items), desc="extract", unit="utt") as bar:
         for item in items:
@@ -18,8 +20,12 @@ import sys
 import time
 from typing import Any, Iterable, Iterator, Optional
 
+from svmix.utils.logging import DETAIL
+
 #: Default seconds between two log lines of one progress meter.
 DEFAULT_EVERY = 30.0
+#: Without a total, every this many periodic lines is a milestone (also written off a terminal).
+UNKNOWN_TOTAL_MILESTONE = 10
 
 _log = logging.getLogger("svmix.progress")
 
@@ -56,6 +62,8 @@ class Progress:
         self.enabled, self.every = enabled, float(every)
         self._t0 = self._last = time.monotonic()
         self._closed = False
+        self._lines = 0  # periodic lines written so far
+        self._milestone = self._milestone_of(self.n)
         self._bar = None
         if enabled and stderr_is_terminal():
             from tqdm import tqdm
@@ -72,7 +80,17 @@ class Progress:
         now = time.monotonic()
         if now - self._last >= self.every:
             self._last = now
-            self._emit(self.status(now))
+            self._lines += 1
+            milestone = self._milestone_of(self.n)
+            passed = milestone > self._milestone
+            self._milestone = max(milestone, self._milestone)
+            self._emit(self.status(now), detail=not passed)
+
+    def _milestone_of(self, n: int) -> int:
+        """Quarters of the total passed at ``n``, up to three (without a total: tens of periodic lines)."""
+        if self.total:
+            return min(4 * n // self.total, 3)  # 100% is the closing line
+        return self._lines // UNKNOWN_TOTAL_MILESTONE
 
     def close(self) -> None:
         if not self.enabled or self._closed:
@@ -109,9 +127,9 @@ class Progress:
             parts.append(f"ETA {_duration((self.total - self.n) / rate)}")
         return ", ".join(parts)
 
-    def _emit(self, message: str) -> None:
+    def _emit(self, message: str, detail: bool = False) -> None:
         if self._bar is None:
-            _log.info(message)
+            _log.info(message, extra=DETAIL if detail else None)
             return
         # A bar is on the terminal: write the line to the log files only, not across the bar.
         record = _log.makeRecord(_log.name, logging.INFO, __file__, 0, message, None, None)
