@@ -37,6 +37,9 @@ from svmix.utils.logging import get_logger, setup_logging
 
 log = get_logger("mini_corpus")
 
+CHANNEL_SALT = 4099  # seeds a speaker's channel stream next to its sentence stream
+CLEAN_CHANNEL_SUBSETS = ("pool",)  # the teacher's pretraining audio stays studio-clean
+
 # Distinct espeak-ng variants (docs/architecture.md §The mini corpus; best first; male6 is not in the wheel).
 VOICES = ["Hugo", "klatt4", "sandro", "Denis", "Mario", "Lee", "Diogo", "Andy", "norbert", "klatt2",
           "travis", "grandma", "Gene", "Jacky", "Andrea", "Nguyen", "Demonic", "Michael", "Tweaky",
@@ -94,6 +97,7 @@ class MiniCorpusConfig:
     snr_db: Tuple[float, float] = (5.0, 20.0)
     reverb_prob: float = 0.5
     speed_perturb: bool = False
+    channel_db: float = 0.0  # read by the shared speaker job (the mini world's session channels); off here
     version: int = 2
 
     def digest(self) -> str:
@@ -235,6 +239,8 @@ def run_job(job: SpeakerJob) -> SpeakerJob:
             job.utts = done["utts"]
             return job
     rng = np.random.default_rng(list(job.seed))
+    # Channels draw from a stream of their own: switching them on changes no sentence or prosody.
+    channel_rng = np.random.default_rng(list(job.seed) + [CHANNEL_SALT])
     config = job.config
     index = 0
     for subset, count in job.subsets:
@@ -243,6 +249,8 @@ def run_job(job: SpeakerJob) -> SpeakerJob:
             index += 1
             clean, text = speak(rng, job.voice, config, job.rates, job.data_path)
             clean *= rng.uniform(0.3, 0.9) / max(float(np.max(np.abs(clean))), 1e-6)
+            if config.channel_db > 0 and subset not in CLEAN_CHANNEL_SUBSETS:
+                clean = simulate.random_channel(clean, channel_rng, config.channel_db)
             versions = job.outputs.get(subset) or (("clean",) if subset == "train" else ("noisy",))
             if "clean" in versions:
                 _write(job, subset, job.speaker, utt, clean, text=text)

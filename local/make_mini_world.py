@@ -11,6 +11,8 @@ procedurally generated variants, ``local/voices.py``), listed with the generator
 - ``train``: the labelled student training voices;
 - ``pool``: the teacher's pretraining pool, the remaining voices; built only with ``--with-pool``.
 
+Every utterance outside the pool comes through a session channel of its own (a random
+microphone-and-room response, ``--channel-db``), as recordings in the wild do; the pool stays clean.
 The split of the voices is fixed by the voice list; ``--seed`` drives the sentences, the
 per-utterance prosody (rate, pitch, pitch range) and the degradations, so one seed gives
 byte-identical audio and lists. Each speaker is synthesized in its own fresh process.
@@ -72,8 +74,9 @@ class MiniWorldConfig:
     snr_db: Tuple[float, float] = (5.0, 20.0)
     reverb_prob: float = 0.5
     speed_perturb: bool = False  # read by the shared speaker job; the world makes no perturbed copies
+    channel_db: float = 6.0  # session channel of every utterance but the pool's (simulate.random_channel)
     voices_digest: str = ""
-    version: int = 1
+    version: int = 2
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -232,6 +235,10 @@ def build_mini_world(out: Path, config: MiniWorldConfig = MiniWorldConfig(), nj:
               type=click.IntRange(1, 1000))
 @click.option("--target-ratio", default=MiniWorldConfig.target_ratio, show_default=True,
               type=click.FloatRange(0.0, 1.0))
+@click.option("--channel-db", default=MiniWorldConfig.channel_db, show_default=True,
+              type=click.FloatRange(0.0, 20.0),
+              help="Largest gain (dB) of the random microphone/room response given to every train, val and "
+                   "test utterance (0: none); the pool stays clean.")
 @user_errors
 def main(out: str, nj: int, with_pool: bool, voices_file: str, **options) -> None:
     """Synthesize the mini world (Kaldi data dirs OUT/train, OUT/val, OUT/test, OUT/test_noisy[, OUT/pool])."""

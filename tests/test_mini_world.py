@@ -208,6 +208,15 @@ def test_tiny_build_counts_disjoint_deterministic(tmp_path):
     other = _audio(c / "train")
     assert list(other) == list(_audio(a / "train"))
     assert not any(np.array_equal(other[u], audio) for u, audio in _audio(a / "train").items())
+    # no session channels: the same sentences and durations; the pool was clean all along
+    d = tmp_path / "d"
+    build_mini_world(d, MiniWorldConfig(seed=3, channel_db=0.0, **TINY), nj=2, with_pool=True, voices_file=voice_list)
+    for subset in ("train", "val", "test", "test_noisy"):
+        assert (d / subset / "utt2dur").read_bytes() == (a / subset / "utt2dur").read_bytes()
+        plain, coloured = _audio(d / subset), _audio(a / subset)
+        assert not any(np.array_equal(plain[u], coloured[u]) for u in plain)
+    plain, coloured = _audio(d / "pool"), _audio(a / "pool")
+    assert all(np.array_equal(plain[u], coloured[u]) for u in plain)
 
 
 def _square_or_fail(x):

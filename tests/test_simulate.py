@@ -112,3 +112,39 @@ def test_harmonic_tones_are_tonal():
     power = np.abs(np.fft.rfft(x)) ** 2
     # tonal: the strongest 1% of bins hold most of the energy (white noise would hold ~1%)
     assert np.sort(power)[-len(power) // 100:].sum() > 0.5 * power.sum()
+
+
+def _gain_db(before, after, hz, sr=16000):
+    """Gain of a linear filter at ``hz`` from white-noise input and output spectra (Welch)."""
+    from scipy.signal import csd, welch
+
+    f, pxx = welch(before, fs=sr, nperseg=1024)
+    _, pxy = csd(before, after, fs=sr, nperseg=1024)
+    k = int(np.argmin(np.abs(f - hz)))
+    return 20 * np.log10(np.abs(pxy[k]) / pxx[k])
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("max_gain_db", [0.0, 3.0, 6.0, 12.0])
+def test_random_channel_is_a_bounded_seeded_filter(seed, max_gain_db):
+    x = np.random.default_rng(100 + seed).standard_normal(48000).astype(np.float32)
+    y = simulate.random_channel(x, np.random.default_rng(seed), max_gain_db)
+    assert y.dtype == np.float32 and len(y) == len(x)
+    np.testing.assert_allclose(np.max(np.abs(y)), np.max(np.abs(x)), rtol=1e-5)  # peak level kept
+    np.testing.assert_array_equal(y, simulate.random_channel(x, np.random.default_rng(seed), max_gain_db))
+    # Inside the narrowest pass band the response varies by at most the peaks' gains (plus the
+    # band-pass's own roll-off near its edges and the estimate's noise).
+    mid = [_gain_db(x, y, hz) for hz in (500, 1000, 2000, 3000)]
+    assert max(mid) - min(mid) <= 2 * 3 * max_gain_db + 3.0
+    # Far outside the widest pass band the band-pass attenuates.
+    assert _gain_db(x, y, 7950) < max(mid) - 3.0
+    assert _gain_db(x, y, 20) < max(mid) - 6.0
+
+
+def test_random_channel_differs_between_draws_and_checks_its_gain():
+    x = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    rng = np.random.default_rng(0)
+    assert not np.allclose(simulate.random_channel(x, rng, 6.0), simulate.random_channel(x, rng, 6.0))
+    assert len(simulate.random_channel(np.zeros(0, np.float32), rng, 6.0)) == 0
+    with pytest.raises(ValueError, match="max_gain_db"):
+        simulate.random_channel(x, rng, -1.0)

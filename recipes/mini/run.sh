@@ -78,7 +78,7 @@ train_data=$data/train
 val_data=$data/val
 test_root=$data
 trials_names=trials
-test_notes="test=clean;test_noisy=the test utterances reverberated (p=0.5) and noised at 5-20 dB SNR"
+test_notes="test=clean speech, each utterance through its own random microphone-and-room channel (±6 dB);test_noisy=the test utterances reverberated (p=0.5) and noised at 5-20 dB SNR"
 teacher_eval=$teacher               # its eval.json, when it has one, becomes a line of RESULTS.md
 world_args=(--out "$data" --seed "$seed" --nj "$nj")
 parts="train val test test_noisy"

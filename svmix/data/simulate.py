@@ -143,3 +143,52 @@ def clip(speech: np.ndarray, ratio: float) -> np.ndarray:
     """Hard-clip at ``ratio`` times the absolute peak of ``speech``."""
     limit = ratio * float(np.max(np.abs(speech))) if len(speech) else 0.0
     return np.clip(speech, -limit, limit).astype(np.float32)
+
+
+#: Ranges of ``random_channel``: peaking-filter centres, their Q, and the band-pass edges (Hz).
+CHANNEL_PEAK_HZ = (150.0, 6000.0)
+CHANNEL_Q = (0.5, 2.0)
+CHANNEL_LOW_EDGE_HZ = (50.0, 400.0)
+CHANNEL_HIGH_EDGE_HZ = (3400.0, 7800.0)
+
+
+def _peaking_biquad(centre_hz: float, gain_db: float, q: float, sample_rate: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The audio-EQ-cookbook peaking filter: ``gain_db`` at ``centre_hz``, unity far from it."""
+    a_gain = 10.0 ** (gain_db / 40.0)
+    w0 = 2.0 * np.pi * centre_hz / sample_rate
+    alpha = np.sin(w0) / (2.0 * q)
+    b = np.array([1.0 + alpha * a_gain, -2.0 * np.cos(w0), 1.0 - alpha * a_gain])
+    a = np.array([1.0 + alpha / a_gain, -2.0 * np.cos(w0), 1.0 - alpha / a_gain])
+    return b / a[0], a / a[0]
+
+
+def random_channel(speech: np.ndarray, rng: np.random.Generator, max_gain_db: float, num_peaks: int = 3,
+                   sample_rate: int = 16000) -> np.ndarray:
+    """Colour ``speech`` by a random microphone-and-room response, as a recording session would.
+
+    ``num_peaks`` peaking filters (centres log-uniform in ``CHANNEL_PEAK_HZ``, gains uniform in
+    ±``max_gain_db``, Q uniform in ``CHANNEL_Q``), then a 2nd-order Butterworth band-pass with
+    log-uniform edges in ``CHANNEL_LOW_EDGE_HZ`` and ``CHANNEL_HIGH_EDGE_HZ``. The peak level is kept
+    and the length never changes. A fixed channel adds the same vector to every frame's cepstrum, so
+    it moves an utterance's mean cepstrum by as much as a change of speaker can.
+    """
+    from scipy.signal import butter, lfilter, sosfilt
+
+    if max_gain_db < 0:
+        raise ValueError(f"max_gain_db must be >= 0, got {max_gain_db}")
+    x = np.asarray(speech, dtype=np.float64)
+    if not len(x):
+        return x.astype(np.float32)
+    y = x
+    for _ in range(num_peaks):
+        centre = float(np.exp(rng.uniform(*np.log(CHANNEL_PEAK_HZ))))
+        b, a = _peaking_biquad(centre, float(rng.uniform(-max_gain_db, max_gain_db)),
+                               float(rng.uniform(*CHANNEL_Q)), sample_rate)
+        y = lfilter(b, a, y)
+    low = float(np.exp(rng.uniform(*np.log(CHANNEL_LOW_EDGE_HZ))))
+    high = min(float(np.exp(rng.uniform(*np.log(CHANNEL_HIGH_EDGE_HZ)))), 0.49 * sample_rate)
+    y = sosfilt(butter(2, [low, high], btype="bandpass", fs=sample_rate, output="sos"), y)
+    peak_in, peak_out = float(np.max(np.abs(x))), float(np.max(np.abs(y)))
+    if peak_out > 0:
+        y = y * (peak_in / peak_out)
+    return y.astype(np.float32)
