@@ -7,10 +7,11 @@ whatever the machine's speed, and the tool's own log file in its output director
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 
@@ -58,6 +59,25 @@ def setup_logging(log_file: Optional[os.PathLike] = None, level: int = logging.I
             logger.addHandler(handler)
     logger.propagate = False
     return logger
+
+
+@contextlib.contextmanager
+def logging_to(log_file: Optional[os.PathLike]) -> Iterator[None]:
+    """``setup_logging(log_file)`` for the duration of the block: a file handler this call adds is
+    removed at its end, so a later run in the same process does not write into this run's log."""
+    logger = setup_logging()
+    if log_file is None:
+        yield
+        return
+    before = set(logger.handlers)
+    setup_logging(log_file)
+    added = [h for h in logger.handlers if h not in before]
+    try:
+        yield
+    finally:
+        for handler in added:
+            logger.removeHandler(handler)
+            handler.close()
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -52,7 +52,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set,
 from svmix.errors import SvmixError
 from svmix.utils.fileio import atomic_path, read_json, sha256_file, write_json
 from svmix.utils.locking import directory_guard, output_lock
-from svmix.utils.logging import get_logger, setup_logging
+from svmix.utils.logging import get_logger, logging_to, setup_logging
 
 _log = get_logger("job")
 R = TypeVar("R")
@@ -287,9 +287,8 @@ class ShardedJob:
         env = launch_env()
         if nj < 1:
             raise SvmixError(f"--nj must be at least 1, got {nj}")
-        with output_lock(self.out, self.tool):
-            if self.log_file is not None:  # only now: a refused run must not write into another's output
-                setup_logging(self.log_file)
+        # The log file only once the output is this run's: a refused run must not write into another's.
+        with output_lock(self.out, self.tool), logging_to(self.log_file):
             created = False
             try:
                 with directory_guard(self.out):

@@ -24,6 +24,8 @@ from typing import Optional
 
 import torch
 
+from svmix.utils.logging import DETAIL
+
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
@@ -42,7 +44,8 @@ def kernels() -> Optional[object]:
     # one build per instruction set (home dirs shared by different machines) and per torch (its ABI);
     # not the name older checkouts build svmix/models/cpu_kernels.cpp under, so they do not rebuild each other's
     name = re.sub(r"\W", "_", f"svmix_fast_kernels_{capability}_torch{torch.__version__}").lower()
-    logger.info("svmix: loading the fused CPU kernels (%s; compiled on first use on a machine, about 10 s)", name)
+    logger.info("svmix: loading the fused CPU kernels (%s; compiled on first use on a machine, about 10 s)", name,
+                extra=DETAIL)  # each process says it: the log file keeps it, a pipe need not
     try:
         cpp_extension = _import_cpp_extension()
         cpp_extension.load(name=name, sources=[str(SOURCE)], is_python_module=False,
