@@ -374,8 +374,8 @@ _record() {
 CONTROL = {"stage", "stop_stage", "teacher_mode", "kd", "train_teacher"}
 
 
-def recorded_run(recipe, tmp_path, values):
-    (tmp_path / "stubs.sh").write_text(STUBS)
+def recorded_run(recipe, tmp_path, values, stubs=STUBS):
+    (tmp_path / "stubs.sh").write_text(stubs)
     log = tmp_path / "commands"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "BASH_ENV": str(tmp_path / "stubs.sh"),
            "SVMIX_TEST_COMMANDS": str(log)}
@@ -537,20 +537,14 @@ def test_teacher_plus_backend_freezes_the_recipes_teacher(tmp_path, hf_teacher):
 
     stubs = STUBS.replace('python() { _record python "$@"; }',
                           f'python() {{ _record python "$@"; "{sys.executable}" "$@"; }}')
-    (tmp_path / "stubs.sh").write_text(stubs)
     models = tmp_path / "models"
     models.mkdir()
     (models / "tb.yaml").write_text("model:\n  frontend: {name: teacher, path: somewhere/else}\n")
     (models / "plain.yaml").write_text("model:\n  frontend: {channels: 8}\n")
-    log = tmp_path / "commands"
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "BASH_ENV": str(tmp_path / "stubs.sh"),
-           "SVMIX_TEST_COMMANDS": str(log)}
-    proc = subprocess.run(["bash", str(RECIPES["mini"]), "--stage", "3", "--stop-stage", "3", "--teacher",
-                           str(hf_teacher), "--students", "plain", "--baselines", "tb",
-                           "--model-conf-dir", str(models)], capture_output=True, text=True, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    trains = {line.split("\x1f")[line.split("\x1f").index("--exp") + 1]: line.split("\x1f")
-              for line in log.read_text().splitlines() if line.startswith("svmix-train\x1f")}
+    commands = recorded_run("mini", tmp_path, {"stage": "3", "stop_stage": "3", "teacher": str(hf_teacher),
+                                               "students": "plain", "baselines": "tb",
+                                               "model_conf_dir": str(models)}, stubs=stubs)
+    trains = {words[words.index("--exp") + 1]: words for words in commands if words[0] == "svmix-train"}
     assert set(trains) == {"exp/plain/seed0", "exp/tb/seed0"}
     assert f"model.frontend.path={hf_teacher}" in trains["exp/tb/seed0"]
     assert not any(a.startswith("model.frontend.path=") for a in trains["exp/plain/seed0"])

@@ -19,8 +19,12 @@ FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 DETAIL = {"svmix_detail": True}
 
 
-def is_detail(record: logging.LogRecord) -> bool:
-    return bool(getattr(record, "svmix_detail", False))
+def is_terminal(stream: object) -> bool:
+    """Whether ``stream`` is an open terminal (False for pipes, files and closed or odd streams)."""
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        return False
 
 
 class _DetailOnTerminalOnly(logging.Filter):
@@ -31,12 +35,7 @@ class _DetailOnTerminalOnly(logging.Filter):
         self.handler = handler
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not is_detail(record):
-            return True
-        try:
-            return bool(self.handler.stream.isatty())
-        except (AttributeError, ValueError):
-            return False
+        return not getattr(record, "svmix_detail", False) or is_terminal(self.handler.stream)
 
 
 def setup_logging(log_file: Optional[os.PathLike] = None, level: int = logging.INFO) -> logging.Logger:

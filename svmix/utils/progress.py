@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any, Iterable, Iterator, Optional
 
-from svmix.utils.logging import DETAIL
+from svmix.utils.logging import DETAIL, is_terminal
 
 #: Default seconds between two log lines of one progress meter.
 DEFAULT_EVERY = 30.0
@@ -38,10 +38,7 @@ def _duration(seconds: float) -> str:
 
 
 def stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+    return is_terminal(sys.stderr)
 
 
 class Progress:
