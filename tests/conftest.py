@@ -1,8 +1,10 @@
 """Shared fixtures and helpers: small synthetic data directories made on the fly (no downloads), and a
-scale-relative tensor comparison for the fast inference modules."""
+scale-relative tensor comparison for the fast inference modules, and a directory snapshot for comparing
+two runs."""
 import os
 import sys
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 import pytest
@@ -128,3 +130,12 @@ TINY_TEACHER_ARCHITECTURE = {
                "encoder_num_heads": 2, "encoder_attention_dropout": 0.0, "encoder_ff_interm_features": 64,
                "encoder_ff_interm_dropout": 0.0, "encoder_dropout": 0.0, "encoder_layer_norm_first": False,
                "encoder_layer_drop": 0.0, "encoder_num_buckets": 320, "encoder_max_distance": 800}}
+
+
+def snapshot(path: Path, logs: bool = True) -> Dict[str, bytes]:
+    """Every file below ``path`` (or ``path`` itself) by relative name, with its bytes. ``logs=False``
+    leaves out the tools' logs (``*.log``): two runs that make the same output log different times."""
+    if path.is_file():
+        return {path.name: path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
+            if p.is_file() and (logs or p.suffix != ".log")}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_datadir
+from conftest import make_datadir, snapshot
 from svmix.cache import CacheSettings, TeacherCache, build_cache, utterance_frames, verify_cache
 from svmix.errors import SvmixError
 from svmix.teachers import load_teacher
@@ -198,18 +198,13 @@ def test_parallel_workers_and_dataloader_reads(setup):
     assert torch.equal(loaded, expected)
 
 
-def _contents(cache_dir):
-    """Every file of a cache but its log (which holds each run's times)."""
-    return {p.name: p.read_bytes() for p in cache_dir.rglob("*") if p.is_file() and p.name != "cache.log"}
-
-
 @pytest.mark.parametrize("damage", ["flip_byte", "zero_block", "truncate"])
 def test_rerun_finds_and_redoes_a_corrupted_shard(setup, damage):
     tmp_path, data, teacher_dir = setup
     out = tmp_path / "cache"
     args = ["--teacher", teacher_dir, "--data", data, "--layers", "2", "--shard-mb", "0.02", "--out", out]
     run_cli(*args)
-    good = _contents(out)
+    good = snapshot(out, logs=False)
     shard = out / "shards" / "shard-00001.bin"
     raw = bytearray(shard.read_bytes())
     if damage == "flip_byte":  # same size: only a checksum can tell
@@ -222,7 +217,7 @@ def test_rerun_finds_and_redoes_a_corrupted_shard(setup, damage):
     proc = run_cli(*args)
     assert "already complete" not in proc.stderr
     assert "shard-00001.bin" in proc.stderr and "redoing it" in proc.stderr and "shard-00000" not in proc.stderr
-    assert _contents(out) == good
+    assert snapshot(out, logs=False) == good
     assert verify_cache(out) == []
     assert "already complete" in run_cli(*args).stderr
 

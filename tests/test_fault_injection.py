@@ -26,7 +26,7 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
-from conftest import make_datadir
+from conftest import make_datadir, snapshot
 from svmix.bin.cache_teacher import main as cache_cli
 from svmix.bin.extract import main as extract_cli
 from svmix.bin.metrics import main as metrics_cli
@@ -83,15 +83,6 @@ def assert_one_line_error(result, *names: str) -> str:
     assert all(name in errors[0] for name in names), errors[0]
     assert "Traceback" not in result.output
     return errors[0]
-
-
-def snapshot(path: Path, logs: bool = True) -> Dict[str, bytes]:
-    """Every file below ``path`` (or ``path`` itself) by relative name, with its bytes. ``logs=False``
-    leaves out the tools' logs (``*.log``): two runs that make the same output log different times."""
-    if path.is_file():
-        return {path.name: path.read_bytes()}
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file() and (logs or p.suffix != ".log")}
 
 
 def embeddings_of(out: Path) -> Dict[str, bytes]:

@@ -149,3 +149,28 @@ def test_cli_pretrain_records_the_command_and_refuses_trials(tmp_path, pool, one
     result = CliRunner().invoke(main, ["--pretrain", "--data", str(pool), "--out", str(tmp_path / "u"),
                                        "--config", str(conf), "--steps", "0"])
     assert result.exit_code != 0 and "--steps" in result.output
+
+
+def _plain_sampler(channel_p, channel_db, seed=5):
+    """A pretraining sampler whose only augmentation is the session channel (no noise, reverb, gain)."""
+    from svmix.teachers.pretrain import PretrainSampler
+
+    cfg = pretrain_config({"train": {"reverb_p": 0.0, "augment_p": 0.0, "gain_db": [0.0, 0.0],
+                                     "channel_p": channel_p, "channel_db": channel_db}})["train"]
+    return PretrainSampler([np.zeros(16000, np.float32)], [0], cfg, seed)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_session_channel_augmentation_is_opt_in_seeded_and_level_preserving(seed):
+    wav = np.random.default_rng(seed).standard_normal(8000).astype(np.float32)
+    off = _plain_sampler(0.0, 20.0, seed)
+    assert np.array_equal(off.augment(wav), wav)
+    # p = 0 draws nothing: the stream is the reverb, noise and gain draws of configs without channels
+    reference = np.random.default_rng(seed)
+    reference.random(), reference.random(), reference.uniform(0.0, 0.0)
+    assert off.rng.random() == reference.random()
+    on = [_plain_sampler(1.0, 6.0, seed).augment(wav) for _ in range(2)]
+    assert np.array_equal(on[0], on[1]) and not np.allclose(on[0], wav, atol=1e-3)
+    assert np.max(np.abs(on[0])) == pytest.approx(np.max(np.abs(wav)), rel=1e-4)
+    flat = _plain_sampler(1.0, 0.0, seed).augment(wav)  # 0 dB peaks: only the band-pass is left
+    assert np.abs(np.fft.rfft(flat)[400:2000]).mean() > 0.5 * np.abs(np.fft.rfft(wav)[400:2000]).mean()

@@ -50,6 +50,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
         "steps": 400, "batch_size": 8, "crop_seconds": 3.0, "lr": 1.0e-3, "warmup_steps": 40,
         "weight_decay": 0.01, "grad_clip": 5.0, "margin": 0.0, "scale": 30.0,
         "augment_p": 0.6, "noise_snr": [5.0, 25.0], "reverb_p": 0.3, "gain_db": [-6.0, 6.0],
+        "channel_p": 0.0, "channel_db": 6.0,
         "log_every": 20,
     },
 }
@@ -78,6 +79,7 @@ def _schema() -> Dict[str, Any]:
         "train.grad_clip": Num(float, 0.0, 10.0 ** 6, lo_open=True), "train.margin": MARGIN,
         "train.scale": Num(float, 0.0, 1000.0, lo_open=True), "train.augment_p": UNIT, "train.noise_snr": SNR,
         "train.reverb_p": UNIT, "train.gain_db": SNR, "train.log_every": Num(int, 1, 10 ** 9),
+        "train.channel_p": UNIT, "train.channel_db": Num(float, 0.0, 40.0),
     }
 
 
@@ -135,7 +137,8 @@ class AAMHead(nn.Module):
 
 
 class CropSampler:
-    """Seeded random crops (wrap-padded when shorter) with light noise / reverberation / gain."""
+    """Seeded random crops (wrap-padded when shorter) with a random session channel, light
+    reverberation, noise and gain."""
 
     def __init__(self, audio: Sequence[np.ndarray], labels: Sequence[int], cfg: Dict[str, Any], seed: int):
         self.audio, self.labels, self.cfg = audio, np.asarray(labels), cfg
@@ -150,6 +153,9 @@ class CropSampler:
 
     def augment(self, wav: np.ndarray) -> np.ndarray:
         cfg, rng = self.cfg, self.rng
+        # p = 0 draws nothing, so configs written before channels existed give the same crops
+        if cfg["channel_p"] > 0 and rng.random() < cfg["channel_p"]:
+            wav = simulate.random_channel(wav, rng, cfg["channel_db"])
         if rng.random() < cfg["reverb_p"]:
             wav = simulate.reverberate(wav, simulate.simulated_rir(rng))
         if rng.random() < cfg["augment_p"]:

@@ -62,6 +62,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
         "weight_decay": 0.01, "grad_clip": 5.0, "mask_prob": 0.08, "mask_length": 10,
         "mix_p": 0.2, "speaker_weight": 0.0, "margin": 0.2, "scale": 30.0,
         "augment_p": 0.5, "noise_snr": [5.0, 25.0], "reverb_p": 0.3, "gain_db": [-6.0, 6.0],
+        "channel_p": 0.0, "channel_db": 6.0,
         "log_every": 50, "checkpoint_every": 500,
     },
 }
@@ -347,6 +348,9 @@ def _objective(cfg: Dict[str, Any]) -> str:
     t = cfg["train"]
     text = (f"masked prediction of {cfg['kmeans']['clusters']} k-means clusters of MFCC frames "
             f"(HuBERT iteration 1), utterance mixing p={t['mix_p']:g} (WavLM)")
+    if t["channel_p"] > 0:
+        text += (f", inputs through a random session channel with p={t['channel_p']:g} (±{t['channel_db']:g} dB; "
+                 "targets from the clean crop)")
     if t["speaker_weight"] > 0:
         text += f", plus AAM speaker classification of the pool's voices (weight {t['speaker_weight']:g})"
     return text
