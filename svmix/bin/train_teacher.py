@@ -13,6 +13,7 @@ import click
 from svmix.cli import SEED, FiniteFloat, OutPath, command, in_dir, in_file, user_errors
 
 
+# config key -> the option that overrides it: read here, and written back into the reproducing command
 OVERRIDE_OPTIONS = {"seed": "--seed", "train.steps": "--steps"}
 
 
@@ -42,7 +43,9 @@ def main(data_dir: str, out_dir: str, config_path: Optional[str], pretrain: bool
     from svmix.utils.logging import setup_logging
 
     setup_logging()
-    overrides = {key: value for key, value in (("seed", seed), ("train.steps", steps)) if value is not None}
+    given = click.get_current_context().params
+    overrides = {key: given[option.lstrip("-")] for key, option in OVERRIDE_OPTIONS.items()
+                 if given[option.lstrip("-")] is not None}
     if pretrain:
         _pretrain(data_dir, out_dir, config_path, overrides, max_minutes, trials_data)
         return
