@@ -125,7 +125,7 @@ def test_float16_cache_written_before_codecs_still_loads_and_counts_as_complete(
 
 
 def test_pq_is_over_30x_smaller_than_float16_at_1024_dims(tmp_path, one_thread):
-    data = make_datadir(tmp_path / "corpus", num_speakers=1, utts_per_speaker=2, seconds=(2.0, 2.0))
+    data = make_datadir(tmp_path / "corpus", num_speakers=1, utts_per_speaker=3, seconds=(2.0, 2.0))  # 297 frames
     teacher = tiny_wavlm_dir(tmp_path / "teacher", hidden=1024, channels=16)
     sizes = {}
     for dtype, options in (("float16", {}), ("pq", {"subspaces": 64})):  # 64: the largest --pq-bytes

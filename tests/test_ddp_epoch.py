@@ -42,6 +42,7 @@ def _worker(rank, init_file, out_dir):
 
 def _accumulated_ddp_step(rank):
     """Each rank: a step of 4 micro-batches under DDP vs its local whole-batch gradient, averaged by hand."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
     from torch.nn.parallel import DistributedDataParallel
     from test_grad_accum import objective_and_batch
 
@@ -56,22 +57,26 @@ def _accumulated_ddp_step(rank):
         dist.all_reduce(g)
         g /= WORLD
     objective.zero_grad(set_to_none=True)
-    ddp = DistributedDataParallel(objective, find_unused_parameters=True)
+    accumulated_backward(DistributedDataParallel(objective, find_unused_parameters=True), objective, *mine, accum=2)
+    scale = max(float(g.abs().max()) for g in expected.values())  # some tensors' gradients are ~0 here
+    worst = max(float((p.grad - expected[n]).abs().max()) / scale
+                for n, p in objective.named_parameters() if n in expected)
+    # All-reduces per step, counted by a hook on a second copy (a registered comm hook is kept apart
+    # from the gradient check: the trainer registers none).
+    counted, _ = objective_and_batch("distilhubert", batch=8, seed=3)
+    counted.eval()
+    ddp = DistributedDataParallel(counted, find_unused_parameters=True)
     calls = []
 
-    def counting_hook(state, bucket):
+    def counting_hook(state, bucket):  # DDP's default all-reduce, counted
         calls.append(1)
-        fut = dist.all_reduce(bucket.buffer().div_(WORLD), async_op=True).get_future()
-        return fut.then(lambda f: f.value()[0])
+        return allreduce_hook(state, bucket)
 
     ddp.register_comm_hook(None, counting_hook)
-    accumulated_backward(ddp, objective, *mine, accum=2)
+    accumulated_backward(ddp, counted, *mine, accum=2)
     synced_calls = len(calls)
-    worst = max(float((p.grad - expected[n]).abs().max() / expected[n].abs().max().clamp_min(1e-12))
-                for n, p in objective.named_parameters() if n in expected)
     calls.clear()
-    objective.zero_grad(set_to_none=True)
-    accumulated_backward(ddp, objective, *mine, accum=1)
+    accumulated_backward(ddp, counted, *mine, accum=1)
     return {"worst_relative_error": worst, "hook_calls_accum2": synced_calls, "hook_calls_accum1": len(calls)}
 
 
@@ -96,5 +101,5 @@ def test_every_rank_gets_the_same_number_of_batches(reports):
 def test_accumulation_under_ddp_syncs_only_the_last_micro_batch(reports):
     for report in reports:
         ddp = report["ddp"]
-        assert ddp["worst_relative_error"] < 1e-4, ddp
+        assert ddp["worst_relative_error"] < 1e-5, ddp
         assert ddp["hook_calls_accum1"] >= 1 and ddp["hook_calls_accum2"] == ddp["hook_calls_accum1"], ddp
