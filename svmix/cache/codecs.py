@@ -191,7 +191,7 @@ class ProductQuantizer(FrameCodec):
         books = []
         with threadpool_limits(1):  # one thread: the same codebooks on every machine, and no spin-waits
             for m in range(self.subspaces):
-                km = MiniBatchKMeans(n_clusters=self.CENTROIDS, random_state=seed + m, n_init=1, batch_size=4096,
+                km = MiniBatchKMeans(n_clusters=self.CENTROIDS, random_state=(seed + m) % 2 ** 32, n_init=1, batch_size=4096,
                                      max_iter=50)
                 books.append(km.fit(z[:, m]).cluster_centers_.astype(np.float32))
         self.codebooks = np.stack(books)
@@ -271,7 +271,7 @@ class LayerCodecs:
     def fit(self, sample: np.ndarray, seed: int) -> None:
         """Train on (n, layers, hidden) sample frames; layer ``i`` with seed ``seed + 1000 i``."""
         for i, codec in enumerate(self.codecs):
-            codec.fit(sample[:, i], seed=seed + 1000 * i)
+            codec.fit(sample[:, i], seed=(seed + 1000 * i) % 2 ** 32)
 
     def encode(self, frames: np.ndarray) -> np.ndarray:
         out = np.empty((len(frames), len(self.codecs), self.row_bytes), dtype=np.uint8)
