@@ -39,8 +39,8 @@ from svmix.errors import SvmixError
               "(alone: only verify OUT); exit 1 naming each bad shard.")
 @user_errors
 def main(teacher_spec: Optional[str], data_dir: Optional[str], layers: Optional[List[int]], out_dir: str, dtype: str,
-         int8_scale: str, pq_bytes: int, fit_frames: int, fit_seed: int, nj: int, device: str, chunk_seconds: float, chunk_context_seconds: float, shard_mb: float,
-         skip_bad: bool, verify: bool) -> None:
+         int8_scale: str, pq_bytes: int, fit_frames: int, fit_seed: int, nj: int, device: str, chunk_seconds: float,
+         chunk_context_seconds: float, shard_mb: float, skip_bad: bool, verify: bool) -> None:
     """Cache teacher layers for every utterance of DATA into OUT.
 
     Resumable: rerun the same command after an interruption. A rerun checks each shard's size and
