@@ -4,7 +4,7 @@ from typing import List, Optional
 
 import click
 
-from svmix.cli import DEVICE, MAX_JOBS, FiniteFloat, IntList, OutPath, TeacherSpec, command, in_dir, user_errors
+from svmix.cli import DEVICE, MAX_JOBS, SEED, FiniteFloat, IntList, OutPath, TeacherSpec, command, in_dir, user_errors
 from svmix.errors import SvmixError
 
 
@@ -15,7 +15,17 @@ from svmix.errors import SvmixError
 @click.option("--layers", type=IntList(min=0),
               help="Teacher layers to store, HF indexing (0 = Transformer input), e.g. 8,16,24 or 1-4.")
 @click.option("--out", "out_dir", required=True, type=OutPath("dir"), help="Cache directory.")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--dtype", type=click.Choice(["float16", "float32", "int8", "pq"]), default="float16", show_default=True,
+              help="Frame format: float16/float32; int8 (see --int8-scale); pq, product quantisation to "
+              "--pq-bytes bytes per layer and frame with k-means codebooks fitted on sample frames first.")
+@click.option("--int8-scale", type=click.Choice(["frame", "channel"]), default="frame", show_default=True,
+              help="int8: one scale per frame (hidden+4 bytes) or per channel, fitted on sample frames (hidden bytes).")
+@click.option("--pq-bytes", type=click.IntRange(16, 64), default=32, show_default=True,
+              help="pq: bytes (subspaces of 256 centroids) per layer and frame; must divide the teacher's hidden size.")
+@click.option("--fit-frames", type=click.IntRange(256, 10**7), default=20000, show_default=True,
+              help="pq / int8 per-channel: sample frames the codec is fitted on before caching.")
+@click.option("--fit-seed", type=SEED, default=0, show_default=True,
+              help="Seed of the fit sample and of k-means (the codec, hence the cache, is a function of it).")
 @click.option("--nj", type=click.IntRange(1, MAX_JOBS), default=1, show_default=True,
               help="Parallel processes (per torchrun rank).")
 @click.option("--device", type=DEVICE, default="cpu", show_default=True)
@@ -29,13 +39,17 @@ from svmix.errors import SvmixError
               "(alone: only verify OUT); exit 1 naming each bad shard.")
 @user_errors
 def main(teacher_spec: Optional[str], data_dir: Optional[str], layers: Optional[List[int]], out_dir: str, dtype: str,
-         nj: int, device: str, chunk_seconds: float, chunk_context_seconds: float, shard_mb: float,
-         skip_bad: bool, verify: bool) -> None:
+         int8_scale: str, pq_bytes: int, fit_frames: int, fit_seed: int, nj: int, device: str, chunk_seconds: float,
+         chunk_context_seconds: float, shard_mb: float, skip_bad: bool, verify: bool) -> None:
     """Cache teacher layers for every utterance of DATA into OUT.
 
     Resumable: rerun the same command after an interruption. A rerun checks each shard's size and
     crc32 and redoes bad ones; --verify also checks the sha256 of each shard. The cache layout is described in
-    docs/conventions.md §Teacher feature cache."""
+    docs/conventions.md §Teacher feature cache.
+
+    With --dtype pq (or int8 --int8-scale channel) a fit pass comes first: the teacher runs over
+    utterances drawn with --fit-seed until --fit-frames frames are collected, and the codec is
+    trained on them (k-means per subspace, one thread); training reads the cache unchanged."""
     from svmix.cache import CacheSettings, TeacherCache, build_cache, verify_cache
     from svmix.utils.logging import setup_logging
 
@@ -44,8 +58,10 @@ def main(teacher_spec: Optional[str], data_dir: Optional[str], layers: Optional[
     if any(given) or not verify:
         if not all(given):
             raise SvmixError("--teacher, --data and --layers are required (or use --verify --out DIR alone)")
+        options = {"int8": {"scale": int8_scale}, "pq": {"subspaces": pq_bytes}}.get(dtype, {})
         settings = CacheSettings(layers=layers, dtype=dtype, chunk_seconds=chunk_seconds,
-                                 context_seconds=chunk_context_seconds, shard_mb=shard_mb, skip_bad=skip_bad)
+                                 context_seconds=chunk_context_seconds, shard_mb=shard_mb, skip_bad=skip_bad,
+                                 codec_options=options, fit_seed=fit_seed, fit_frames=fit_frames)
         if build_cache(teacher_spec, data_dir, out_dir, settings, nj=nj, device=device) is None:
             return  # a torchrun rank that finished before the last one, which reports
     if all(given):

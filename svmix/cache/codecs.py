@@ -3,9 +3,13 @@
 A codec turns (n, hidden) float32 vectors into (n, row_bytes) uint8 rows and back, so a shard
 stays a memory-mappable array of fixed-size rows whatever the codec:
 
+- ``float32``: the vector as it is (4·hidden bytes).
 - ``float16``: the vector as IEEE half floats (2·hidden bytes).
-- ``int8``: symmetric per-vector quantisation, a float32 scale (max |x| / 127) and hidden int8
-  values: hidden + 4 bytes, about 2× smaller than float16; each value is within scale / 2.
+- ``int8`` with ``scale="frame"``: symmetric per-vector quantisation, a float32 scale
+  (max |x| / 127) and hidden int8 values: hidden + 4 bytes, about 2× smaller than float16; each
+  value is within scale / 2.
+- ``int8`` with ``scale="channel"``: one scale per dimension (max |x_c| / 127 over the sample
+  frames, a trained codec): hidden bytes. Values beyond the sample's range are clipped.
 - ``pq``: product quantisation in the spirit of multi-codebook distillation targets: the
   standardised vector is cut into ``subspaces`` equal parts, each replaced by the id of the nearest
   of 256 centroids (one byte). Codebooks are k-means (scikit-learn) on a sample of frames and are
@@ -16,7 +20,7 @@ stays a memory-mappable array of fixed-size rows whatever the codec:
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -63,6 +67,21 @@ class FrameCodec:
         return rows
 
 
+@CODECS.register("float32")
+class Float32Codec(FrameCodec):
+    name = "float32"
+
+    @property
+    def row_bytes(self) -> int:
+        return 4 * self.hidden
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self._check(x)).view(np.uint8)
+
+    def decode(self, rows: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self._check_rows(rows)).view(np.float32).copy()
+
+
 @CODECS.register("float16")
 class Float16Codec(FrameCodec):
     name = "float16"
@@ -72,7 +91,10 @@ class Float16Codec(FrameCodec):
         return 2 * self.hidden
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self._check(x).astype(np.float16)).view(np.uint8)
+        half = np.ascontiguousarray(self._check(x).astype(np.float16))
+        if not np.isfinite(half).all():
+            raise SvmixError("teacher features overflow float16 (non-finite values); use --dtype float32")
+        return half.view(np.uint8)
 
     def decode(self, rows: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(self._check_rows(rows)).view(np.float16).astype(np.float32)
@@ -81,19 +103,58 @@ class Float16Codec(FrameCodec):
 @CODECS.register("int8")
 class Int8Codec(FrameCodec):
     name = "int8"
+    SCALES = ("frame", "channel")
+
+    def __init__(self, hidden: int, scale: str = "frame"):
+        super().__init__(hidden)
+        if scale not in self.SCALES:
+            raise SvmixError(f"int8 codec: scale must be one of {', '.join(self.SCALES)}, got {scale!r}")
+        self.scale = scale
+        self.trained = scale == "channel"
+        self.channel_scale: Optional[np.ndarray] = None  # (hidden,), for scale="channel"
 
     @property
     def row_bytes(self) -> int:
-        return self.hidden + 4
+        return self.hidden + (4 if self.scale == "frame" else 0)
+
+    def fit(self, sample: np.ndarray, seed: int = 0) -> None:
+        if self.scale == "channel":
+            self.channel_scale = (np.abs(self._check(sample)).max(axis=0) / 127.0).astype(np.float32)
+
+    def state(self) -> Dict[str, np.ndarray]:
+        if self.scale == "frame":
+            return {}
+        self._require_trained()
+        return {"channel_scale": self.channel_scale}
+
+    def load_state(self, arrays: Dict[str, Any]) -> None:
+        if self.scale == "channel":
+            scale = np.asarray(arrays["channel_scale"], dtype=np.float32)
+            if scale.shape != (self.hidden,):
+                raise SvmixError(f"int8 codec: channel scales of shape {scale.shape} do not fit {self.hidden} values")
+            self.channel_scale = scale
+
+    def _require_trained(self) -> None:
+        if self.channel_scale is None:
+            raise SvmixError("int8 codec: per-channel scales not trained (fit it on sample frames, or load them)")
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         x = self._check(x)
-        scale = (np.abs(x).max(axis=1, keepdims=True) / 127.0).astype(np.float32)
+        if self.scale == "channel":
+            self._require_trained()
+            scale = self.channel_scale[None]
+        else:
+            scale = (np.abs(x).max(axis=1, keepdims=True) / 127.0).astype(np.float32)
         q = np.rint(x / np.where(scale > 0, scale, 1.0)).clip(-127, 127).astype(np.int8)
+        if self.scale == "channel":
+            return q.view(np.uint8)
         return np.concatenate([scale.view(np.uint8), q.view(np.uint8)], axis=1)
 
     def decode(self, rows: np.ndarray) -> np.ndarray:
         rows = np.ascontiguousarray(self._check_rows(rows))
+        if self.scale == "channel":
+            self._require_trained()
+            return rows.view(np.int8).astype(np.float32) * self.channel_scale
         scale = rows[:, :4].copy().view(np.float32)
         return rows[:, 4:].view(np.int8).astype(np.float32) * scale
 
@@ -130,7 +191,7 @@ class ProductQuantizer(FrameCodec):
         books = []
         with threadpool_limits(1):  # one thread: the same codebooks on every machine, and no spin-waits
             for m in range(self.subspaces):
-                km = MiniBatchKMeans(n_clusters=self.CENTROIDS, random_state=seed + m, n_init=1, batch_size=4096,
+                km = MiniBatchKMeans(n_clusters=self.CENTROIDS, random_state=(seed + m) % 2 ** 32, n_init=1, batch_size=4096,
                                      max_iter=50)
                 books.append(km.fit(z[:, m]).cluster_centers_.astype(np.float32))
         self.codebooks = np.stack(books)
@@ -182,3 +243,72 @@ def distortion(x: np.ndarray, decoded: np.ndarray) -> Dict[str, float]:
     rel_mse = float(((x - decoded) ** 2).sum() / max((x ** 2).sum(), 1e-30))
     cos = (x * decoded).sum(axis=1) / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(decoded, axis=1), 1e-30)
     return {"relative_mse": rel_mse, "mean_cosine": float(cos.mean())}
+
+
+class LayerCodecs:
+    """One codec per cached layer (trained codecs learn each layer's statistics separately).
+
+    ``encode`` turns (frames, layers, hidden) float32 into (frames, layers, row_bytes) uint8 rows, the
+    rows of a shard; ``decode`` turns shard rows (n, layers, row_bytes) into float32 (layers, n, hidden).
+    """
+
+    MIN_FIT_FRAMES = ProductQuantizer.CENTROIDS
+
+    def __init__(self, name: str, hidden: int, num_layers: int, options: Optional[Dict[str, Any]] = None):
+        self.name, self.options = name, dict(options or {})
+        self.codecs = [build_codec(name, hidden, **self.options) for _ in range(num_layers)]
+        self.hidden = int(hidden)
+
+    @property
+    def trained(self) -> bool:
+        return self.codecs[0].trained
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one layer's vector."""
+        return self.codecs[0].row_bytes
+
+    def fit(self, sample: np.ndarray, seed: int) -> None:
+        """Train on (n, layers, hidden) sample frames; layer ``i`` with seed ``seed + 1000 i``."""
+        for i, codec in enumerate(self.codecs):
+            codec.fit(sample[:, i], seed=(seed + 1000 * i) % 2 ** 32)
+
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        out = np.empty((len(frames), len(self.codecs), self.row_bytes), dtype=np.uint8)
+        for i, codec in enumerate(self.codecs):
+            out[:, i] = codec.encode(frames[:, i])
+        return out
+
+    def decode(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(self.codecs), len(rows), self.hidden), dtype=np.float32)
+        for i, codec in enumerate(self.codecs):
+            out[i] = codec.decode(rows[:, i])
+        return out
+
+    # ---------------------------------------------------------- state file
+    def state_arrays(self) -> Dict[str, np.ndarray]:
+        """Every layer's state as ``"<layer position>.<name>"`` -> array."""
+        return {f"{i}.{k}": np.ascontiguousarray(v) for i, c in enumerate(self.codecs) for k, v in c.state().items()}
+
+    def write_state(self, f: Any) -> List[str]:
+        """Write the state arrays to the binary file ``f`` as consecutive ``.npy`` records (byte-identical
+        for equal states, unlike a zip archive); returns their names in file order."""
+        arrays = self.state_arrays()
+        for key in arrays:
+            np.lib.format.write_array(f, arrays[key], allow_pickle=False)
+        return list(arrays)
+
+    def read_state(self, path: Any, names: List[str]) -> None:
+        """Load what :meth:`write_state` wrote to ``path`` (``names``: its returned list)."""
+        arrays: Dict[int, Dict[str, np.ndarray]] = {}
+        try:
+            with open(path, "rb") as f:
+                for key in names:
+                    layer, _, name = key.partition(".")
+                    arrays.setdefault(int(layer), {})[name] = np.lib.format.read_array(f, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise SvmixError(f"{path}: unreadable {self.name} codec state ({e}); rebuild the cache") from None
+        for i, codec in enumerate(self.codecs):
+            if i not in arrays:
+                raise SvmixError(f"{path}: no {self.name} codec state for layer position {i}; rebuild the cache")
+            codec.load_state(arrays[i])

@@ -7,15 +7,41 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from svmix.cache.format import DTYPES, FORMAT, MANIFEST, VERSION
+from svmix.cache.codecs import CODECS, LayerCodecs
+from svmix.cache.format import FORMAT, MANIFEST, VERSION
 from svmix.errors import SvmixError
-from svmix.utils.fileio import read_json
+from svmix.utils.fileio import read_json, sha256_file
 
 REQUIRED_KEYS = ("format", "version", "teacher", "layers", "dtype", "hidden_size", "frame_shift", "utts", "shards")
 
 
+def codec_spec_of(manifest: Dict[str, Any]) -> Dict[str, Any]:
+    """The codec entry of a plan or manifest; one written before codecs existed has only ``dtype``."""
+    return manifest.get("codec") or {"name": manifest["dtype"], "options": {}}
+
+
+def open_codecs(cache_dir: Path, spec: Dict[str, Any], hidden: int, num_layers: int,
+                state: Optional[Dict[str, Any]] = None) -> LayerCodecs:
+    """The per-layer codecs of a cache; a trained codec's state is read from the file ``state``
+    describes (``{"file", "arrays", "sha256"}``), after checking its sha256."""
+    try:
+        codecs = LayerCodecs(spec["name"], hidden, num_layers, spec.get("options"))
+    except (TypeError, SvmixError) as e:
+        raise SvmixError(f"{cache_dir}: codec {spec.get('name')!r} with options {spec.get('options')}: {e}") from None
+    if codecs.trained:
+        if not state:
+            raise SvmixError(f"{cache_dir}: the {spec['name']} codec's trained state is not recorded; rebuild the cache")
+        file = cache_dir / state["file"]
+        if not file.is_file() or sha256_file(file) != state["sha256"]:
+            raise SvmixError(f"{cache_dir}: codec state {state['file']} is missing or corrupt (checksum differs); "
+                             "rerun svmix-cache-teacher to rebuild it")
+        codecs.read_state(file, state["arrays"])
+    return codecs
+
+
 class TeacherCache:
-    """A finished teacher feature cache; ``frames()`` returns float32 (num_layers, n, hidden).
+    """A finished teacher feature cache; ``frames()`` returns float32 (num_layers, n, hidden),
+    decoded from whatever codec the cache was written with (see :mod:`svmix.cache.codecs`).
 
     Shards are memory-mapped on first use and kept open; after a fork (DataLoader workers) or
     unpickling, each process maps them again, so one instance can be shared by workers.
@@ -34,14 +60,16 @@ class TeacherCache:
         if manifest["format"] != FORMAT or manifest["version"] != VERSION:
             raise SvmixError(f"{path}: unsupported cache format {manifest['format']} v{manifest['version']} "
                              f"(expected {FORMAT} v{VERSION})")
-        if manifest["dtype"] not in DTYPES:
-            raise SvmixError(f"{path}: unsupported dtype {manifest['dtype']}")
+        spec = codec_spec_of(manifest)
+        if spec.get("name") not in CODECS.names():
+            raise SvmixError(f"{path}: unsupported dtype {spec.get('name')} (known: {', '.join(CODECS.names())})")
         self.manifest: Dict[str, Any] = manifest
         self.layers: List[int] = list(manifest["layers"])
         self.hidden_size: int = int(manifest["hidden_size"])
         self.frame_shift: int = int(manifest["frame_shift"])
-        self.dtype: str = manifest["dtype"]
-        self._row_bytes = len(self.layers) * self.hidden_size * np.dtype(self.dtype).itemsize
+        self.dtype: str = spec["name"]
+        self.codecs = open_codecs(self.cache_dir, spec, self.hidden_size, len(self.layers), spec.get("state"))
+        self._row_bytes = len(self.layers) * self.codecs.row_bytes
         self._shards: List[Tuple[Path, int]] = []
         for shard in manifest["shards"]:
             file = self.cache_dir / shard["file"]
@@ -80,7 +108,7 @@ class TeacherCache:
         mapped = self._maps.get(shard)
         if mapped is None:
             file, rows = self._shards[shard]
-            mapped = np.memmap(file, dtype=self.dtype, mode="r", shape=(rows, len(self.layers), self.hidden_size))
+            mapped = np.memmap(file, dtype=np.uint8, mode="r", shape=(rows, len(self.layers), self.codecs.row_bytes))
             self._maps[shard] = mapped
         return mapped
 
@@ -96,7 +124,12 @@ class TeacherCache:
             raise SvmixError(f"{self.cache_dir}: frames [{start_frame}, {start_frame + num_frames}) out of range "
                              f"for utterance '{utt}' ({total} frames)")
         rows = self._map(shard)[offset + start_frame: offset + start_frame + num_frames]
-        return np.ascontiguousarray(rows.transpose(1, 0, 2), dtype=np.float32)
+        return self.codecs.decode(rows)
+
+    @property
+    def bytes_per_frame(self) -> int:
+        """Stored bytes of one frame (all cached layers), without the codec state."""
+        return self._row_bytes
 
     def check_compatible(self, teacher_spec: Any = None, layers: Optional[Sequence[int]] = None) -> None:
         """Raise ``SvmixError`` unless the cache holds ``layers`` (same list) of the teacher ``teacher_spec``.

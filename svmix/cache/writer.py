@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from svmix.cache.format import DTYPES, FORMAT, MANIFEST, PLAN, SHARD_DIR, VERSION, shard_name
+from svmix.cache.codecs import CODECS, LayerCodecs
+from svmix.cache.format import CODEC_INFO, CODEC_STATE, FORMAT, MANIFEST, PLAN, SHARD_DIR, VERSION, shard_name
+from svmix.cache.reader import codec_spec_of, open_codecs
 from svmix.data.audio import SAMPLE_RATE, load_audio, scan_audio
 from svmix.data.datadir import DataDir
 from svmix.errors import AudioError, SvmixError
 from svmix.teachers.protocol import Teacher
-from svmix.utils.fileio import check_free_space, read_json, sha256_file, write_json
+from svmix.utils.fileio import atomic_open, check_free_space, read_json, sha256_file, write_json
 from svmix.utils.logging import get_logger
 from svmix.utils.progress import Progress
 from svmix.utils.sharded_job import JobLayout, ShardedJob, Worker, naming_file
@@ -42,12 +44,36 @@ _log = get_logger("cache")
 
 @dataclass
 class CacheSettings:
+    """``dtype`` names the frame codec (:mod:`svmix.cache.codecs`), ``codec_options`` its constructor
+    options (int8: ``scale``; pq: ``subspaces``, the bytes per vector). Trained codecs are fitted
+    before any shard on ``fit_frames`` frames of utterances drawn with ``fit_seed``."""
+
     layers: List[int]
     dtype: str = "float16"
     chunk_seconds: float = 30.0
     context_seconds: float = 4.0
     shard_mb: float = 512.0
     skip_bad: bool = False
+    codec_options: Dict[str, Any] = field(default_factory=dict)
+    fit_seed: int = 0
+    fit_frames: int = 20000
+
+    def codec(self, hidden: int) -> Tuple[Dict[str, Any], LayerCodecs]:
+        """The plan's ``codec`` entry (what the stored bytes depend on: the fit settings only for a
+        trained codec) and a one-layer codec of it for vectors of ``hidden`` values."""
+        if self.dtype not in CODECS.names():
+            raise SvmixError(f"--dtype {self.dtype}: expected one of {', '.join(CODECS.names())}")
+        spec: Dict[str, Any] = {"name": self.dtype, "options": dict(self.codec_options)}
+        try:
+            codecs = LayerCodecs(self.dtype, hidden, 1, self.codec_options)
+        except (TypeError, SvmixError) as e:
+            raise SvmixError(f"--dtype {self.dtype} with options {self.codec_options}: {e}") from None
+        if codecs.trained:
+            if self.fit_frames < LayerCodecs.MIN_FIT_FRAMES:
+                raise SvmixError(f"--fit-frames {self.fit_frames}: the {self.dtype} codec needs at least "
+                                 f"{LayerCodecs.MIN_FIT_FRAMES} sample frames")
+            spec["fit"] = {"seed": int(self.fit_seed), "frames": int(self.fit_frames)}
+        return spec, codecs
 
 
 def utterance_frames(teacher: Teacher, wav: np.ndarray, layers: Sequence[int], dtype: str = "float32",
@@ -91,12 +117,11 @@ def make_plan(teacher: Teacher, data_dir: os.PathLike, settings: CacheSettings, 
     bad_layers = [x for x in settings.layers if not 0 <= x <= teacher.num_layers]
     if bad_layers or not settings.layers:
         raise SvmixError(f"--layers {settings.layers}: teacher '{teacher.spec}' has layers 0..{teacher.num_layers}")
-    if settings.dtype not in DTYPES:
-        raise SvmixError(f"--dtype {settings.dtype}: expected one of {', '.join(DTYPES)}")
+    spec, codecs = settings.codec(teacher.hidden_size)
     good, bad = scan_inputs(data_dir, settings.skip_bad, progress)
     if not good:
         raise SvmixError(f"{data_dir}: no usable utterances")
-    row_bytes = len(settings.layers) * teacher.hidden_size * np.dtype(settings.dtype).itemsize
+    row_bytes = len(settings.layers) * codecs.row_bytes
     shards: List[List[List[str]]] = [[]]
     shard_bytes, total_frames = 0, 0
     for utt, path, samples in good:
@@ -113,17 +138,20 @@ def make_plan(teacher: Teacher, data_dir: os.PathLike, settings: CacheSettings, 
         "teacher_num_layers": teacher.num_layers, "normalize_waveform": teacher.normalize_waveform,
         "hidden_size": teacher.hidden_size, "frame_shift": teacher.frame_shift,
         "receptive_field": teacher.receptive_field, "sample_rate": SAMPLE_RATE,
-        **asdict(settings), "estimated_frames": total_frames, "estimated_bytes": total_frames * row_bytes,
+        **{k: v for k, v in asdict(settings).items() if k not in _CODEC_SETTINGS}, "codec": spec,
+        "bytes_per_frame": row_bytes, "estimated_frames": total_frames, "estimated_bytes": total_frames * row_bytes,
         "bad": bad, "shards": shards,
     }
 
 
+_CODEC_SETTINGS = ("codec_options", "fit_seed", "fit_frames")  # in the plan as its "codec" entry
 _NOT_IDENTITY = ("teacher.spec", "skip_bad")  # a rerun may name the same teacher differently
 
 
 def _plan_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     def flat(d: Dict[str, Any]) -> Dict[str, Any]:
-        out = {k: v for k, v in d.items() if k != "teacher"}
+        out = {k: v for k, v in d.items() if k not in ("teacher", "bytes_per_frame")}
+        out["codec"] = codec_spec_of(d)  # a plan from before codecs existed: plain dtype
         out.update({f"teacher.{k}": v for k, v in d.get("teacher", {}).items()})
         return {k: v for k, v in out.items() if k not in _NOT_IDENTITY}
 
@@ -137,13 +165,13 @@ TOOL = "svmix-cache-teacher"
 LOG_FILE = "cache.log"  # this tool's log, beside the shards
 
 
-def _write_shard(job: ShardedJob, index: int, teacher: Any, bar: Progress) -> None:
+def _write_shard(job: ShardedJob, index: int, teacher: Any, codecs: LayerCodecs, bar: Progress) -> None:
     plan = job.plan
     rows, utts, skipped = 0, {}, {}
     with job.publish(index) as unit:
         for utt, path in plan["shards"][index]:
             try:
-                feats = utterance_frames(teacher, load_audio(path, utt), plan["layers"], plan["dtype"],
+                feats = utterance_frames(teacher, load_audio(path, utt), plan["layers"], "float32",
                                          plan["chunk_seconds"], plan["context_seconds"])
             except AudioError as e:
                 if not plan["skip_bad"]:
@@ -152,11 +180,90 @@ def _write_shard(job: ShardedJob, index: int, teacher: Any, bar: Progress) -> No
                 skipped[utt] = str(e)
                 bar.update(1)
                 continue
-            unit.write(feats.tobytes())
+            unit.write(codecs.encode(feats).tobytes())
             utts[utt] = [rows, len(feats)]
             rows += len(feats)
             bar.update(1)
         unit.info.update(rows=rows, utts=utts, skipped=skipped)
+
+
+# ---------------------------------------------------------------- codec fit pass (trained codecs)
+def _codec_state(job: ShardedJob) -> Optional[Dict[str, Any]]:
+    """The description of the codec state in ``shards/`` when it exists, is intact and was fitted
+    for this plan's codec; None otherwise (and always for untrained codecs)."""
+    info_path = job.unit_dir / CODEC_INFO
+    if not info_path.is_file():
+        return None
+    try:
+        info = read_json(info_path)
+    except SvmixError:
+        return None
+    state = job.unit_dir / CODEC_STATE
+    if (not isinstance(info, dict) or info.get("codec") != job.plan["codec"] or not state.is_file()
+            or sha256_file(state) != info.get("sha256")):
+        return None
+    return info
+
+
+def _plan_codecs(job: ShardedJob) -> LayerCodecs:
+    """The plan's per-layer codecs, with their state loaded when trained (after the fit pass)."""
+    plan = job.plan
+    spec = plan["codec"]
+    info = _codec_state(job)
+    state = None if info is None else {"file": f"{SHARD_DIR}/{CODEC_STATE}", "arrays": info["arrays"],
+                                       "sha256": info["sha256"]}
+    return open_codecs(job.out, {k: spec[k] for k in ("name", "options")}, plan["hidden_size"], len(plan["layers"]),
+                       state)
+
+
+def fit_sample(teacher: Teacher, plan: Dict[str, Any]) -> np.ndarray:
+    """The frames a trained codec is fitted on: (n, layers, hidden) float32 from utterances taken in
+    an order drawn with the fit seed until ``frames`` frames are reached, then ``frames`` of them
+    drawn with the same generator (sorted, so the sample is a pure function of plan and teacher)."""
+    fit = plan["codec"]["fit"]
+    rng = np.random.default_rng(fit["seed"])
+    utts = [tuple(entry) for shard in plan["shards"] for entry in shard]
+    parts, total = [], 0
+    for i in rng.permutation(len(utts)):
+        utt, path = utts[i]
+        try:
+            parts.append(utterance_frames(teacher, load_audio(path, utt), plan["layers"], "float32",
+                                          plan["chunk_seconds"], plan["context_seconds"]))
+        except AudioError:
+            if not plan["skip_bad"]:
+                raise
+            continue  # skipped (and reported) when its shard is written
+        total += len(parts[-1])
+        if total >= fit["frames"]:
+            break
+    if total < LayerCodecs.MIN_FIT_FRAMES:
+        raise SvmixError(f"the {plan['codec']['name']} codec is trained on teacher frames, but the data have only "
+                         f"{total} frames (at least {LayerCodecs.MIN_FIT_FRAMES} needed); use --dtype float16 or int8")
+    sample = np.concatenate(parts)
+    if total > fit["frames"]:
+        sample = sample[np.sort(rng.choice(total, fit["frames"], replace=False))]
+    return sample
+
+
+def _fit_codecs(teacher: Teacher, job: ShardedJob) -> None:
+    """The fit pass: train a trained codec before any shard is written, unless its intact state for
+    this plan is in ``shards/`` (a resumed run, or another torchrun rank that fitted first). The fit
+    is deterministic, so refitting after a damaged state reproduces the bytes the done shards used."""
+    plan = job.plan
+    codecs = LayerCodecs(plan["codec"]["name"], plan["hidden_size"], len(plan["layers"]), plan["codec"]["options"])
+    if not codecs.trained or _codec_state(job) is not None:
+        return
+    sample = fit_sample(teacher, plan)
+    _log.info("fitting the %s codec on %d frames x %d layers (seed %d)", codecs.name, len(sample),
+              len(plan["layers"]), plan["codec"]["fit"]["seed"])
+    codecs.fit(sample, seed=plan["codec"]["fit"]["seed"])
+    job.unit_dir.mkdir(parents=True, exist_ok=True)
+    state = job.unit_dir / CODEC_STATE
+    with naming_file(state):
+        with atomic_open(state, "wb") as f:
+            names = codecs.write_state(f)
+        write_json(job.unit_dir / CODEC_INFO, {"codec": plan["codec"], "arrays": names,
+                                              "bytes": state.stat().st_size, "sha256": sha256_file(state)})
 
 
 def _run_shards(teacher: Any, device: str, threads: Optional[int], progress: bool, job: ShardedJob,
@@ -171,11 +278,12 @@ def _run_shards(teacher: Any, device: str, threads: Optional[int], progress: boo
         teacher = load_teacher(plan["teacher"]["spec"], device=device)
         if teacher.fingerprint != plan["teacher"]["fingerprint"]:
             raise SvmixError(f"teacher '{plan['teacher']['spec']}' changed while caching")
+    codecs = _plan_codecs(job)
     total = sum(len(plan["shards"][i]) for i in indices)
     with Progress(total=total, desc=f"caching teacher [{worker.slot}]", unit="utt", position=worker.slot,
                   enabled=progress) as bar:
         for index in indices:
-            _write_shard(job, index, teacher, bar)
+            _write_shard(job, index, teacher, codecs, bar)
 
 
 def _merge_manifest(job: ShardedJob) -> Path:
@@ -189,8 +297,13 @@ def _merge_manifest(job: ShardedJob) -> Path:
             utts[utt] = {"shard": index, "offset": offset, "frames": frames}
         skipped.update(marker["skipped"])
     keep = ("teacher", "teacher_num_layers", "normalize_waveform", "hidden_size", "frame_shift",
-            "receptive_field", "sample_rate", "layers", "dtype", "chunk_seconds", "context_seconds")
-    manifest = {"format": FORMAT, "version": VERSION, **{k: plan[k] for k in keep},
+            "receptive_field", "sample_rate", "layers", "dtype", "chunk_seconds", "context_seconds", "bytes_per_frame")
+    codec = dict(plan["codec"], row_bytes=_plan_codecs(job).row_bytes)  # opening it checks a trained state
+    info = _codec_state(job)
+    if info is not None:
+        codec["state"] = {"file": f"{SHARD_DIR}/{CODEC_STATE}", "arrays": info["arrays"], "bytes": info["bytes"],
+                          "sha256": info["sha256"]}
+    manifest = {"format": FORMAT, "version": VERSION, **{k: plan[k] for k in keep}, "codec": codec,
                 "num_frames": sum(u["frames"] for u in utts.values()),
                 "utts": utts, "shards": shards, "skipped": skipped}
     with naming_file(cache_dir / MANIFEST):
@@ -208,14 +321,23 @@ def _finished_cache(job: ShardedJob) -> Optional[Path]:
     path = job.out / MANIFEST
     if not path.is_file():
         return None
-    listed = read_json(path).get("shards", [])
+    manifest = read_json(path)
+    listed = manifest.get("shards", [])
     if len(listed) != job.num_units:
         return None
+    state = manifest.get("codec", {}).get("state")
+    if state is not None and (_codec_state(job) or {}).get("sha256") != state["sha256"]:
+        return None  # the codec state is damaged: refit it (deterministically) and merge again
     for index, entry in enumerate(listed):
         marker = job.marker(index)
         if marker is None or (marker["bytes"], marker.get("sha256")) != (entry.get("bytes"), entry.get("sha256")):
             return None
     return job.out
+
+
+def _before_work(teacher: Teacher, job: ShardedJob) -> None:
+    _check_space(job)
+    _fit_codecs(teacher, job)
 
 
 def _check_space(job: ShardedJob) -> None:
@@ -240,15 +362,15 @@ def build_cache(teacher_spec: os.PathLike, data_dir: os.PathLike, out: os.PathLi
     teacher = load_teacher(teacher_spec, device=device)
     plan = make_plan(teacher, data_dir, settings, progress=progress and env.rank == 0)
     n_frames, layers = plan["estimated_frames"], len(settings.layers)
-    itemsize = np.dtype(settings.dtype).itemsize
-    _log.info("teacher cache estimate: %d utterances, %d frames x %d layers x %d dims x %d bytes = %.3f GB",
-              sum(len(s) for s in plan["shards"]), n_frames, layers, teacher.hidden_size, itemsize,
-              plan["estimated_bytes"] / 1e9)
+    _log.info("teacher cache estimate: %d utterances, %d frames x %d layers x %d dims, %s (%d bytes/frame) = %.3f GB",
+              sum(len(s) for s in plan["shards"]), n_frames, layers, teacher.hidden_size, settings.dtype,
+              plan["bytes_per_frame"], plan["estimated_bytes"] / 1e9)
     job = ShardedJob(cache_dir, plan, len(plan["shards"]), LAYOUT, tool=TOOL, what="a teacher cache",
                      on_other_plan="refuse", differences=_plan_differences, log_file=cache_dir / LOG_FILE)
     threads = max(1, torch.get_num_threads() // nj) if nj > 1 else None  # share this process's threads
     work = functools.partial(_run_shards, teacher if nj == 1 else None, device, threads, progress)
-    result = job.run(work, _merge_manifest, finished=_finished_cache, before_work=_check_space, nj=nj)
+    result = job.run(work, _merge_manifest, finished=_finished_cache,
+                     before_work=functools.partial(_before_work, teacher), nj=nj)
     if job.complete_at_start:
         if env.rank != 0:
             return None  # every rank found it complete; rank 0 reports
@@ -261,6 +383,13 @@ def verify_cache(cache_dir: os.PathLike) -> List[str]:
     cache_dir = Path(cache_dir)
     manifest = read_json(cache_dir / MANIFEST)
     problems = []
+    state = manifest.get("codec", {}).get("state")
+    if state is not None:
+        file = cache_dir / state["file"]
+        if not file.is_file():
+            problems.append(f"{file}: missing (codec state)")
+        elif sha256_file(file) != state["sha256"]:
+            problems.append(f"{file}: checksum mismatch (corrupt codec state)")
     for shard in manifest.get("shards", []):
         file = cache_dir / shard["file"]
         if not file.is_file():

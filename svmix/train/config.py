@@ -37,7 +37,8 @@ from svmix.train.optim import OPTIMIZERS, SCHEDULERS
 
 DEFAULT_TRAIN_CONFIG: Dict[str, Any] = {
     "seed": 4221,
-    "batch_size": 128,            # global batch, split evenly over DDP ranks
+    "batch_size": 128,            # global (micro-)batch, split evenly over DDP ranks
+    "accum_grad": 1,              # micro-batches of batch_size per optimiser step (effective batch: product)
     "max_steps": None,            # stop after this many optimiser steps ...
     "epochs": None,               # ... or after this many passes (one of the two is required)
     "optimizer": {"name": "adamw", "lr": 2.0e-4, "weight_decay": 2.0e-5},
@@ -343,6 +344,7 @@ SCHEMA: Dict[str, Rule] = {
     "train": Section(),
     "train.seed": Num(int, 0, 2 ** 32 - 1),
     "train.batch_size": Num(int, 1, 10 ** 6),
+    "train.accum_grad": Num(int, 1, 1024),
     "train.max_steps": Num(int, 1, BIG, null=True),
     "train.epochs": Num(int, 1, 10 ** 6, null=True),
     "train.optimizer": Section(),

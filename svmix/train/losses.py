@@ -70,6 +70,12 @@ class AAMSoftmaxTopK(nn.Module):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.logits(embeddings, labels), labels, weight=self.class_weights)
 
+    def normaliser(self, labels: torch.Tensor) -> torch.Tensor:
+        """The denominator of the loss's batch mean: the summed class weights of ``labels``."""
+        if self.class_weights is None:
+            return torch.tensor(float(len(labels)))
+        return self.class_weights.to(labels.device)[labels].sum().float()
+
 
 def _masked_frames(mask: Optional[torch.Tensor], ref: torch.Tensor) -> torch.Tensor:
     """(B, T) float mask, all ones when ``mask`` is None."""
@@ -100,6 +106,11 @@ class LastMSE(nn.Module):
         err = ((pred - targets[:, 0]) ** 2).mean(dim=-1)  # (B, T)
         return (err * m).sum() / m.sum().clamp_min(1.0)
 
+    @staticmethod
+    def normaliser(mask: torch.Tensor) -> torch.Tensor:
+        """The denominator of the loss's batch mean: the number of valid frames."""
+        return mask.float().sum().clamp_min(1.0)
+
 
 @KD_LOSSES.register("distilhubert")
 class DistilHuBERTLoss(nn.Module):
@@ -127,3 +138,8 @@ class DistilHuBERTLoss(nn.Module):
             cos = F.logsigmoid(F.cosine_similarity(pred, target, dim=-1))
             total = total + l1 - self.cos_weight * (cos * m).sum(dim=1)
         return total.mean()
+
+    @staticmethod
+    def normaliser(mask: torch.Tensor) -> torch.Tensor:
+        """The denominator of the loss's batch mean: the number of samples."""
+        return torch.tensor(float(len(mask)))

@@ -39,9 +39,21 @@ class DistillationObjective(nn.Module):
                                       student_hidden=int(student.config["hidden"]), teacher_hidden=teacher_hidden,
                                       num_targets=len(kd_config["layers"]))
 
+    def normalisers(self, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(2,) denominators of the AAM and KD batch means for a batch (``mask``: (B, T) valid frames),
+        so that micro-batch losses can be weighted into the loss of their union (gradient accumulation)."""
+        kd = self.kd.normaliser(mask) if self.kd is not None else torch.tensor(1.0)
+        return torch.stack([self.aam.normaliser(labels).cpu(), kd.cpu()])
+
     def forward(self, wav: torch.Tensor, labels: torch.Tensor, targets: Optional[torch.Tensor] = None,
-                mask: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                mask: Optional[torch.Tensor] = None, shares: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Losses of the batch; ``shares`` (2,) weights its AAM and KD means as parts of a larger batch
+        (the loss is then ``shares[0]·aam + λ·shares[1]·kd``; the reported ``aam``/``kd`` are unweighted)."""
         states = self.student.hidden_states(wav)
         aam = self.aam(self.student.backend(states), labels)
         kd = self.kd(states, targets, mask) if self.kd is not None else aam.new_zeros(())
-        return {"loss": aam + self.kd_lambda * kd, "aam": aam.detach(), "kd": kd.detach()}
+        if shares is None:
+            loss = aam + self.kd_lambda * kd
+        else:
+            loss = shares[0] * aam + self.kd_lambda * shares[1] * kd
+        return {"loss": loss, "aam": aam.detach(), "kd": kd.detach()}

@@ -17,7 +17,7 @@ import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -237,6 +237,38 @@ def train(config: Dict[str, Any], data_dir: os.PathLike, exp_dir: os.PathLike,
         shutdown(ctx)
 
 
+def accumulated_backward(model: torch.nn.Module, objective: DistillationObjective, wav: torch.Tensor,
+                         labels: torch.Tensor, targets: Optional[torch.Tensor], mask: torch.Tensor, accum: int,
+                         scale: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
+                         autocast: Callable[[], Any] = nullcontext) -> Dict[str, torch.Tensor]:
+    """Backpropagate the loss of one step's batch as ``accum`` equal micro-batches (``model``: the
+    objective, maybe DDP-wrapped). Each micro-batch's AAM and KD means are weighted by its share of
+    the batch's normalisers (summed class weights, valid frames or samples), so the accumulated
+    gradient is that of the whole batch's loss (up to float rounding and batch-dependent layers:
+    BatchNorm in train mode sees each micro-batch's statistics). Under DDP only the last micro-batch
+    all-reduces (``no_sync`` for the others). Returns the batch's detached losses."""
+    n = len(wav)
+    if n % accum:
+        raise SvmixError(f"a batch of {n} does not split into {accum} equal micro-batches")
+    size = n // accum
+    parts = [slice(j * size, (j + 1) * size) for j in range(accum)]
+    norms = torch.stack([objective.normalisers(labels[p], mask[p]) for p in parts])  # (accum, 2)
+    shares = (norms / norms.sum(dim=0)).to(wav.device)
+    totals: Dict[str, torch.Tensor] = {}
+    for j, part in enumerate(parts):
+        last = j == accum - 1
+        sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else nullcontext()
+        with sync:
+            with autocast():
+                out = model(wav[part], labels[part], None if targets is None else targets[part], mask[part],
+                            shares=shares[j])
+            scale(out["loss"]).backward()
+        for key, weight in (("loss", 1.0), ("aam", shares[j, 0]), ("kd", shares[j, 1])):
+            value = out[key].detach().float() * weight
+            totals[key] = totals[key] + value if key in totals else value
+    return totals
+
+
 class _Trainer:
     def __init__(self, config, ctx: DistContext, exp_dir: Path, data_dir, teacher_cache, teacher, val_data,
                  augment_dir, progress, init_from=None):
@@ -280,8 +312,12 @@ class _Trainer:
                                    progress=self.progress)
         if cfg["augment"] and float(cfg["augment"].get("p", 0)) > 0:  # babble draws on the dataset
             self.dataset.augmenter = Augmenter(cfg["augment"], AugmentResources(augment_dir, self.dataset.other_speech))
-        self.sampler = ShardedBatchSampler(labels, int(cfg["batch_size"]), seed, ctx.rank, ctx.world_size,
-                                           cfg["speaker_balanced"])
+        self.accum = int(cfg["accum_grad"])
+        if int(cfg["batch_size"]) % ctx.world_size:
+            raise SvmixError(f"train.batch_size {cfg['batch_size']} is not divisible by the {ctx.world_size} processes")
+        # One sampler batch is one optimiser step: accum_grad micro-batches of batch_size.
+        self.sampler = ShardedBatchSampler(labels, int(cfg["batch_size"]) * self.accum, seed, ctx.rank,
+                                           ctx.world_size, cfg["speaker_balanced"])
         workers = int(cfg["num_workers"])
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
                                  worker_init_fn=_worker_init, generator=torch.Generator().manual_seed(seed),
@@ -418,11 +454,10 @@ class _Trainer:
         margin = self._margin_at(self.step)
         if margin is not None:
             self.objective.aam.set_margin(margin)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
-        with autocast:
-            out = self.model(wav, labels, targets, mask)
+        autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if self.amp else nullcontext
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(out["loss"]).backward()
+        out = accumulated_backward(self.model, self.objective, wav, labels, targets, mask, self.accum,
+                                   scale=self.scaler.scale, autocast=autocast)
         if self.cfg["grad_clip"]:
             self.scaler.unscale_(self.optimizer)
             out["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.objective.parameters(),
@@ -462,9 +497,9 @@ class _Trainer:
         log_every, val_every, ckpt_every = (self._interval(cfg[k])
                                             for k in ("log_every", "val_every", "checkpoint_every"))
         if self.ctx.is_main:
-            _log.info("training %s: %d utterances, %d speakers, %d process(es), batch %d, %d batches/epoch",
-                      self.exp, len(self.dataset), len(self.speakers), self.ctx.world_size, cfg["batch_size"],
-                      self.sampler.batches_per_epoch)
+            _log.info("training %s: %d utterances, %d speakers, %d process(es), batch %d x %d accumulated, "
+                      "%d steps/epoch", self.exp, len(self.dataset), len(self.speakers), self.ctx.world_size,
+                      cfg["batch_size"], self.accum, self.sampler.batches_per_epoch)
         bar = Progress(total=self._total_steps(), initial=self.step, desc="train", unit="step", enabled=self.progress)
         sums: Dict[str, torch.Tensor] = {}
         count, started = 0, time.time()
