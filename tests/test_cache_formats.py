@@ -2,13 +2,14 @@
 deterministic fit pass, resume, old caches, and training from every format."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from conftest import make_datadir, one_error_line
+from conftest import make_datadir, one_error_line, snapshot
 from svmix.cache import CacheSettings, TeacherCache, build_cache, verify_cache
 from svmix.cache.codecs import distortion
 from svmix.errors import SvmixError
@@ -44,9 +45,8 @@ def world(tmp_path_factory):
 
 
 def files_of(directory):
-    """A cache's files but plan.json (it names the output paths) and cache.log (each run's times)."""
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
-            and p.name not in ("plan.json", "cache.log")}
+    """A cache's files but its log (each run's times) and plan.json (it names the output paths)."""
+    return {name: data for name, data in snapshot(directory, logs=False).items() if Path(name).name != "plan.json"}
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
