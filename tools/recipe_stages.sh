@@ -37,11 +37,12 @@ _svmix_systems() {
 }
 _svmix_seed_list() { echo "${seeds//,/ }"; }
 
-# _svmix_frontend_name CONF: the frontend registry name a model config selects (empty: the default).
+# _svmix_frontend_name CONF: the frontend registry name a model config selects (empty: the default),
+# its includes followed (svmix.yaml_config: PyYAML only, quick).
 _svmix_frontend_name() {
-  python -c 'import sys, yaml
-m = (yaml.safe_load(open(sys.argv[1])) or {}).get("model") or {}
-print((m.get("frontend") or {}).get("name") or "")' "$1"
+  python -c 'import sys
+from svmix.yaml_config import read_model_config
+print((read_model_config(sys.argv[1]).get("frontend") or {}).get("name") or "")' "$1"
 }
 
 stage_cache() {
