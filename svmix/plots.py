@@ -114,7 +114,7 @@ def plot_eer_against_size(panels: Mapping[str, Mapping[str, Sequence[SizePoint]]
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
     for ax, (condition, curves) in zip(axes[0], panels.items()):
-        for marker, (curve, points) in zip("os^vD<>", curves.items()):
+        for i, (marker, (curve, points)) in enumerate(zip("os^vD<>", curves.items())):
             points = sorted(points, key=lambda p: p[0])
             x = np.array([p[0] for p in points], dtype=np.float64)
             y = np.array([p[1] for p in points], dtype=np.float64)
@@ -122,7 +122,8 @@ def plot_eer_against_size(panels: Mapping[str, Mapping[str, Sequence[SizePoint]]
             ax.errorbar(x, y, yerr=np.maximum(err, 0.0), marker=marker, capsize=3, label=curve)
             for xi, yi, (_, _, _, text) in zip(x, y, points):
                 if text:
-                    ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize="small")
+                    ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(4, 4 if i % 2 == 0 else -12),
+                                fontsize="small")  # curves alternately above and below their points
         ax.set_xlabel(xlabel)
         ax.set_ylabel("EER (%)")
         ax.set_title(condition)
