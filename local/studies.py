@@ -72,7 +72,6 @@ ABLATIONS = (("none", "svmixer_mini_none"), ("GCM", "svmixer_mini_gcm"), ("LGM",
 BACKENDS = (("linear", "_linear"), ("ECAPA-TDNN", ""), ("ReDimNet", "_redimnet"))
 PAIR = (("Transformer", "transformer_mini"), ("SV-Mixer", "svmixer_mini"))  # Tables III and IV
 DEPTH_FAMILIES = (("SV-Mixer", "svmixer_mini"), ("MLP-Mixer", "mlpmixer_mini"))
-TEACHER_LABELS = {"main": "main", "small": "small"}
 
 
 def parse_studies(text: str) -> List[str]:
@@ -126,7 +125,7 @@ def study_rows(name: str, depths: Sequence[int] = (), model_conf_dir: Optional[P
     if name == "backends":
         return [Row((student, backend), system + suffix) for student, system in PAIR for backend, suffix in BACKENDS]
     if name == "teachers":
-        return [Row((TEACHER_LABELS[t], student), system, t) for t in TEACHERS for student, system in PAIR]
+        return [Row((t, student), system, t) for t in TEACHERS for student, system in PAIR]
     if name == "depth":
         rows = []
         for family, base in DEPTH_FAMILIES:
@@ -224,10 +223,10 @@ def _teachers_table(evals: Mapping[str, Optional[dict]], conditions) -> List[str
     rows = []
     for key, info in evals.items():
         if info is None:
-            rows.append([TEACHER_LABELS[key], "not measured"] + ["n/a"] * (len(header) - 2))
+            rows.append([key, "not measured"] + ["n/a"] * (len(header) - 2))
             continue
         sets = info.get("sets") or {}
-        rows.append([TEACHER_LABELS[key], f"`{info['teacher']}`" + (f": {info['what']}" if info.get("what") else ""),
+        rows.append([key, f"`{info['teacher']}`" + (f": {info['what']}" if info.get("what") else ""),
                      str(info["layers"]), f"{info['params'] / 1e6:.2f}",
                      "n/a" if info.get("steps") is None else str(info["steps"]),
                      "n/a" if info.get("speakers") is None else str(info["speakers"])]

@@ -48,9 +48,10 @@ Stages:
 Layout: \$exp/main_teacher/<system>/seed<k>/ (the main teacher, --teacher) and \$exp/small_teacher/
 (the small teacher in teacher/, and its systems), each with its own RESULTS.md; \$exp/world/ holds the
 logs of stage 0; \$exp/run_times.tsv the wall time of every step.
-Time (estimated): about 7 minutes per system and seed on 2 free CPU cores (training with conf/train_mini.yaml, then
-extraction of the two test sets). All studies with the default depths are 21 systems, about 2.5-3 hours
-for one seed (more on a shared machine; --seeds 0,1,2 triples it); RESULTS.md states what each study took.
+Time (estimated): 7-10 minutes per system and seed on 2 free CPU cores (4-5 minutes of training with
+conf/train_mini.yaml, then extraction and scoring of the two test sets). All studies with the default
+depths are 21 systems: 2.5-3.5 hours for one seed (more on a shared machine; --seeds 0,1,2 triples it).
+RESULTS.md states what each study took.
 Finished work is kept: no stage retrains (the mini recipe's --stage 3 does). To retrain a system, remove
 \$exp/<teacher>_teacher/<system>/ and its done-markers \$exp/<teacher>_teacher/.done/*_<system>_seed*.done."
 . "$root/tools/stage_lib.sh"
