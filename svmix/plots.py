@@ -1,15 +1,19 @@
-"""Pictures of a verification system beyond the DET curve: embeddings by speaker, scores by class.
+"""Pictures of a verification system beyond the DET curve: embeddings by speaker, scores by class,
+and EER against model size (the studies' Fig. 5).
 
-Both write PNG files atomically and need matplotlib (the ``plot`` extra).
+All write PNG files atomically and need matplotlib (the ``plot`` extra).
 """
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from svmix.errors import SvmixError
+
+# One point of an EER-against-size curve: size, EER (%), its 95% interval or None, a label ("L=4").
+SizePoint = Tuple[float, float, Optional[Tuple[float, float]], str]
 
 
 def _pyplot():
@@ -88,6 +92,44 @@ def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, path: os.PathLi
     ax.set_ylabel("density")
     ax.set_title(title)
     ax.legend(fontsize="small")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_eer_against_size(panels: Mapping[str, Mapping[str, Sequence[SizePoint]]], path: os.PathLike,
+                          xlabel: str = "total parameters (M)", title: str = "EER against model size") -> None:
+    """EER against size, one panel per test condition: ``{condition: {curve: [(size, eer, ci, label),
+    ...]}}``. Each curve's points are joined in order of size and drawn with their 95% interval
+    (``ci``: ``(low, high)`` or None) as error bars; ``label`` (e.g. ``L=4``) is written beside the point."""
+    if not panels or not all(panels.values()):
+        raise SvmixError("EER-against-size plot: no points to draw")
+    for condition, curves in panels.items():
+        for curve, points in curves.items():
+            if not points:
+                raise SvmixError(f"EER-against-size plot: curve '{curve}' of '{condition}' has no points")
+            values = [v for size, eer, ci, _ in points for v in (size, eer, *(ci or ()))]
+            if not np.isfinite(np.asarray(values, dtype=np.float64)).all():
+                raise SvmixError(f"EER-against-size plot: curve '{curve}' of '{condition}' has NaN or infinite values")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (condition, curves) in zip(axes[0], panels.items()):
+        for i, (marker, (curve, points)) in enumerate(zip("os^vD<>", curves.items())):
+            points = sorted(points, key=lambda p: p[0])
+            x = np.array([p[0] for p in points], dtype=np.float64)
+            y = np.array([p[1] for p in points], dtype=np.float64)
+            err = np.array([[p[1] - p[2][0], p[2][1] - p[1]] if p[2] else [0.0, 0.0] for p in points]).T
+            ax.errorbar(x, y, yerr=np.maximum(err, 0.0), marker=marker, capsize=3, label=curve)
+            for xi, yi, (_, _, _, text) in zip(x, y, points):
+                if text:
+                    ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(4, 4 if i % 2 == 0 else -12),
+                                fontsize="small")  # curves alternately above and below their points
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("EER (%)")
+        ax.set_title(condition)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

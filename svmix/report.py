@@ -13,6 +13,10 @@ data dir) and one of its trials lists. The report has
 Only the timing section depends on the machine or the clock: the other tables of two runs with the
 same seeds are equal. A per-seed version of the accuracy and timing tables is written beside
 RESULTS.md (``RESULTS_per_seed.md``) and linked from it.
+
+The studies recipe (``recipes/mini_studies/``) builds its tables from the same pieces:
+:func:`conditions_table`, :func:`study_table` (one row per system, labelled by the study) and
+:func:`mean_eer`.
 """
 from __future__ import annotations
 
@@ -215,6 +219,54 @@ def _accuracy_cells(runs: Sequence[Dict[str, object]], conditions: Sequence[Cond
     return cells
 
 
+def mean_eer(summary: Dict[str, object], condition: Condition):
+    """``(EER mean over the seeds, mean 95% interval)`` of one system on one condition (None where no
+    seed has a value yet): the numbers a study plots."""
+    ms = [r["metrics"][condition.key] for r in summary["runs"].values()]
+    eers = [m["eer"] for m in ms if m["eer"] is not None]
+    cis = [m["eer_ci"] for m in ms if m["eer_ci"] is not None]
+    ci = (statistics.fmean(c[0] for c in cis), statistics.fmean(c[1] for c in cis)) if cis else None
+    return (statistics.fmean(eers) if eers else None), ci
+
+
+def conditions_table(conditions: Sequence[Condition], notes: Mapping[str, str]) -> List[str]:
+    """The test conditions: voices, utterances, trials, target trials and what the audio is."""
+    single = len({c.trials for c in conditions}) == 1
+    rows = []
+    for c in conditions:
+        d = describe_condition(c)
+        rows.append([c.label(single), f"`{c.trials}`", _fmt(d["voices"], "d"), str(d["utterances"]),
+                     f"{d['trials']:,}", f"{d['target']:,}", notes.get(c.test_set, "")])
+    return _table(["test set", "trials list", "voices", "utterances", "trials", "target trials", "condition"],
+                  ["---", "---", "---:", "---:", "---:", "---:", "---"], rows)
+
+
+def study_table(label_header: Sequence[str], rows: Sequence[Sequence[object]],
+                conditions: Sequence[Condition]) -> List[str]:
+    """One study's table: per row (``(label cells, summary)``, a :func:`system_summary` or
+    :func:`floor_summary`) the label cells, the accuracy cells of RESULTS.md per condition (EER mean ±
+    std over the seeds, its 95% CI, minDCF at 0.01 and 0.05), the validation EER, and parameters (M)
+    and GMACs as frontend / encoder / backend / total."""
+    single = len({c.trials for c in conditions}) == 1
+    header = [*label_header] + _accuracy_header(conditions, single) + [
+        "val EER (%)", "params (M): frontend / encoder / backend / total", "GMACs: frontend / encoder / backend / total"]
+    out = []
+    for labels, s in rows:
+        if len(labels) != len(label_header):
+            raise SvmixError(f"study row {list(labels)}: {len(label_header)} label cells expected")
+        runs = list(s["runs"].values())
+        cells = [*labels] + _accuracy_cells(runs, conditions)
+        if s["parts"] is None:  # the floor: no model
+            cells += ["-", "-", "-"]
+        else:
+            parts = [s["parts"][p] for p in (*PARTS, "total")]
+            cells += [mean_std([r["val_eer"] for r in runs], ".2f"),
+                      " / ".join(f"{p['params_m']:.3f}" for p in parts), " / ".join(f"{p['gmacs']:.3f}" for p in parts)]
+        out.append(cells)
+    align = ["---"] * len(label_header) + ["---:"] * (len(header) - len(label_header) - 2) + ["---:", "---:"]
+    return _table(header, align, out)
+
+
 def render(summaries: Sequence[Dict[str, object]], conditions: Sequence[Condition], seeds: Sequence[int],
            notes: Mapping[str, str], commands: Sequence[str], teacher: Optional[str] = None,
            per_seed_link: Optional[str] = None) -> str:
@@ -222,14 +274,7 @@ def render(summaries: Sequence[Dict[str, object]], conditions: Sequence[Conditio
     import torch
 
     single = len({c.trials for c in conditions}) == 1
-    lines = ["# RESULTS", "", "## Test conditions", ""]
-    rows = []
-    for c in conditions:
-        d = describe_condition(c)
-        rows.append([c.label(single), f"`{c.trials}`", _fmt(d["voices"], "d"), str(d["utterances"]),
-                     f"{d['trials']:,}", f"{d['target']:,}", notes.get(c.test_set, "")])
-    lines += _table(["test set", "trials list", "voices", "utterances", "trials", "target trials", "condition"],
-                    ["---", "---", "---:", "---:", "---:", "---:", "---"], rows)
+    lines = ["# RESULTS", "", "## Test conditions", ""] + conditions_table(conditions, notes)
     seeds_text = ", ".join(str(k) for k in seeds)
     lines += ["", "## Accuracy", "",
               f"Training seeds: {seeds_text} (train.seed). Each value is the mean ± sample standard deviation over "

@@ -260,6 +260,50 @@ def test_one_reader_one_merge_and_dotted_overrides(tmp_path):
         load_config(conf)
 
 
+def test_model_configs_include_a_base_and_change_only_what_differs(tmp_path):
+    from svmix.yaml_config import read_model_config
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"model": TINY_MODEL}))
+    (tmp_path / "deeper.yaml").write_text("model_config: base.yaml\nmodel:\n  encoder: {num_layers: 4}\n")
+    (tmp_path / "linear_deeper.yaml").write_text(  # nested, and a backend that names another entry
+        "model_config: deeper.yaml\nmodel:\n  backend: {name: ecapa, channels: 16}\n")
+    deeper = read_model_config(tmp_path / "deeper.yaml")
+    assert deeper == {**TINY_MODEL, "encoder": {**TINY_MODEL["encoder"], "num_layers": 4}}
+    nested = read_model_config(tmp_path / "linear_deeper.yaml")
+    assert nested["encoder"]["num_layers"] == 4 and nested["backend"] == {"name": "ecapa", "channels": 16}
+    train = tmp_path / "train.yaml"  # a training config includes the derived file as any model config
+    train.write_text(yaml.safe_dump({"model_config": "linear_deeper.yaml", "train": {"max_steps": 2}}))
+    resolved = load_train_config(train)["model"]
+    assert resolved == resolve_model_config(nested) and resolved["backend"]["scale"] == 4  # ECAPA's own default
+    # A renamed registry mapping replaces the base's instead of merging its arguments in.
+    assert merge({"b": {"name": "ecapa", "channels": 8}}, {"b": {"name": "linear"}}) == {"b": {"name": "linear"}}
+    assert merge({"b": {"name": "ecapa", "channels": 8}}, {"b": {"channels": 4}}) == {"b": {"name": "ecapa", "channels": 4}}
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.yaml": "model_config: b.yaml\n", "b.yaml": "model_config: a.yaml\n"}, "include each other: a.yaml -> b.yaml -> a.yaml"),
+    ({"a.yaml": "model_config: a.yaml\n"}, "include each other"),
+    ({"a.yaml": "model_config: missing.yaml\n"}, "model config 'missing.yaml' not found"),
+    ({"a.yaml": "model_config: b.yaml\ntrain: {max_steps: 1}\n", "b.yaml": "model: {}\n"}, "unknown top-level key 'train'"),
+    ({"a.yaml": "model_config: b.yaml\nmodel: [1]\n", "b.yaml": "model: {}\n"}, "'model:' must be a mapping"),
+    ({"a.yaml": "model: 3\n"}, "'model:' must be a mapping"),
+])
+def test_bad_model_config_includes_are_one_line_errors(tmp_path, files, message):
+    from svmix.yaml_config import read_model_config
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(SvmixError, match=re.escape(message)) as info:
+        read_model_config(tmp_path / "a.yaml")
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_config_does_not_import_torch():
+    """The recipes read model configs at every training step: that must stay quick."""
+    code = "import sys, svmix.yaml_config; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
 @pytest.mark.parametrize("key,value", [("train.steps", 0), ("train.steps", -5), ("train.batch_size", 1),
                                        ("train.lr", "fast"), ("seed", -1), ("model.hidden_size", 10 ** 12),
                                        ("train.noise_snr", [25.0, 5.0])])

@@ -1,9 +1,9 @@
-"""t-SNE and score-histogram pictures: files written, inputs checked."""
+"""t-SNE, score-histogram and EER-against-size pictures: files written, inputs checked."""
 import numpy as np
 import pytest
 
 from svmix.errors import SvmixError
-from svmix.plots import plot_score_histogram, plot_tsne
+from svmix.plots import plot_eer_against_size, plot_score_histogram, plot_tsne
 
 
 def test_tsne_draws_each_speaker_and_caps_their_number(tmp_path):
@@ -44,3 +44,24 @@ def test_tsne_bad_input(tmp_path, emb, speakers, message):
 def test_histogram_bad_input(tmp_path, scores, labels, message):
     with pytest.raises(SvmixError, match=message):
         plot_score_histogram(np.array(scores), np.array(labels), tmp_path / "x.png")
+
+
+def test_eer_against_size_one_panel_per_condition(tmp_path):
+    curves = {"SV-Mixer": [(1.2, 30.0, (25.0, 35.0), "L=4"), (0.9, 33.0, None, "L=2")],
+              "MLP-Mixer": [(1.23, 31.0, (28.0, 34.5), "L=4")]}
+    plot_eer_against_size({"test": curves, "test_noisy": curves}, tmp_path / "depth.png")
+    png = (tmp_path / "depth.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+@pytest.mark.parametrize("panels, message", [
+    ({}, "no points"),
+    ({"test": {}}, "no points"),
+    ({"test": {"a": []}}, "curve 'a' of 'test' has no points"),
+    ({"test": {"a": [(1.0, float("nan"), None, "")]}}, "NaN or infinite"),
+    ({"test": {"a": [(1.0, 20.0, (10.0, float("inf")), "")]}}, "NaN or infinite"),
+])
+def test_eer_against_size_bad_input(tmp_path, panels, message):
+    with pytest.raises(SvmixError, match=message):
+        plot_eer_against_size(panels, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()

@@ -138,6 +138,27 @@ def test_shipped_wide_pair_is_in_the_papers_regime(pair_ratios):
     assert encoder_mismatch(pair_ratios["wide"], max_ratio=0.6) is None
 
 
+# The studies' Table I students (recipes/mini_studies): each includes svmixer_mini.yaml and replaces its
+# encoder; the encoder parameters stated in its header comment, within 10% of the Transformer's.
+STUDY_STUDENTS = {"mlpmixer_mini": 576_368, "cyclemlp_mini": 595_200, "convmixer_mini": 537_344}
+
+
+@pytest.mark.parametrize("name", sorted(STUDY_STUDENTS))
+def test_study_students_are_cost_matched_to_the_transformer(name):
+    from svmix.yaml_config import read_model_config
+
+    student = read_model_config(CONF / f"{name}.yaml")
+    transformer = model_section(MATCHED[0])
+    assert {k: v for k, v in student.items() if k != "encoder"} == \
+        {k: v for k, v in transformer.items() if k != "encoder"}  # only the encoder differs
+    a, b = profile_model(transformer), profile_model(student)
+    assert b["parts"]["encoder"]["params"] == STUDY_STUDENTS[name]
+    assert f"{STUDY_STUDENTS[name]:,}" in (CONF / f"{name}.yaml").read_text()
+    ratios = compare_profiles(a, b)
+    assert encoder_mismatch(ratios, max_param_diff=0.10) is None
+    assert ratios["frontend"] == ratios["backend"] == {"params": 1.0, "gmacs": 1.0, "gmacs_with_attention": 1.0}
+
+
 def test_encoder_mismatch_messages():
     def ratios(params, gmacs):
         return {"encoder": {"params": params, "gmacs": gmacs, "gmacs_with_attention": gmacs}}

@@ -37,11 +37,12 @@ _svmix_systems() {
 }
 _svmix_seed_list() { echo "${seeds//,/ }"; }
 
-# _svmix_frontend_name CONF: the frontend registry name a model config selects (empty: the default).
+# _svmix_frontend_name CONF: the frontend registry name a model config selects (empty: the default),
+# its includes followed (svmix.yaml_config: PyYAML only, quick).
 _svmix_frontend_name() {
-  python -c 'import sys, yaml
-m = (yaml.safe_load(open(sys.argv[1])) or {}).get("model") or {}
-print((m.get("frontend") or {}).get("name") or "")' "$1"
+  python -c 'import sys
+from svmix.yaml_config import read_model_config
+print((read_model_config(sys.argv[1]).get("frontend") or {}).get("name") or "")' "$1"
 }
 
 stage_cache() {
@@ -186,8 +187,7 @@ _svmix_check_names() {
 
 # Checks the variables the shared stages need (one line naming the first bad one) and, with
 # --print-options, prints every recipe option and stage variable as name=value (the values the run
-# would use) and exits. Otherwise starts the run: done-markers and the command log in $exp,
-# everything also to $exp/run.log.
+# would use) and exits. Otherwise starts the run (recipe_start, tools/stage_lib.sh).
 recipe_begin() {
   local v names
   read -r -d '' -a names <<< "$svmix_stage_variables" || true
@@ -231,21 +231,7 @@ recipe_begin() {
       [ -f "$model_conf_dir/$v.yaml" ] || recipe_error "--baselines: $model_conf_dir/$v.yaml not found"
     done
   fi
-  if $svmix_print_options; then
-    local printed=" "
-    read -r -d '' -a names <<< "$recipe_options $svmix_stage_variables $svmix_optional_stage_variables" || true
-    for v in "${names[@]}"; do
-      [[ "$printed" == *" $v "* ]] && continue
-      printed+="$v "
-      printf '%s=%s\n' "$v" "${!v:-}"
-    done
-    exit 0
-  fi
-  done_dir=$exp/.done
-  commands_log=$exp/commands.log
-  mkdir -p "$exp"
-  exec > >(tee -a "$exp/run.log") 2>&1
-  svmix_log "$0 $* (stages $stage..$stop_stage)"
+  recipe_start "$recipe_options $svmix_stage_variables $svmix_optional_stage_variables" "$@"
 }
 
 # Stages 2-6 within --stage..--stop-stage, then RESULTS.md at $1. (`if`, not `&&`: bash ignores

@@ -65,6 +65,29 @@ run_step() {
   echo "$fp" > "$marker.tmp" && mv "$marker.tmp" "$marker"
 }
 
+# recipe_start VARIABLES ARGS...: with --print-options (tools/parse_options.sh), prints each variable
+# named in VARIABLES (any whitespace between names; each once) as name=value, the values the run would
+# use, and exits. Otherwise starts the run in $exp: done-markers in $exp/.done, the command log
+# $exp/commands.log, everything printed also to $exp/run.log, and a first line with ARGS.
+recipe_start() {
+  local names v printed=" "
+  read -r -d '' -a names <<< "$1" || true
+  shift
+  if ${svmix_print_options:-false}; then
+    for v in "${names[@]}"; do
+      [[ "$printed" == *" $v "* ]] && continue
+      printed+="$v "
+      printf '%s=%s\n' "$v" "${!v:-}"
+    done
+    exit 0
+  fi
+  done_dir=$exp/.done
+  commands_log=$exp/commands.log
+  mkdir -p "$exp"
+  exec > >(tee -a "$exp/run.log") 2>&1
+  svmix_log "$0 $* (stages $stage..$stop_stage)"
+}
+
 # in_stage N: true when N lies within --stage .. --stop-stage (and makes N the current stage).
 in_stage() {
   [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ] || return 1

@@ -17,14 +17,11 @@ Row = Tuple[str, int, float, float]  # name, params, gmacs, attention gmacs
 
 
 def load_model_config(path: str) -> Dict[str, Any]:
-    """A YAML file with a ``model:`` section, or a model config itself."""
-    from svmix.train.config import read_yaml
+    """A YAML file with a ``model:`` section, a model config itself, or a model YAML that includes a
+    base (``model_config:``, svmix.yaml_config)."""
+    from svmix.yaml_config import read_model_config
 
-    data = read_yaml(path, "model config")
-    model = data.get("model", data)
-    if not isinstance(model, dict):
-        raise SvmixError(f"{path}: 'model:' must be a mapping")
-    return model
+    return read_model_config(path)
 
 
 def _row(name: str, entry: Dict[str, Any]) -> Row:

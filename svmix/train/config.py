@@ -1,9 +1,10 @@
-"""Training configuration: the one YAML reader, the one merge, overrides, closed resolution, ranges.
+"""Training configuration: overrides, closed resolution, ranges (the YAML reader, the merge and
+model-config includes are in :mod:`svmix.yaml_config`).
 
 A training YAML has a ``model:`` and a ``train:`` section. The model may be embedded
 (``model: {...}``) or included with ``model_config: PATH`` (a YAML file whose content is a model
-config, or has a top-level ``model:`` key); keys under an embedded ``model:`` then override the
-included ones. A relative ``model_config`` path is looked up as given (from the working directory)
+config, or has a top-level ``model:`` key, or includes a base model YAML of its own); keys under an
+embedded ``model:`` then override the included ones. A relative ``model_config`` path is looked up as given (from the working directory)
 and then next to the training config. ``--override key.sub=value`` (YAML-parsed value) is applied
 before the include is resolved, so ``--override model_config=conf/model/transformer_mini.yaml``
 swaps the student.
@@ -34,6 +35,7 @@ from svmix.registry import CLASSIFICATION_LOSSES, KD_LOSSES
 from svmix.train.augment import AUGMENTATIONS, DEFAULT_AUGMENT_CONFIG
 from svmix.train.objective import KD_TRAINER_KEYS, kd_loss_params
 from svmix.train.optim import OPTIMIZERS, SCHEDULERS
+from svmix.yaml_config import find_include, merge, read_model_config, read_yaml  # noqa: F401 (re-exported)
 
 DEFAULT_TRAIN_CONFIG: Dict[str, Any] = {
     "seed": 4221,
@@ -69,33 +71,7 @@ DEFAULT_TRAIN_CONFIG: Dict[str, Any] = {
 
 
 # ---------------------------------------------------------------- reading and merging
-def read_yaml(path: os.PathLike, what: str) -> Dict[str, Any]:
-    """The YAML reader of every svmix config: a mapping, or a one-line error naming ``path``."""
-    path = Path(path)
-    if not path.is_file():
-        raise SvmixError(f"{path}: {what} not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        raise SvmixError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
-    except UnicodeDecodeError:
-        raise SvmixError(f"{path}: {what} is not UTF-8 text") from None
-    if not isinstance(data, dict):
-        raise SvmixError(f"{path}: {what} must be a YAML mapping")
-    return data
-
-
-def merge(base: Mapping[str, Any], update: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    """Deep merge: mappings merge key by key, anything else in ``update`` replaces. Unknown keys are
-    not rejected here; :func:`validate` (or a registry's ``resolve``) rejects them."""
-    out = copy.deepcopy(dict(base))
-    for key, value in (update or {}).items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+# The one YAML reader and the one merge live in svmix.yaml_config (light: the recipes import it).
 
 
 def apply_overrides(config: Dict[str, Any], overrides: Union[Sequence[str], Mapping[str, Any]]) -> Dict[str, Any]:
@@ -483,27 +459,12 @@ def _resolve_kd(kd: Any) -> Dict[str, Any]:
     return {"name": loss.pop("name"), "layers": kd.get("layers"), "lambda": kd.get("lambda", 1.0), **loss}
 
 
-# train sections that configure a registry entry: a default's parameters belong to its entry only
-REGISTRY_SECTIONS = {"optimizer": (), "scheduler": (), "aam": (), "kd": ("layers", "lambda")}
-
-
-def _defaults_for(train: Mapping[str, Any]) -> Dict[str, Any]:
-    """DEFAULT_TRAIN_CONFIG, but a section that names another registry entry than the default
-    starts from that entry's constructor defaults, not from the default entry's parameters."""
-    base = copy.deepcopy(DEFAULT_TRAIN_CONFIG)
-    for key, keep in REGISTRY_SECTIONS.items():
-        section = train.get(key)
-        if isinstance(section, Mapping) and section.get("name", base[key]["name"]) != base[key]["name"]:
-            base[key] = {k: v for k, v in base[key].items() if k in keep}
-    return base
-
-
 def resolve_train_config(train: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     """Fill defaults into a ``train:`` section (closed: every constructor default written out)."""
     if train is not None and not isinstance(train, Mapping):
         raise SvmixError(f"train={train!r}: must be a mapping")
     train = upgrade_legacy_train(train or {})
-    train = merge(_defaults_for(train), train)
+    train = merge(DEFAULT_TRAIN_CONFIG, train)  # a section naming another entry replaces the default's
     unknown = sorted(set(train) - set(DEFAULT_TRAIN_CONFIG))
     if unknown:  # before resolving sections, so a misspelt key is reported as such
         raise SvmixError(f"train: unknown key '{unknown[0]}' (known: {', '.join(sorted(DEFAULT_TRAIN_CONFIG))})")
@@ -521,16 +482,6 @@ def resolve_train_config(train: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     return train
 
 
-def _find_include(path: str, config_dir: Optional[Path]) -> Path:
-    candidate = Path(path)
-    if candidate.is_file() or candidate.is_absolute() or config_dir is None:
-        return candidate
-    beside = config_dir / candidate
-    if not beside.is_file():
-        raise SvmixError(f"model config '{path}' not found (looked in the working directory and in {config_dir})")
-    return beside
-
-
 def resolve_config(raw: Mapping[str, Any], config_dir: Optional[Path] = None) -> Dict[str, Any]:
     """Resolve includes, fill every default and validate: returns ``{"model": {...}, "train": {...}}``.
 
@@ -541,8 +492,7 @@ def resolve_config(raw: Mapping[str, Any], config_dir: Optional[Path] = None) ->
                          "(known: model, model_config, train)")
     model: Dict[str, Any] = {}
     if raw.get("model_config"):
-        included = read_yaml(_find_include(str(raw["model_config"]), config_dir), "model config")
-        model = included.get("model", included)
+        model = read_model_config(find_include(str(raw["model_config"]), config_dir))
     if not isinstance(model, Mapping) or not isinstance(raw.get("model") or {}, Mapping):
         raise SvmixError("model: must be a mapping")
     config = {"model": resolve_model_config(merge(model, raw.get("model"))), "train": resolve_train_config(raw.get("train"))}
