@@ -201,18 +201,9 @@ def read_times(path: Optional[Path]) -> Dict[str, List[float]]:
 
 def _train_hash(seed_dir: Path) -> Optional[str]:
     """The training settings of a run without its seed and KD target layers (which follow the teacher)."""
-    import hashlib
+    from svmix.report import config_hash
 
-    import yaml
-
-    config_file = seed_dir / "config.yaml"
-    if not config_file.is_file():
-        return None
-    train = dict((yaml.safe_load(config_file.read_text()) or {}).get("train") or {})
-    train.pop("seed", None)
-    if isinstance(train.get("kd"), dict):
-        train["kd"] = {k: v for k, v in train["kd"].items() if k != "layers"}
-    return hashlib.sha256(json.dumps(train, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return config_hash(seed_dir / "config.yaml", section="train", ignore=("train.seed", "train.kd.layers"))
 
 
 def _teachers_table(evals: Mapping[str, Optional[dict]], conditions) -> List[str]:

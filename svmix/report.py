@@ -29,7 +29,7 @@ import platform
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
@@ -96,13 +96,22 @@ def describe_condition(condition: Condition) -> Dict[str, object]:
             "trials": len(trials), "target": sum(1 for t in trials if t.label == 1)}
 
 
-def _config_hash(config_file: Path) -> Optional[str]:
-    """The training config without its seed: equal for the seeds of one system."""
+def config_hash(config_file: Path, section: Optional[str] = None,
+                ignore: Sequence[str] = ("train.seed",)) -> Optional[str]:
+    """Hash of a run's ``config.yaml`` (or of its top-level ``section``) without the dotted keys in
+    ``ignore``; the default, the config without its seed, is equal for the seeds of one system."""
     if not config_file.is_file():
         return None
     config = yaml.safe_load(config_file.read_text()) or {}
-    if isinstance(config.get("train"), dict):
-        config["train"].pop("seed", None)
+    for key in ignore:
+        *parents, leaf = key.split(".")
+        node = config
+        for name in parents:
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    if section is not None:
+        config = config.get(section) or {}
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -129,7 +138,7 @@ def seed_run(seed_dir: Path, conditions: Sequence[Condition], trained: bool = Tr
             raise SvmixError(f"{seed_dir}: no model.pt (train this seed first, stage 3)")
         ckpt = read_checkpoint(seed_dir)
         run.update(val_eer=ckpt.get("val_eer"), config=ckpt["config"],
-                   config_hash=_config_hash(seed_dir / "config.yaml"))
+                   config_hash=config_hash(seed_dir / "config.yaml"))
     return run
 
 
@@ -188,13 +197,17 @@ def mean_std(values: Sequence[Optional[float]], spec: str) -> str:
     return text
 
 
-def _ci(intervals: Sequence[Optional[Sequence[float]]]) -> str:
-    """The 95% interval of one run, or the mean of the per-seed bounds of several."""
+def _mean_interval(intervals: Sequence[Optional[Sequence[float]]]) -> Optional[Tuple[float, float]]:
+    """The 95% interval of one run, or the mean of the per-seed bounds of several (None: no interval)."""
     present = [i for i in intervals if i is not None]
     if not present:
-        return "n/a"
-    lo, hi = statistics.fmean(i[0] for i in present), statistics.fmean(i[1] for i in present)
-    return f"[{lo:.2f}, {hi:.2f}]"
+        return None
+    return statistics.fmean(i[0] for i in present), statistics.fmean(i[1] for i in present)
+
+
+def _ci(intervals: Sequence[Optional[Sequence[float]]]) -> str:
+    interval = _mean_interval(intervals)
+    return "n/a" if interval is None else f"[{interval[0]:.2f}, {interval[1]:.2f}]"
 
 
 def _table(header: Sequence[str], align: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
@@ -224,9 +237,7 @@ def mean_eer(summary: Dict[str, object], condition: Condition):
     seed has a value yet): the numbers a study plots."""
     ms = [r["metrics"][condition.key] for r in summary["runs"].values()]
     eers = [m["eer"] for m in ms if m["eer"] is not None]
-    cis = [m["eer_ci"] for m in ms if m["eer_ci"] is not None]
-    ci = (statistics.fmean(c[0] for c in cis), statistics.fmean(c[1] for c in cis)) if cis else None
-    return (statistics.fmean(eers) if eers else None), ci
+    return (statistics.fmean(eers) if eers else None), _mean_interval([m["eer_ci"] for m in ms])
 
 
 def conditions_table(conditions: Sequence[Condition], notes: Mapping[str, str]) -> List[str]:
