@@ -174,3 +174,32 @@ def test_session_channel_augmentation_is_opt_in_seeded_and_level_preserving(seed
     assert np.max(np.abs(on[0])) == pytest.approx(np.max(np.abs(wav)), rel=1e-4)
     flat = _plain_sampler(1.0, 0.0, seed).augment(wav)  # 0 dB peaks: only the band-pass is left
     assert np.abs(np.fft.rfft(flat)[400:2000]).mean() > 0.5 * np.abs(np.fft.rfft(wav)[400:2000]).mean()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_speaker_pooling_ignores_masked_frames(seed):
+    """Generated states and masks: the unmasked pooling equals the mean over the frames left
+    unmasked, whatever the masked frames hold; a fully masked row falls back to the plain mean."""
+    rng = np.random.default_rng(seed)
+    batch, frames, hidden = int(rng.integers(1, 5)), int(rng.integers(1, 30)), int(rng.integers(1, 8))
+    states = torch.from_numpy(rng.standard_normal((batch, frames, hidden)).astype(np.float32))
+    mask = torch.from_numpy(rng.random((batch, frames)) < rng.random())
+    mask[0] = True
+    pooled = pretrain_mod.speaker_pooling(states, mask)
+    garbage = states.masked_fill(mask.unsqueeze(-1), 1e6)
+    seen_rows = (~mask).any(dim=1)
+    torch.testing.assert_close(pretrain_mod.speaker_pooling(garbage, mask)[seen_rows], pooled[seen_rows])
+    for b in range(batch):
+        seen = states[b][~mask[b]]
+        want = seen.mean(dim=0) if len(seen) else states[b].mean(dim=0)
+        torch.testing.assert_close(pooled[b], want)
+    torch.testing.assert_close(pretrain_mod.speaker_pooling(states), states.mean(dim=1))
+
+
+def test_unmasked_speaker_pooling_trains_and_says_so(tmp_path, pool, one_thread):
+    cfg = {**TINY, "train": {**TINY["train"], "speaker_pool": "unmasked"}}
+    summary = pretrain_teacher(pool, tmp_path / "t", cfg, progress=False)
+    assert np.isfinite(summary["final"]["loss"])
+    assert "on the unmasked frames" in summary["objective"]
+    with pytest.raises(SvmixError, match="speaker_pool"):
+        pretrain_config({"train": {"speaker_pool": "masked"}})

@@ -12,7 +12,8 @@ is HuBERT's first iteration with WavLM's utterance mixing:
   learned mask embedding (``mask_prob`` starts per frame, ``mask_length`` frames each);
 - loss: cross-entropy of a linear predictor on the last layer over the masked frames; with
   ``speaker_weight > 0`` an AAM speaker loss on the mean-pooled last layer is added (the pool's own
-  voices; the model card then says the teacher is partly supervised).
+  voices; the model card then says the teacher is partly supervised), pooled over all frames or,
+  with ``speaker_pool: unmasked``, over the frames that were not masked.
 
 Training is step-based and exactly resumable: model, predictor, optimiser, scheduler, the sampler's
 and torch's random states are saved atomically every ``checkpoint_every`` steps to
@@ -60,7 +61,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "train": {
         "steps": 20000, "batch_size": 8, "crop_seconds": 2.0, "lr": 5.0e-4, "warmup_steps": 1000,
         "weight_decay": 0.01, "grad_clip": 5.0, "mask_prob": 0.08, "mask_length": 10,
-        "mix_p": 0.2, "speaker_weight": 0.0, "margin": 0.2, "scale": 30.0,
+        "mix_p": 0.2, "speaker_weight": 0.0, "speaker_pool": "all", "margin": 0.2, "scale": 30.0,
         "augment_p": 0.5, "noise_snr": [5.0, 25.0], "reverb_p": 0.3, "gain_db": [-6.0, 6.0],
         "channel_p": 0.0, "channel_db": 6.0,
         "log_every": 50, "checkpoint_every": 500,
@@ -70,7 +71,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
 def _schema() -> Dict[str, Any]:
     """Type and range of every key: the mini teacher's rules for the keys they share, plus the
     k-means and masking keys (rules of svmix.train.config)."""
-    from svmix.train.config import UNIT, Num, Section
+    from svmix.train.config import UNIT, Choice, Num, Section
 
     schema = {k: v for k, v in mini_schema().items()
               if not k.startswith("train.") or k.split(".", 1)[1] in DEFAULT_CONFIG["train"]}
@@ -78,7 +79,8 @@ def _schema() -> Dict[str, Any]:
         "kmeans": Section(), "kmeans.clusters": Num(int, 2, 10000), "kmeans.frames": Num(int, 100, 10 ** 9),
         "kmeans.utterances": Num(int, 1, 10 ** 9), "kmeans.n_mfcc": Num(int, 2, 40),
         "train.mask_prob": UNIT, "train.mask_length": Num(int, 1, 1000), "train.mix_p": UNIT,
-        "train.speaker_weight": Num(float, 0.0, 1000.0), "train.checkpoint_every": Num(int, 1, 10 ** 9),
+        "train.speaker_weight": Num(float, 0.0, 1000.0), "train.speaker_pool": Choice(("all", "unmasked")),
+        "train.checkpoint_every": Num(int, 1, 10 ** 9),
     })
     return schema
 
@@ -197,6 +199,18 @@ class Predictor(nn.Module):
         self.speaker = AAMHead(hidden, speakers, margin, scale) if speakers > 1 else None
 
 
+def speaker_pooling(states: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean over time of ``states`` (B, T, H); with ``mask`` (B, T, True = masked), over the frames
+    the model saw unmasked only, so the speaker head is not trained on mask embeddings it never
+    meets at inference. An utterance with every frame masked falls back to the mean of all frames."""
+    if mask is None:
+        return states.mean(dim=1)
+    seen = (~mask).unsqueeze(-1).to(states.dtype)
+    count = seen.sum(dim=1)
+    pooled = (states * seen).sum(dim=1) / count.clamp(min=1.0)
+    return torch.where(count > 0, pooled, states.mean(dim=1))
+
+
 def _load_pool(data_dir: os.PathLike, need_speakers: bool):
     data = DataDir(data_dir)
     wav_scp = data.wav_scp
@@ -306,7 +320,8 @@ def pretrain_teacher(data_dir: os.PathLike, out_dir: os.PathLike, config: Dict[s
             loss = F.cross_entropy(logits, target[mask])
             accuracy = (logits.argmax(dim=-1) == target[mask]).float().mean().item()
             if predictor.speaker is not None:
-                loss = loss + tcfg["speaker_weight"] * predictor.speaker(last.mean(dim=1), spk)
+                loss = loss + tcfg["speaker_weight"] * predictor.speaker(
+                    speaker_pooling(last, mask if tcfg["speaker_pool"] == "unmasked" else None), spk)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(trainable, tcfg["grad_clip"])
@@ -352,7 +367,8 @@ def _objective(cfg: Dict[str, Any]) -> str:
         text += (f", inputs through a random session channel with p={t['channel_p']:g} (±{t['channel_db']:g} dB; "
                  "targets from the clean crop)")
     if t["speaker_weight"] > 0:
-        text += f", plus AAM speaker classification of the pool's voices (weight {t['speaker_weight']:g})"
+        text += f", plus AAM speaker classification of the pool's voices (weight {t['speaker_weight']:g}"
+        text += ", on the unmasked frames)" if t["speaker_pool"] == "unmasked" else ")"
     return text
 
 
