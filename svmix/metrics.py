@@ -281,9 +281,9 @@ DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 
 
 def _deviate(p):
     """Normal deviate of a rate (the DET axis scale), clipped away from +-infinity."""
-    from scipy.stats import norm
+    from scipy.special import ndtri  # what scipy.stats.norm.ppf computes, without loading scipy.stats (~1.2 s CPU)
 
-    return norm.ppf(np.clip(p, 1e-6, 1 - 1e-6))
+    return ndtri(np.clip(p, 1e-6, 1 - 1e-6))
 
 
 def _thin(rates: ErrorRates, max_points: int) -> Tuple[np.ndarray, np.ndarray]:
