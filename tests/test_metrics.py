@@ -1,4 +1,4 @@
-"""EER / minDCF against an independent scikit-learn reference, and the svmix-metrics CLI."""
+"""EER / minDCF / minCllr against independent scikit-learn references, and the svmix-metrics CLI."""
 import json
 
 import numpy as np
@@ -6,12 +6,13 @@ import pytest
 from click.testing import CliRunner
 from scipy.interpolate import interp1d
 from scipy.optimize import brentq
+from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_curve
 
 from svmix.bin.metrics import main as metrics_cli
 from svmix.data.datadir import Trial, write_trials
 from svmix.errors import SvmixError
-from svmix.metrics import compute_eer, compute_metrics, compute_min_dcf, det_curve
+from svmix.metrics import compute_cllr, compute_eer, compute_metrics, compute_min_cllr, compute_min_dcf, det_curve
 from conftest import one_error_line
 
 
@@ -42,6 +43,24 @@ def test_eer_and_min_dcf_match_sklearn_reference(decimals):
     assert abs(compute_eer(scores, labels) - reference_eer(scores, labels)) < 0.01
     for p in (0.01, 0.05):
         assert abs(compute_min_dcf(scores, labels, p) - reference_min_dcf(scores, labels, p)) < 0.001
+
+
+def reference_min_cllr(scores, labels):
+    """Cllr of the scikit-learn isotonic fit of the labels, as an LLR at the empirical prior."""
+    posterior = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True).fit_transform(scores, labels.astype(float))
+    with np.errstate(divide="ignore"):
+        llr = np.log(posterior) - np.log1p(-posterior) - np.log(labels.mean() / (1 - labels.mean()))
+    return compute_cllr(np.clip(llr, -1e6, 1e6), labels)
+
+
+@pytest.mark.parametrize("decimals", [None, 1, 0])
+@pytest.mark.parametrize("n, p_target", [(5000, 0.1), (37, 0.5), (12, 0.25)])
+def test_min_cllr_matches_sklearn_isotonic_reference(decimals, n, p_target):
+    scores, labels = random_trials(n=n, seed=n, separation=1.0, p_target=p_target, decimals=decimals)
+    labels[:2] = [0, 1]  # both classes, whatever the draw
+    got = compute_min_cllr(scores, labels)
+    assert 0.0 <= got <= compute_cllr(scores - np.median(scores), labels) + 1e-12  # calibration cannot cost more
+    assert got == pytest.approx(reference_min_cllr(scores, labels), abs=1e-12)
 
 
 def test_metrics_on_known_cases():
