@@ -10,19 +10,23 @@
 #   $baselines             no distillation (train.kd.name=null)  $exp/<baseline>/seed<k>/
 #   the floor              svmix-floor (MFCC-mean cosine)        $exp/floor/
 # In each: emb_<set>/ per test set, scores_<set>_<trials> and metrics_<set>_<trials>.json per
-# test set and trials list; $exp/det_<set>_<trials>.png overlays every system and seed.
+# test set and trials list; $exp/det_<set>_<trials>.png overlays every system and seed; beside it, of
+# each trained system's first seed, tsne_<system>_seed<k>_<set>.png and hist_<system>_seed<k>_<set>_<trials>.png.
 svmix_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # What the shared stages read; recipe_begin fails naming the first one the recipe left unset.
-# test_sets: names of data dirs under $test_root, each holding every trials list of $trials_names.
+# test_sets: names of data dirs under $test_root, each holding every trials list of $trials_names
+# (or of its entry in $test_trials).
 svmix_stage_variables="stage stop_stage exp nj ngpu seeds teacher teacher_layers train_data val_data test_root
   test_sets trials_names augment_dir train_config model_conf_dir students"
 # Read too, but may be empty: cache (required with teacher_mode=cache), teacher_eval (the teacher's
 # line in RESULTS.md), nokd_students and baselines (systems above), floor (true: the floor row;
 # default true), test_notes (RESULTS.md: "set=what it is" entries separated by ';'), train_opts and
 # extract_opts (extra options for svmix-train and svmix-extract).
+# test_trials ("set=name name;..."): a test set's own trials lists instead of $trials_names;
+# test_missing ("set=why;..."): test sets the recipe could not prepare (listed in RESULTS.md).
 svmix_optional_stage_variables="teacher_mode cache teacher_eval nokd_students baselines floor test_notes
-  train_opts extract_opts"
+  train_opts extract_opts test_trials test_missing"
 
 # teacher_last_layer --teacher SPEC | --mini-config FILE | --pretrain-config FILE: the teacher's last
 # layer (HF indexing), read from its configuration without loading weights (local/teacher_layers.py).
@@ -36,6 +40,15 @@ _svmix_systems() {
   for s in $baselines; do echo "$s"; done
 }
 _svmix_seed_list() { echo "${seeds//,/ }"; }
+
+# _svmix_trials_of SET: the trials lists of test set SET ($test_trials, else $trials_names).
+_svmix_trials_of() {
+  local entry IFS=';'
+  for entry in ${test_trials:-}; do
+    if [ "${entry%%=*}" = "$1" ]; then echo "${entry#*=}"; return; fi
+  done
+  echo "$trials_names"
+}
 
 # _svmix_frontend_name CONF: the frontend registry name a model config selects (empty: the default),
 # its includes followed (svmix.yaml_config: PyYAML only, quick).
@@ -124,7 +137,7 @@ stage_score() {
   svmix_log "stage 5: scoring and metrics"
   local s k set t plot_args labels
   for set in $test_sets; do
-    for t in $trials_names; do
+    for t in $(_svmix_trials_of "$set"); do
       plot_args=()
       for s in $(_svmix_systems); do
         for k in $(_svmix_seed_list); do
@@ -139,6 +152,26 @@ stage_score() {
       fi
       # The DET plot only: the metrics (and their intervals) are in each metrics_<set>_<trials>.json.
       svmix-metrics "${plot_args[@]}" --trials "$test_root/$set/$t" --bootstrap 0 --det-plot "$exp/det_${set}_$t.png"
+    done
+    _svmix_pictures "$set"
+  done
+}
+
+# _svmix_pictures SET: beside the DET plots, per trained system (its first seed), a t-SNE of the
+# embeddings of SET coloured by speaker and, per trials list, the histogram of its cosine scores with
+# the minDCF(0.05) threshold of those trials (names: svmix/report.py, det_plot_name and the others).
+_svmix_pictures() {
+  local set="$1" s t k dir data="$test_root/$1"
+  k="${seeds%%,*}"
+  for s in $(_svmix_systems); do
+    dir="$exp/$s/seed$k"
+    run_step "tsne_${s}_seed${k}_$set" "$dir/emb_$set/xvector.scp" "$data/utt2spk" -- \
+      svmix-plot --tsne "$exp/tsne_${s}_seed${k}_$set.png" --embeddings "$dir/emb_$set/xvector.scp" \
+        --utt2spk "$data/utt2spk" --title "$s seed$k, $set (t-SNE)"
+    for t in $(_svmix_trials_of "$set"); do
+      run_step "hist_${s}_seed${k}_${set}_$t" "$dir/scores_${set}_$t" "$data/$t" -- \
+        svmix-plot --histogram "$exp/hist_${s}_seed${k}_${set}_$t.png" --scores "$dir/scores_${set}_$t" \
+          --trials "$data/$t" --threshold min-dcf --p-target 0.05 --title "$s seed$k, $set/$t: cosine scores"
     done
   done
 }
@@ -164,14 +197,21 @@ stage_report() {
   for s in $(_svmix_systems); do args+=(--system "$exp/$s"); done
   for set in $test_sets; do args+=(--test-data "$test_root/$set"); done
   for t in $trials_names; do args+=(--trials-name "$t"); done
+  local own defaults
+  read -r -a defaults <<< "$trials_names"
+  for set in $test_sets; do
+    read -r -a own <<< "$(_svmix_trials_of "$set")"
+    [ "${own[*]}" = "${defaults[*]}" ] || args+=(--trials-of "$set=$(IFS=,; echo "${own[*]}")")
+  done
   if [ "${floor:-true}" = true ]; then args+=(--floor "$exp/floor"); fi
   [ -n "${teacher_eval:-}" ] && args+=(--teacher "$teacher_eval")
   local IFS=';'
   for note in ${test_notes:-}; do  # the notes of the test sets reported
     [[ " $test_sets " == *" ${note%%=*} "* ]] && args+=(--note "$note")
   done
+  for note in ${test_missing:-}; do args+=(--missing "$note"); done
   unset IFS
-  svmix-report "${args[@]}" --commands "$commands_log" --out "$out"
+  svmix-report "${args[@]}" --commands "$commands_log" --plots "$exp" --out "$out"
   # The accuracy table on the terminal and in run.log; sizes, timing and commands are in the file.
   sed -n '1p;/^## Accuracy/,/^## /{/^## /!p;/^## Accuracy/p}' "$out"
   echo "(sizes, timing and commands: $out)"
@@ -198,7 +238,7 @@ recipe_begin() {
   done
   recipe_check_int nj 1
   recipe_check_int ngpu 0
-  : "${nokd_students:=}" "${baselines:=}" "${test_notes:=}"
+  : "${nokd_students:=}" "${baselines:=}" "${test_notes:=}" "${test_trials:=}" "${test_missing:=}"
   case "${teacher_mode:=cache}" in
     cache) [ -n "${cache:-}" ] || recipe_error "the recipe does not set \$cache (needed with teacher_mode=cache)" ;;
     online) ;;
