@@ -290,7 +290,7 @@ def render(summaries: Sequence[Dict[str, object]], conditions: Sequence[Conditio
            per_seed_link: Optional[str] = None, pictures: Optional[Sequence[str]] = None,
            missing: Optional[Mapping[str, str]] = None) -> str:
     """RESULTS.md. Everything above the timing section is free of machine- and time-dependent values;
-    ``pictures`` (lines of :func:`pictures_section`) follow the size table; ``missing`` (set → why)
+    ``pictures``, further sections (:func:`backends_section`, :func:`pictures_section`), follow the size table; ``missing`` (set → why)
     lists the test sets a recipe could not test."""
     import torch
 
@@ -423,16 +423,101 @@ def pictures_section(summaries: Sequence[Dict[str, object]], conditions: Sequenc
     return lines
 
 
+# Score back-ends of one system's embeddings (tools/recipe_stages.sh, --backends): metrics file suffix → label.
+BACKENDS = {"": "cosine", "asnorm": "AS-norm", "cal": "calibration", "qmf": "QMF"}
+
+
+def _backend_metrics(path: Path) -> Dict[str, object]:
+    m = _read_json(path) or {}
+    return {"eer": m.get("eer"), "min_dcf": (m.get("min_dcf") or {}).get("0.05"),
+            "act_dcf": (m.get("act_dcf") or {}).get("0.05"), "cllr": m.get("cllr")}
+
+
+def _fitted_on(seed_dirs: Sequence[Path], name: str) -> List[str]:
+    """The development trials the calibration files ``name`` of these runs were fitted on."""
+    lists = []
+    for d in seed_dirs:
+        raw = _read_json(d / name)
+        if raw is not None:
+            lists.append(str((raw.get("fitted_on") or {}).get("trials", "?")))
+    return list(dict.fromkeys(lists))
+
+
+def backends_section(summaries: Sequence[Dict[str, object]], conditions: Sequence[Condition],
+                     fusion_dir: Optional[os.PathLike] = None, seeds: Sequence[int] = (0,)) -> List[str]:
+    """Before → after rows of the score back-ends: per trained system its cosine scores and each
+    back-end a run wrote (``metrics_<condition>_<suffix>.json``, :data:`BACKENDS`), and the fusion
+    (``fusion_dir/seed<k>/metrics_<condition>.json``); EER, minDCF, actDCF at p = 0.05 and Cllr, mean
+    ± std over the seeds. Empty when no back-end was run. A calibration fitted on a test list of the
+    report is an error."""
+    single = len({c.trials for c in conditions}) == 1
+    rows, dirs = [], []
+    for s in summaries:
+        if s["parts"] is None:
+            continue
+        runs = [Path(r["dir"]) for r in s["runs"].values()]
+        for suffix, label in BACKENDS.items():
+            ms = {c.key: [_backend_metrics(d / f"metrics_{c.key}{'_' + suffix if suffix else ''}.json")
+                          for d in runs] for c in conditions}
+            if suffix and not any(m["eer"] is not None for v in ms.values() for m in v):
+                continue
+            rows.append((s["system"], label, ms))
+        dirs += runs
+    fused = []
+    if fusion_dir is not None:
+        fused = [Path(fusion_dir) / f"seed{k}" for k in seeds]
+        names = []
+        for d in fused:
+            raw = _read_json(d / "fusion.json") or {}
+            names += [Path(p).parent.parent.name for p in (raw.get("fitted_on") or {}).get("scores", [])]
+        ms = {c.key: [_backend_metrics(d / f"metrics_{c.key}.json") for d in fused] for c in conditions}
+        if any(m["eer"] is not None for v in ms.values() for m in v):
+            rows.append((" + ".join(dict.fromkeys(names)) or "fusion", "fusion", ms))
+    if not any(label != "cosine" for _, label, _ in rows):
+        return []
+    dev = _fitted_on(dirs, "calibration.json") + _fitted_on(dirs, "qmf.json") + _fitted_on(fused, "fusion.json")
+    dev = list(dict.fromkeys(dev))
+    tests = {str(c.data_dir / c.trials) for c in conditions}
+    for t in dev:
+        if t in tests or any(os.path.exists(t) and os.path.samefile(t, x) for x in tests if os.path.exists(x)):
+            raise SvmixError(f"a calibration was fitted on {t}, a test list of this report: fit it on development trials")
+    lines = ["## Score back-ends (before → after)", "",
+             "The same embeddings scored differently: cosine (as in Accuracy), AS-norm (the development set's "
+             "embeddings as cohort), calibration (linear logistic on the cosine), QMF (calibration with log "
+             "duration and embedding norm of both sides) and the linear logistic fusion of the systems named. "
+             "Calibration, QMF and fusion are fitted on "
+             + (", ".join(f"`{t}`" for t in dev) if dev else "development trials")
+             + " (development trials, never a test list), with the minDCF(0.05) threshold of those trials as "
+             "their operating point. A calibration with a positive weight leaves EER and minDCF unchanged (on tiny "
+             "development sets the fitted weight can be negative); actDCF (Bayes decisions "
+             "at p = 0.05) and Cllr measure it, and for cosine scores read the cosine as a log-likelihood "
+             "ratio. Mean ± std over the seeds.", ""]
+    header = ["system", "scores"]
+    for c in conditions:
+        name = c.label(single)
+        header += [f"{name}: EER (%)", f"{name}: minDCF@0.05", f"{name}: actDCF@0.05", f"{name}: Cllr"]
+    table = []
+    for system, label, ms in rows:
+        cells = [system, label]
+        for c in conditions:
+            m = ms[c.key]
+            cells += [mean_std([x["eer"] for x in m], ".2f"), mean_std([x["min_dcf"] for x in m], ".3f"),
+                      mean_std([x["act_dcf"] for x in m], ".3f"), mean_std([x["cllr"] for x in m], ".3f")]
+        table.append(cells)
+    return lines + _table(header, ["---", "---"] + ["---:"] * (len(header) - 2), table)
+
+
 def write_report(systems: Sequence[os.PathLike], out: os.PathLike, test_dirs: Sequence[os.PathLike],
                  trials_names: Sequence[str] = ("trials",), seeds: Sequence[int] = (0,),
                  floor_dir: Optional[os.PathLike] = None, teacher_dir: Optional[os.PathLike] = None,
                  notes: Sequence[str] = (), commands_file: Optional[os.PathLike] = None,
                  plots_dir: Optional[os.PathLike] = None, set_trials: Sequence[str] = (),
-                 missing: Sequence[str] = ()) -> str:
+                 missing: Sequence[str] = (), fusion_dir: Optional[os.PathLike] = None) -> str:
     """Write RESULTS.md at ``out`` and RESULTS_per_seed.md beside it; returns RESULTS.md's text. With
     ``plots_dir``, RESULTS.md links the pictures of stage 5 found there (:func:`pictures_section`).
     ``set_trials`` (``SET=NAME[,NAME...]``) gives a test set its own trials lists instead of
-    ``trials_names``; ``missing`` (``SET=WHY``) names the sets not tested, and why."""
+    ``trials_names``; ``missing`` (``SET=WHY``) names the sets not tested, and why. Score back-ends
+    and ``fusion_dir`` get a before → after section (:func:`backends_section`)."""
     if not systems:
         raise SvmixError("no systems given for the report")
     if not test_dirs:
@@ -458,7 +543,9 @@ def write_report(systems: Sequence[os.PathLike], out: os.PathLike, test_dirs: Se
         commands = list(dict.fromkeys(line for line in Path(commands_file).read_text().splitlines() if line))
     per_seed = per_seed_path(out)
     pictures = pictures_section(summaries, conditions, seeds[0], plots_dir, out) if plots_dir is not None else None
-    text = render(summaries, conditions, seeds, note_map, commands, teacher, per_seed.name, pictures, missing_map)
+    backends = backends_section(summaries, conditions, fusion_dir, seeds)
+    text = render(summaries, conditions, seeds, note_map, commands, teacher, per_seed.name,
+                  list(backends) + ([""] if backends and pictures else []) + list(pictures or []), missing_map)
     with atomic_open(per_seed) as f:
         f.write(render_per_seed(summaries, conditions))
     with atomic_open(out) as f:

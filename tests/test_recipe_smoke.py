@@ -60,7 +60,7 @@ def run_readme_verify_example(tmp_path):
 
 @pytest.mark.slow
 def test_default_recipe_every_stage(tmp_path):
-    out = run_recipe(tmp_path)
+    out = run_recipe(tmp_path, "--backends", "asnorm calibration qmf fusion")
     exp = tmp_path / "exp"
     assert json.loads((exp / "teacher_cache/manifest.json").read_text())["layers"] == [2]  # the teacher's last
     for system in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd"):
@@ -92,6 +92,15 @@ def test_default_recipe_every_stage(tmp_path):
     assert links == sorted(expected) and "not drawn" not in pictures
     assert all((exp / name).read_bytes()[:4] == b"\x89PNG" for name in links)
     assert "tsne_svmixer_mini_seed1" not in results
+    # --backends: before → after rows with numbers, fitted on val's trials (never a test list).
+    backends = results.split("## Score back-ends (before → after)\n", 1)[1].split("\n## ", 1)[0]
+    assert f"fitted on `{tmp_path / 'data/val/trials'}`" in backends
+    rows = {tuple(r[:2]): r[2:] for r in ([c.strip() for c in line.strip("|").split("|")]
+                                          for line in backends.splitlines() if line.startswith("| "))}
+    expected = {(s, b) for s in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd")
+                for b in ("cosine", "AS-norm", "calibration", "QMF")} | {("svmixer_mini + transformer_mini", "fusion")}
+    assert expected <= set(rows)
+    assert all(re.fullmatch(r"\d+\.\d+( ± \d+\.\d+)?", v) for key in expected for v in rows[key])
     for system in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd", "MFCC-mean cosine (floor)"):
         assert f"| {system} |" in results
     assert "test_noisy: EER (%)" in results and " ± " in results
