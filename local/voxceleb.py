@@ -1,10 +1,16 @@
 #!/usr/bin/env python3
-"""VoxCeleb data preparation: Kaldi data dirs for VoxCeleb2-dev (training) and VoxCeleb1 (+ O/E/H trials).
+"""VoxCeleb data preparation: Kaldi data dirs for VoxCeleb2-dev (training) and VoxCeleb1 (+ O/E/H trials),
+and the paper's other test conditions: VoxSRC-23 validation, VCMix and VOiCES.
 
-Utterance ids are ``idXXXXX/<video>/<nnnnn>`` (the VoxCeleb trial-list paths without ``.wav``).
+Utterance ids are ``idXXXXX/<video>/<nnnnn>`` (the VoxCeleb trial-list paths without ``.wav``); for the
+other sets, the path a trial list names, without ``.wav``.
 
     python local/voxceleb.py vox2 --src /corpora/voxceleb2 --out data/voxceleb2_dev --wav-dir /corpora/vox2_wav --nj 8
     python local/voxceleb.py vox1 --src /corpora/voxceleb1 --out data/voxceleb1 [--trials-dir DIR]
+    python local/voxceleb.py list --name voxsrc23 --src /corpora/voxsrc23_val --audio /corpora/voxceleb1 --out data/voxsrc23
+    python local/voxceleb.py voices --src /corpora/VOiCES_2019 --out data/voices [--part dev|eval]
+
+The layouts these expect are in docs/conventions.md §VoxCeleb test sets.
 
 VoxCeleb2 m4a files are converted to 16 kHz mono wav with ffmpeg (in parallel, resumable); an
 already-converted wav tree is used as is.
@@ -171,6 +177,162 @@ def prepare_voxceleb1(srcs: Sequence[Path], out: Path, trials_dir: Optional[Path
         log.info("%s: trials_%s with %d trials", out, name, len(trials))
 
 
+# The paper's other test conditions. VoxSRC-23 validation and VCMix publish VoxCeleb-format lists
+# ("1|0 <enrol>.wav <test>.wav", paths relative to the audio); VOiCES (2019 challenge) publishes an
+# enrolment list "<model> <file>" and trial keys "<model> <test file> tgt|imp". File names searched
+# for in the corpus folder (recursively), in order; --list names another.
+LIST_SETS = {"voxsrc23": ("VoxSRC2023_val.txt", "voxsrc2023_val.txt", "VoxSRC23_val.txt", "val_trials.txt"),
+             "vcmix": ("vcmix_test.txt", "VCMix_test.txt", "test.txt")}
+VOICES_LISTS = {part: (f"{part}-enroll.lst", f"{part}-trial-keys.lst") for part in ("dev", "eval")}
+LAYOUTS = {
+    "voxsrc23": "the VoxSRC-23 validation folder: its trial list (VoxSRC2023_val.txt, lines '1|0 <enrol>.wav "
+                "<test>.wav') and the audio it names, relative to that folder (or to --audio, e.g. VoxCeleb1)",
+    "vcmix": "the VCMix folder: its trial list (vcmix_test.txt, lines '1|0 <enrol>.wav <test>.wav') and its "
+             "VoxConverse segments; the VoxCeleb1 utterances it names come from --audio VOXCELEB1",
+    "voices": "the VOiCES 2019 challenge release: <part>-enroll.lst ('<model> <file>') and <part>-trial-keys.lst "
+              "('<model> <test file> tgt|imp') anywhere below it, and the sid_<part>/ audio they name",
+}
+
+
+def _find_list(src: Path, names: Sequence[str], what: str) -> Path:
+    for name in names:
+        found = sorted(src.rglob(name))
+        if found:
+            return found[0]
+    raise SvmixError(f"{src}: no {' or '.join(names)} found (expected {what})")
+
+
+def _resolver(bases: Sequence[Path]):
+    """name -> (utterance id, audio file): the first base (or its wav/, test/wav/, dev/wav/) holding the name
+    (with or without .wav); None when none does, or the name leaves its base (absolute, '..')."""
+    folders = [f for b in bases for f in (Path(b), Path(b) / "wav", Path(b) / "test/wav", Path(b) / "dev/wav")]
+
+    def resolve(name: str) -> Optional[Tuple[str, Path]]:
+        utt = name[:-4] if name.endswith(".wav") else name
+        if utt.startswith("/") or ".." in utt.split("/"):  # ids are paths below a root
+            return None
+        for folder in folders:
+            path = folder / f"{utt}.wav"
+            if path.is_file():
+                return utt, path
+        return None
+    return resolve
+
+
+def speakers_from_targets(utts: Sequence[str], trials: Sequence[Trial], prefix: str) -> Dict[str, str]:
+    """utt -> speaker for lists that do not name speakers: the groups of utterances that target trials
+    link (union-find), named ``<prefix>-<n>`` in order of first appearance. Two groups may be one
+    speaker the list never pairs; they only serve the speaker-bootstrap confidence intervals."""
+    parent = {u: u for u in utts}
+
+    def root(u: str) -> str:
+        while parent[u] != u:
+            parent[u] = parent[parent[u]]
+            u = parent[u]
+        return u
+
+    for t in trials:
+        if t.label == 1:
+            a, b = root(t.enroll), root(t.test)
+            if a != b:
+                parent[b] = a
+    names: Dict[str, str] = {}
+    return {u: names.setdefault(root(u), f"{prefix}-{len(names):05d}") for u in utts}
+
+
+def _write_test_set(out: Path, name: str, files: Dict[str, Path], trials: List[Trial], nj: int) -> None:
+    if not trials:
+        raise SvmixError(f"{name}: the trial list has no trials")
+    labels = {t.label for t in trials}
+    if labels != {0, 1}:
+        raise SvmixError(f"{name}: the trial list needs target and non-target trials, got only "
+                         f"{'targets' if labels == {1} else 'non-targets'}")
+    out = Path(out)
+    utt2spk = speakers_from_targets(list(files), trials, name)
+    write_datadir(out, {u: str(p.resolve()) for u, p in files.items()}, utt2spk, _durations(files, nj))
+    write_trials(out / "trials", trials, "kaldi")
+    log.info("%s: %d utterances, %d trials (%d target)", out, len(files), len(trials),
+             sum(t.label for t in trials))
+
+
+def prepare_list_set(name: str, src: Path, out: Path, audio: Sequence[Path] = (), trials_list: Optional[Path] = None,
+                     nj: int = 4) -> None:
+    """A test set given by a VoxCeleb-format trial list (VoxSRC-23 validation, VCMix): Kaldi dir
+    ``out`` with the utterances the list names and its ``trials``. Names resolve against the list's
+    folder, ``src`` and then each of ``audio`` (and their wav/ subfolders)."""
+    src = Path(src)
+    if not src.is_dir():
+        raise SvmixError(f"{src}: not a directory (expected {LAYOUTS[name]})")
+    path = Path(trials_list) if trials_list else _find_list(src, LIST_SETS[name], LAYOUTS[name])
+    resolve = _resolver([path.parent, src, *map(Path, audio)])
+    files: Dict[str, Path] = {}
+    trials = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 3 or parts[0] not in ("0", "1"):
+                raise SvmixError(f"{path}:{lineno}: expected '1|0 <enrol>.wav <test>.wav', got '{line.strip()}'")
+            ids = []
+            for entry in parts[1:]:
+                found = resolve(entry)
+                if found is None:
+                    raise SvmixError(f"{path}:{lineno}: audio '{entry}' not found below {path.parent}, {src}"
+                                     + "".join(f", {a}" for a in audio) + f" (expected {LAYOUTS[name]})")
+                files[found[0]] = found[1]
+                ids.append(found[0])
+            trials.append(Trial(ids[0], ids[1], int(parts[0]), lineno))
+    _write_test_set(out, name, files, trials, nj)
+
+
+def prepare_voices(src: Path, out: Path, part: str = "dev", nj: int = 4) -> None:
+    """VOiCES (2019 challenge) ``part`` (dev, or eval with the post-evaluation keys): Kaldi dir ``out``
+    whose trials pair each model's one enrolment file with the test files of its keys."""
+    src = Path(src)
+    if not src.is_dir():
+        raise SvmixError(f"{src}: not a directory (expected {LAYOUTS['voices']})")
+    enroll_name, keys_name = VOICES_LISTS[part]
+    enroll_path = _find_list(src, [enroll_name], LAYOUTS["voices"])
+    keys_path = _find_list(src, [keys_name], LAYOUTS["voices"])
+    bases = [enroll_path.parent, enroll_path.parent.parent, keys_path.parent, keys_path.parent.parent, src]
+    resolve = _resolver(bases)
+    files: Dict[str, Path] = {}
+
+    def audio(path: Path, lineno: int, entry: str) -> str:
+        found = resolve(entry)
+        if found is None:
+            raise SvmixError(f"{path}:{lineno}: audio '{entry}' not found below "
+                             f"{', '.join(map(str, dict.fromkeys(bases)))} (expected {LAYOUTS['voices']})")
+        files[found[0]] = found[1]
+        return found[0]
+
+    models: Dict[str, str] = {}
+    with open(enroll_path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2:
+                raise SvmixError(f"{enroll_path}:{lineno}: expected '<model> <file>', got '{line.strip()}'")
+            if parts[0] in models:
+                raise SvmixError(f"{enroll_path}:{lineno}: model '{parts[0]}' enrolled twice (one file per model "
+                                 "is supported)")
+            models[parts[0]] = audio(enroll_path, lineno, parts[1])
+    trials = []
+    with open(keys_path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 3 or parts[2] not in ("tgt", "imp"):
+                raise SvmixError(f"{keys_path}:{lineno}: expected '<model> <test file> tgt|imp', got '{line.strip()}'")
+            if parts[0] not in models:
+                raise SvmixError(f"{keys_path}:{lineno}: model '{parts[0]}' is not in {enroll_path}")
+            trials.append(Trial(models[parts[0]], audio(keys_path, lineno, parts[1]), int(parts[2] == "tgt"), lineno))
+    _write_test_set(out, f"voices_{part}", files, trials, nj)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Prepare VoxCeleb data directories."""
@@ -201,6 +363,35 @@ def vox2_command(src: str, out: str, wav_dir: Optional[str], nj: int) -> None:
 def vox1_command(srcs: Tuple[str, ...], out: str, trials_dir: Optional[str], lists: str, nj: int) -> None:
     """VoxCeleb1 -> Kaldi data dir with trials_o, trials_e, trials_h."""
     prepare_voxceleb1([Path(s) for s in srcs], Path(out), Path(trials_dir) if trials_dir else None, lists, nj)
+
+
+@cli.command("list")
+@click.option("--name", required=True, type=click.Choice(sorted(LIST_SETS)), help="Which test set.")
+@click.option("--src", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The set's folder: its trial list and (some of) the audio it names.")
+@click.option("--audio", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Further audio roots the list's names resolve against, e.g. VoxCeleb1 (repeatable).")
+@click.option("--list", "trials_list", type=click.Path(exists=True, dir_okay=False),
+              help="The trial list [default: searched for below --src by its published names].")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output data dir, e.g. data/voxsrc23.")
+@click.option("--nj", default=4, show_default=True, type=click.IntRange(1, 256), help="Parallel header-reading jobs.")
+@user_errors
+def list_command(name: str, src: str, audio: Tuple[str, ...], trials_list: Optional[str], out: str, nj: int) -> None:
+    """VoxSRC-23 validation or VCMix -> Kaldi data dir with its trials."""
+    prepare_list_set(name, Path(src), Path(out), [Path(a) for a in audio], Path(trials_list) if trials_list else None, nj)
+
+
+@cli.command("voices")
+@click.option("--src", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The VOiCES 2019 challenge release (its lists and keys, and sid_<part>/ audio).")
+@click.option("--part", default="dev", show_default=True, type=click.Choice(sorted(VOICES_LISTS)),
+              help="dev, or eval (with the post-evaluation trial keys).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output data dir, e.g. data/voices.")
+@click.option("--nj", default=4, show_default=True, type=click.IntRange(1, 256), help="Parallel header-reading jobs.")
+@user_errors
+def voices_command(src: str, part: str, out: str, nj: int) -> None:
+    """VOiCES -> Kaldi data dir with its trials."""
+    prepare_voices(Path(src), Path(out), part, nj)
 
 
 if __name__ == "__main__":

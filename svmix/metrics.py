@@ -206,6 +206,11 @@ def _between(rates: ErrorRates, i: int) -> float:
     return float(0.5 * (t[i] + t[i + 1]))
 
 
+def eer_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The threshold (accept where score > it) at which the miss and false-alarm rates cross (the EER)."""
+    return _eer_from_rates(error_rates(scores, labels))[1]
+
+
 def min_dcf_threshold(scores: np.ndarray, labels: np.ndarray, p_target: float = 0.05) -> float:
     """A threshold (accept where score > it) whose cost on these trials is their minDCF."""
     rates = error_rates(scores, labels)

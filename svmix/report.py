@@ -72,13 +72,20 @@ class Condition:
         return self.test_set if single_trials else f"{self.test_set}/{self.trials}"
 
 
-def conditions_of(test_dirs: Sequence[os.PathLike], trials_names: Sequence[str]) -> List[Condition]:
+def conditions_of(test_dirs: Sequence[os.PathLike], trials_names: Sequence[str],
+                  set_trials: Optional[Mapping[str, Sequence[str]]] = None) -> List[Condition]:
+    """Every trials list of every test set: ``trials_names``, or for a set named in ``set_trials``
+    its own lists."""
     dirs = [Path(d) for d in test_dirs]
     names = [d.name for d in dirs]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise SvmixError(f"two test sets are named '{duplicate}'")
-    return [Condition(d, t) for d in dirs for t in trials_names]
+    set_trials = dict(set_trials or {})
+    unknown = sorted(set(set_trials) - set(names))
+    if unknown:
+        raise SvmixError(f"--trials-of names '{unknown[0]}', which is not a test set of the report")
+    return [Condition(d, t) for d in dirs for t in set_trials.get(d.name, trials_names)]
 
 
 def describe_condition(condition: Condition) -> Dict[str, object]:
@@ -280,12 +287,18 @@ def study_table(label_header: Sequence[str], rows: Sequence[Sequence[object]],
 
 def render(summaries: Sequence[Dict[str, object]], conditions: Sequence[Condition], seeds: Sequence[int],
            notes: Mapping[str, str], commands: Sequence[str], teacher: Optional[str] = None,
-           per_seed_link: Optional[str] = None) -> str:
-    """RESULTS.md. Everything above the timing section is free of machine- and time-dependent values."""
+           per_seed_link: Optional[str] = None, pictures: Optional[Sequence[str]] = None,
+           missing: Optional[Mapping[str, str]] = None) -> str:
+    """RESULTS.md. Everything above the timing section is free of machine- and time-dependent values;
+    ``pictures``, further sections (:func:`backends_section`, :func:`pictures_section`), follow the size table; ``missing`` (set → why)
+    lists the test sets a recipe could not test."""
     import torch
 
     single = len({c.trials for c in conditions}) == 1
     lines = ["# RESULTS", "", "## Test conditions", ""] + conditions_table(conditions, notes)
+    if missing:
+        lines += ["", "Not tested (a warning of stage 0; the other sets were):", ""]
+        lines += [f"- {name}: {why}" for name, why in missing.items()]
     seeds_text = ", ".join(str(k) for k in seeds)
     lines += ["", "## Accuracy", "",
               f"Training seeds: {seeds_text} (train.seed). Each value is the mean ± sample standard deviation over "
@@ -316,6 +329,8 @@ def render(summaries: Sequence[Dict[str, object]], conditions: Sequence[Conditio
             cells += [f"{s['parts'][p]['params_m']:.3f}", f"{s['parts'][p]['gmacs']:.3f}"]
         rows.append(cells + [f"`{s['config_hash']}`"])
     lines += _table(header, ["---"] + ["---:"] * 8 + ["---"], rows)
+    if pictures:
+        lines += [""] + list(pictures)
     lines += ["", "## Timing (machine-dependent)", "",
               f"- {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; {platform.machine()}, {os.cpu_count()} CPU "
               f"cores, torch {torch.__version__}",
@@ -346,13 +361,13 @@ def render_per_seed(summaries: Sequence[Dict[str, object]], conditions: Sequence
     return "\n".join(lines) + "\n"
 
 
-def parse_notes(notes: Sequence[str]) -> Dict[str, str]:
-    """``SET=TEXT`` entries: what each test set's audio is."""
+def parse_notes(notes: Sequence[str], option: str = "--note", what: str = "DESCRIPTION") -> Dict[str, str]:
+    """``SET=TEXT`` entries: what each test set's audio is (or, for ``--missing``, why it is not tested)."""
     out = {}
     for note in notes:
         name, sep, text = note.partition("=")
         if not sep or not name.strip() or not text.strip():
-            raise SvmixError(f"--note '{note}': expected TEST_SET=DESCRIPTION")
+            raise SvmixError(f"{option} '{note}': expected TEST_SET={what}")
         out[name.strip()] = text.strip()
     return out
 
@@ -362,18 +377,160 @@ def per_seed_path(out: os.PathLike) -> Path:
     return out.with_name(f"{out.stem}_per_seed{out.suffix}")
 
 
+# The pictures of stage 5 (tools/recipe_stages.sh writes them under these names in the plots dir).
+def det_plot_name(condition: Condition) -> str:
+    return f"det_{condition.key}.png"
+
+
+def tsne_plot_name(system: str, seed: int, test_set: str) -> str:
+    return f"tsne_{system}_seed{seed}_{test_set}.png"
+
+
+def histogram_plot_name(system: str, seed: int, condition: Condition) -> str:
+    return f"hist_{system}_seed{seed}_{condition.key}.png"
+
+
+def pictures_section(summaries: Sequence[Dict[str, object]], conditions: Sequence[Condition], seed: int,
+                     plots_dir: os.PathLike, out: os.PathLike) -> List[str]:
+    """Links to the DET plot of every condition and, for every trained system, the t-SNE of its test
+    embeddings and its score histogram (seed ``seed``), relative to RESULTS.md at ``out``; a picture
+    not drawn (its file is missing) is said to be so, not linked."""
+    plots_dir, base = Path(plots_dir), Path(out).resolve().parent
+    single = len({c.trials for c in conditions}) == 1
+
+    def link(name: str, text: str) -> str:
+        path = plots_dir / name
+        if not path.is_file():
+            return f"{text}: not drawn"
+        return f"[{text}]({Path(os.path.relpath(path.resolve(), base)).as_posix()})"
+
+    lines = ["## Pictures", "",
+             f"DET curves of every system per test condition; per trained system (seed {seed}), a t-SNE of the "
+             "test embeddings (the utterances' scoring vectors, at most 40 speakers) coloured by speaker, and the "
+             "target / non-target histogram of its cosine scores with the minDCF(0.05) threshold of those same "
+             "trials marked (an oracle operating point: a deployed system takes its threshold from development "
+             "trials, svmix-calibrate).", ""]
+    lines += [f"- {c.label(single)}: {link(det_plot_name(c), 'DET')}" for c in conditions]
+    test_sets = list(dict.fromkeys(c.test_set for c in conditions))
+    rows = []
+    for s in summaries:
+        if s["parts"] is not None:  # trained systems: the floor has no picture of its own
+            rows.append([s["system"]] + [link(tsne_plot_name(s["system"], seed, t), "t-SNE") for t in test_sets]
+                        + [link(histogram_plot_name(s["system"], seed, c), "histogram") for c in conditions])
+    if rows:
+        header = ["system"] + [f"{t}: embeddings" for t in test_sets] + [f"{c.label(single)}: scores" for c in conditions]
+        lines += [""] + _table(header, ["---"] * len(header), rows)
+    return lines
+
+
+# Score back-ends of one system's embeddings (tools/recipe_stages.sh, --backends): metrics file suffix → label.
+BACKENDS = {"": "cosine", "asnorm": "AS-norm", "cal": "calibration", "qmf": "QMF"}
+
+
+def _backend_metrics(path: Path) -> Dict[str, object]:
+    m = _read_json(path) or {}
+    return {"eer": m.get("eer"), "min_dcf": (m.get("min_dcf") or {}).get("0.05"),
+            "act_dcf": (m.get("act_dcf") or {}).get("0.05"), "cllr": m.get("cllr")}
+
+
+def _fitted_on(seed_dirs: Sequence[Path], name: str) -> List[str]:
+    """The development trials the calibration files ``name`` of these runs were fitted on."""
+    lists = []
+    for d in seed_dirs:
+        raw = _read_json(d / name)
+        if raw is not None:
+            lists.append(str((raw.get("fitted_on") or {}).get("trials", "?")))
+    return list(dict.fromkeys(lists))
+
+
+def backends_section(summaries: Sequence[Dict[str, object]], conditions: Sequence[Condition],
+                     fusion_dir: Optional[os.PathLike] = None, seeds: Sequence[int] = (0,)) -> List[str]:
+    """Before → after rows of the score back-ends: per trained system its cosine scores and each
+    back-end a run wrote (``metrics_<condition>_<suffix>.json``, :data:`BACKENDS`), and the fusion
+    (``fusion_dir/seed<k>/metrics_<condition>.json``); EER, minDCF, actDCF at p = 0.05 and Cllr, mean
+    ± std over the seeds. Empty when no back-end was run. A calibration fitted on a test list of the
+    report is an error."""
+    single = len({c.trials for c in conditions}) == 1
+    rows, dirs = [], []
+    for s in summaries:
+        if s["parts"] is None:
+            continue
+        runs = [Path(r["dir"]) for r in s["runs"].values()]
+        for suffix, label in BACKENDS.items():
+            ms = {c.key: [_backend_metrics(d / f"metrics_{c.key}{'_' + suffix if suffix else ''}.json")
+                          for d in runs] for c in conditions}
+            if suffix and not any(m["eer"] is not None for v in ms.values() for m in v):
+                continue
+            rows.append((s["system"], label, ms))
+        dirs += runs
+    fused = []
+    if fusion_dir is not None:
+        fused = [Path(fusion_dir) / f"seed{k}" for k in seeds]
+        names = []
+        for d in fused:
+            raw = _read_json(d / "fusion.json") or {}
+            names += [Path(p).parent.parent.name for p in (raw.get("fitted_on") or {}).get("scores", [])]
+        ms = {c.key: [_backend_metrics(d / f"metrics_{c.key}.json") for d in fused] for c in conditions}
+        if any(m["eer"] is not None for v in ms.values() for m in v):
+            rows.append((" + ".join(dict.fromkeys(names)) or "fusion", "fusion", ms))
+    if not any(label != "cosine" for _, label, _ in rows):
+        return []
+    dev = _fitted_on(dirs, "calibration.json") + _fitted_on(dirs, "qmf.json") + _fitted_on(fused, "fusion.json")
+    dev = list(dict.fromkeys(dev))
+    tests = {str(c.data_dir / c.trials) for c in conditions}
+    for t in dev:
+        if t in tests or any(os.path.exists(t) and os.path.samefile(t, x) for x in tests if os.path.exists(x)):
+            raise SvmixError(f"a calibration was fitted on {t}, a test list of this report: fit it on development trials")
+    lines = ["## Score back-ends (before → after)", "",
+             "The same embeddings scored differently: cosine (as in Accuracy), AS-norm (the development set's "
+             "embeddings as cohort), calibration (linear logistic on the cosine), QMF (calibration with log "
+             "duration and embedding norm of both sides) and the linear logistic fusion of the systems named. "
+             "Calibration, QMF and fusion are fitted on "
+             + (", ".join(f"`{t}`" for t in dev) if dev else "development trials")
+             + " (development trials, never a test list), with the minDCF(0.05) threshold of those trials as "
+             "their operating point. A calibration with a positive weight leaves EER and minDCF unchanged (on tiny "
+             "development sets the fitted weight can be negative); actDCF (Bayes decisions "
+             "at p = 0.05) and Cllr measure it, and for cosine scores read the cosine as a log-likelihood "
+             "ratio. Mean ± std over the seeds.", ""]
+    header = ["system", "scores"]
+    for c in conditions:
+        name = c.label(single)
+        header += [f"{name}: EER (%)", f"{name}: minDCF@0.05", f"{name}: actDCF@0.05", f"{name}: Cllr"]
+    table = []
+    for system, label, ms in rows:
+        cells = [system, label]
+        for c in conditions:
+            m = ms[c.key]
+            cells += [mean_std([x["eer"] for x in m], ".2f"), mean_std([x["min_dcf"] for x in m], ".3f"),
+                      mean_std([x["act_dcf"] for x in m], ".3f"), mean_std([x["cllr"] for x in m], ".3f")]
+        table.append(cells)
+    return lines + _table(header, ["---", "---"] + ["---:"] * (len(header) - 2), table)
+
+
 def write_report(systems: Sequence[os.PathLike], out: os.PathLike, test_dirs: Sequence[os.PathLike],
                  trials_names: Sequence[str] = ("trials",), seeds: Sequence[int] = (0,),
                  floor_dir: Optional[os.PathLike] = None, teacher_dir: Optional[os.PathLike] = None,
-                 notes: Sequence[str] = (), commands_file: Optional[os.PathLike] = None) -> str:
-    """Write RESULTS.md at ``out`` and RESULTS_per_seed.md beside it; returns RESULTS.md's text."""
+                 notes: Sequence[str] = (), commands_file: Optional[os.PathLike] = None,
+                 plots_dir: Optional[os.PathLike] = None, set_trials: Sequence[str] = (),
+                 missing: Sequence[str] = (), fusion_dir: Optional[os.PathLike] = None) -> str:
+    """Write RESULTS.md at ``out`` and RESULTS_per_seed.md beside it; returns RESULTS.md's text. With
+    ``plots_dir``, RESULTS.md links the pictures of stage 5 found there (:func:`pictures_section`).
+    ``set_trials`` (``SET=NAME[,NAME...]``) gives a test set its own trials lists instead of
+    ``trials_names``; ``missing`` (``SET=WHY``) names the sets not tested, and why. Score back-ends
+    and ``fusion_dir`` get a before → after section (:func:`backends_section`)."""
     if not systems:
         raise SvmixError("no systems given for the report")
     if not test_dirs:
         raise SvmixError("no test sets given for the report")
     seeds = list(dict.fromkeys(seeds))
-    conditions = conditions_of(test_dirs, trials_names)
+    own_lists = {name: [t.strip() for t in lists.split(",") if t.strip()]
+                 for name, lists in parse_notes(set_trials, "--trials-of", "NAME[,NAME...]").items()}
+    conditions = conditions_of(test_dirs, trials_names, own_lists)
     note_map = parse_notes(notes)
+    missing_map = parse_notes(missing, "--missing", "REASON")
+    tested = sorted(set(missing_map) & {c.test_set for c in conditions})
+    if tested:
+        raise SvmixError(f"--missing names '{tested[0]}', which is a test set of the report")
     unknown = sorted(set(note_map) - {c.test_set for c in conditions})
     if unknown:
         raise SvmixError(f"--note names '{unknown[0]}', which is not a test set of the report")
@@ -385,7 +542,10 @@ def write_report(systems: Sequence[os.PathLike], out: os.PathLike, test_dirs: Se
     if commands_file and Path(commands_file).is_file():
         commands = list(dict.fromkeys(line for line in Path(commands_file).read_text().splitlines() if line))
     per_seed = per_seed_path(out)
-    text = render(summaries, conditions, seeds, note_map, commands, teacher, per_seed.name)
+    pictures = pictures_section(summaries, conditions, seeds[0], plots_dir, out) if plots_dir is not None else None
+    backends = backends_section(summaries, conditions, fusion_dir, seeds)
+    text = render(summaries, conditions, seeds, note_map, commands, teacher, per_seed.name,
+                  list(backends) + ([""] if backends and pictures else []) + list(pictures or []), missing_map)
     with atomic_open(per_seed) as f:
         f.write(render_per_seed(summaries, conditions))
     with atomic_open(out) as f:

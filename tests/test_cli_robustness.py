@@ -126,6 +126,8 @@ class World:
                               "labels": ["tiny"], "utt2spk": d / "utt2spk", "bootstrap": 20},
             "svmix-calibrate": {"scores": [self.scores], "trials": d / "trials", "out": out / "cal.json",
                                 "quality": self.emb, "p_target": 0.05, "operating_point": "far", "far": 0.25},
+            "svmix-plot": {"histogram": out / "hist.png", "scores": self.scores, "trials": d / "trials",
+                           "threshold": "eer", "p_target": 0.1, "title": "tiny"},  # 4 utterances: too few for t-SNE
             "svmix-profile": {"config_paths": [self.train_yaml, self.train_yaml], "seconds": 1,
                               "max_encoder_param_diff": 0.05, "max_encoder_ratio": 1.0},
             "svmix-export": {"model_path": self.exp, "fmt": "torchscript", "out": out / "model.ts", "opset": 17,

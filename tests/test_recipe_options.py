@@ -23,7 +23,8 @@ RECIPES = {
 TYPED_VALUES = {"stage": "4", "stop_stage": "5", "teacher_mode": "online", "kd": "distilhubert",
                 "teacher_layers": "1,3", "num_trials": "123", "target_ratio": "0.25", "ngpu": "3",
                 "seeds": "1,2,3", "floor": "false", "train_teacher": "true", "students": "student_a student_b",
-                "nokd_students": "student_a", "baselines": "base_a base_b", "test_sets": "set_a set_b"}
+                "nokd_students": "student_a", "baselines": "base_a base_b", "test_sets": "set_a set_b",
+                "voices_part": "eval", "backends": "asnorm calibration qmf fusion"}
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +189,8 @@ def test_custom_recipe_checks_its_own_options(args, message, tmp_path):
     (["--test-sets", "test test"], "--test-sets lists 'test' twice"),
     (["--test-sets="], "--test-sets must not be empty"),
     (["--train-teacher", "yes"], "--train-teacher must be true or false, got 'yes'"),
+    (["--backends", "asnorm plda"], "--backends: 'plda' is not one of asnorm calibration qmf fusion"),
+    (["--backends", "calibration", "--test-sets", "test val"], "--backends: the development set"),
 ])
 def test_mini_recipe_checks_its_own_options(args, message, tmp_path, hf_teacher):
     proc = run("mini", "--exp", str(tmp_path / "exp"), "--teacher", str(hf_teacher), *args)
@@ -363,7 +366,7 @@ def test_option_lists_may_be_split_anyhow(separator, tmp_path):
 # sourced by every non-interactive bash): each option's value must reach the commands, as one argument.
 TOOLS = ["python", "torchrun", "svmix-validate-data", "svmix-prepare-augment", "svmix-train-teacher",
          "svmix-cache-teacher", "svmix-train", "svmix-extract", "svmix-floor", "svmix-score", "svmix-metrics",
-         "svmix-export", "svmix-report"]
+         "svmix-export", "svmix-report", "svmix-plot", "svmix-calibrate"]
 STUBS = r"""
 _record() {
   local IFS=$'\x1f'; printf '%s\n' "$*" >> "$SVMIX_TEST_COMMANDS"
@@ -397,7 +400,7 @@ VARIANTS = [
 
 
 # Options whose words name systems, test sets or seeds: checked below by the commands they make.
-LISTS = {"students", "nokd_students", "baselines", "seeds", "test_sets", "floor"}
+LISTS = {"students", "nokd_students", "baselines", "seeds", "test_sets", "floor", "backends"}
 
 
 @pytest.mark.parametrize("recipe, own, unused", VARIANTS)
@@ -417,9 +420,13 @@ def test_every_option_reaches_the_commands(recipe, own, unused, tmp_path, hf_tea
                   nokd_students="student_two", baselines="base_line", seeds="7,3", floor="true",
                   model_conf_dir=str(models), train_config=str(tmp_path / "train config.yaml"))
     if recipe == "mini":
-        values.update(test_sets="set_a set_b")
+        values.update(test_sets="set_a set_b", backends="asnorm calibration qmf")
     if recipe == "custom":
         values.update(corpus=str(tmp_path / "my corpus"), target_ratio="0.375", num_trials="777")
+    if recipe == "voxceleb":  # two of the other test sets present, VCMix missing
+        values.update(voices_part="eval")
+        for name in ("voxsrc23", "voices"):
+            Path(values[name]).mkdir()
     values.update({k: str(hf_teacher) if v == "HF" else v for k, v in own.items()})
     commands = recorded_run(recipe, tmp_path, values)
     tools = [c[0] for c in commands]
@@ -462,20 +469,44 @@ def test_every_option_reaches_the_commands(recipe, own, unused, tmp_path, hf_tea
         assert cache[cache.index("--layers") + 1] == "3,5"
     # Every system and seed, and the floor, extracted and scored on every test set with its utt2spk.
     test_root, test_sets = {"mini": (values["data"], ["set_a", "set_b"]), "custom": (values["data"], ["test"]),
-                            "voxceleb": (values["data"], ["voxceleb1"])}[recipe]
+                            "voxceleb": (values["data"], ["voxceleb1", "voxsrc23", "voices"])}[recipe]
     trials = ["trials_o", "trials_e", "trials_h"] if recipe == "voxceleb" else ["trials"]
+    trials_of = {s: trials for s in test_sets}
+    if recipe == "voxceleb":
+        trials_of.update(voxsrc23=["trials"], voices=["trials"])
+        preps = {c[2]: c for c in commands if c[0] == "python" and c[1].endswith("local/voxceleb.py")}
+        assert set(preps) == {"vox1", "vox2", "list", "voices"}
+        assert preps["list"][preps["list"].index("--name") + 1] == "voxsrc23"
+        assert preps["list"][preps["list"].index("--audio") + 1] == values["voxceleb1"]
+        assert preps["voices"][preps["voices"].index("--part") + 1] == "eval"
+        report = next(c for c in commands if c[0] == "svmix-report")
+        assert [report[i + 1] for i, w in enumerate(report) if w == "--trials-of"] == ["voxsrc23=trials", "voices=trials"]
+        missing = [report[i + 1] for i, w in enumerate(report) if w == "--missing"]
+        assert len(missing) == 1 and missing[0].startswith(f"vcmix=corpus folder '{values['vcmix']}' not found")
     runs = [f"{exp}/{s}/seed{k}" for s in systems for k in (7, 3)]
     extracts = {(c[c.index("--model") + 1], c[c.index("--data") + 1]) for c in commands if c[0] == "svmix-extract"}
-    assert extracts == {(r, f"{test_root}/{t}") for r in runs for t in test_sets}
+    dev = [f"{values['data']}/val"] if recipe == "mini" else []  # --backends: the development set too
+    assert extracts == {(r, f"{test_root}/{t}") for r in runs for t in test_sets} | {(r, d) for r in runs for d in dev}
+    if recipe == "mini":  # calibration and QMF fitted on val's trials, per system and seed
+        fits = [c for c in commands if c[0] == "svmix-calibrate"]
+        assert len(fits) == 2 * len(runs) and all(c[c.index("--trials") + 1] == f"{dev[0]}/trials" for c in fits)
+        normed = [c for c in commands if c[0] == "svmix-score" and "--norm" in c]
+        assert {c[c.index("--cohort") + 1] for c in normed} == {f"{r}/emb_dev/xvector.scp" for r in runs}
     floors = [c for c in commands if c[0] == "svmix-floor"]
     assert floors == [["svmix-floor", "--data", f"{test_root}/{t}", "--out", f"{exp}/floor/emb_{t}"] for t in test_sets]
-    scores = {c[c.index("--metrics-json") + 1]: c for c in commands if c[0] == "svmix-score"}
+    scores = {c[c.index("--metrics-json") + 1]: c for c in commands if c[0] == "svmix-score"
+              and "--norm" not in c and "--calibration" not in c and "--metrics-json" in c}
     assert set(scores) == {f"{r}/metrics_{t}_{n}.json" for r in runs + [f"{exp}/floor"] for t in test_sets
-                           for n in trials}
+                           for n in trials_of[t]}
     for path, c in scores.items():
         assert c[c.index("--utt2spk") + 1] == f"{test_root}/{path.rsplit('metrics_', 1)[1].split('_trials')[0]}/utt2spk"
     plots = [c for c in commands if c[0] == "svmix-metrics"]
-    assert len(plots) == len(test_sets) * len(trials)
+    assert len(plots) == sum(len(trials_of[t]) for t in test_sets)
+    pictures = [c for c in commands if c[0] == "svmix-plot"]  # of every system's first seed, 7
+    assert {c[c.index("--tsne") + 1] for c in pictures if "--tsne" in c} == {
+        f"{exp}/tsne_{s}_seed7_{t}.png" for s in systems for t in test_sets}
+    assert {c[c.index("--histogram") + 1] for c in pictures if "--histogram" in c} == {
+        f"{exp}/hist_{s}_seed7_{t}_{n}.png" for s in systems for t in test_sets for n in trials_of[t]}
     assert all(c.count("--scores") == len(runs) + 1 and "seed7" in " ".join(c) for c in plots)  # seeds overlaid
     exports = {c[c.index("--model") + 1] for c in commands if c[0] == "svmix-export"}
     assert exports == {f"{exp}/student_two/seed{k}" for k in (7, 3)}  # the distilled students

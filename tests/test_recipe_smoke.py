@@ -2,10 +2,13 @@
 the teacher pretrained here (--train-teacher true), two seeds, a no-KD student, two test sets."""
 import json
 import os
+import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -39,9 +42,25 @@ def run_recipe(tmp_path, *args):
     return proc.stdout + proc.stderr
 
 
+def run_readme_verify_example(tmp_path):
+    """README.md's `verify` example, its shell block then its Python block, as written, from a directory
+    laid out as ./run.sh leaves it (exp/, data/mini_world/ linked to the run's); returns the printed line."""
+    readme = (ROOT / "README.md").read_text().split("On the mini recipe's output", 1)[1]
+    shell, python = re.findall(r"```(?:bash|python)\n(.*?)```", readme, re.S)[:2]
+    top = tmp_path / "readme"
+    (top / "data").mkdir(parents=True)
+    (top / "exp").symlink_to(tmp_path / "exp")
+    (top / "data/mini_world").symlink_to(tmp_path / "data")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for cmd in (["bash", "-euc", shell], [sys.executable, "-c", python]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=top, env=env)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout.strip()
+
+
 @pytest.mark.slow
 def test_default_recipe_every_stage(tmp_path):
-    out = run_recipe(tmp_path)
+    out = run_recipe(tmp_path, "--backends", "asnorm calibration qmf fusion")
     exp = tmp_path / "exp"
     assert json.loads((exp / "teacher_cache/manifest.json").read_text())["layers"] == [2]  # the teacher's last
     for system in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd"):
@@ -63,12 +82,38 @@ def test_default_recipe_every_stage(tmp_path):
         assert (exp / "floor" / f"metrics_{test_set}_trials.json").is_file()
         assert (exp / f"det_{test_set}_trials.png").is_file()
     results = (exp / "RESULTS.md").read_text()
+    # Stage 5's pictures, of each trained system's first seed, beside the DET plots; RESULTS.md links them.
+    pictures = results.split("## Pictures\n", 1)[1].split("\n## ", 1)[0]
+    links = sorted(re.findall(r"\]\(([^)]+)\)", pictures))
+    expected = [f"det_{t}_trials.png" for t in ("test", "test_noisy")]
+    for system in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd"):
+        for test_set in ("test", "test_noisy"):
+            expected += [f"tsne_{system}_seed0_{test_set}.png", f"hist_{system}_seed0_{test_set}_trials.png"]
+    assert links == sorted(expected) and "not drawn" not in pictures
+    assert all((exp / name).read_bytes()[:4] == b"\x89PNG" for name in links)
+    assert "tsne_svmixer_mini_seed1" not in results
+    # --backends: before → after rows with numbers, fitted on val's trials (never a test list).
+    backends = results.split("## Score back-ends (before → after)\n", 1)[1].split("\n## ", 1)[0]
+    assert f"fitted on `{tmp_path / 'data/val/trials'}`" in backends
+    rows = {tuple(r[:2]): r[2:] for r in ([c.strip() for c in line.strip("|").split("|")]
+                                          for line in backends.splitlines() if line.startswith("| "))}
+    expected = {(s, b) for s in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd")
+                for b in ("cosine", "AS-norm", "calibration", "QMF")} | {("svmixer_mini + transformer_mini", "fusion")}
+    assert expected <= set(rows)
+    assert all(re.fullmatch(r"\d+\.\d+( ± \d+\.\d+)?", v) for key in expected for v in rows[key])
     for system in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd", "MFCC-mean cosine (floor)"):
         assert f"| {system} |" in results
     assert "test_noisy: EER (%)" in results and " ± " in results
     assert "svmix-train --config" in results  # the commands used
     assert "| svmixer_mini | 1 |" in (exp / "RESULTS_per_seed.md").read_text()
     assert "# RESULTS" in out  # printed at the end
+
+    # README.md's verify example runs on this output: a decision at the stated operating point.
+    label, llr, accept, point = run_readme_verify_example(tmp_path).split(" ", 3)
+    assert label in ("target", "nontarget") and accept in ("True", "False") and np.isfinite(float(llr))
+    assert point.startswith("accept llr > ") and "minDCF threshold at p_target=0.05 on the development trials" in point
+    fitted = json.loads((exp / "svmixer_mini/seed0/calibration.json").read_text())["fitted_on"]
+    assert fitted["trials"] == "data/mini_world/val/trials"
 
     # Stage 0 again: skipped by its done-markers, quickly.
     start = time.time()

@@ -193,3 +193,93 @@ def test_cli(recipe, tmp_path):
     assert result.exit_code != 0 and "listed twice" in result.output
     result = CliRunner().invoke(main, [*args[:2], "--seeds", "4", *args[4:]])
     assert result.exit_code == 1 and "seed4: no model.pt" in one_error_line(result, "svmix-report")
+
+
+def test_pictures_are_linked_where_drawn_and_said_missing_elsewhere(recipe, tmp_path):
+    import re
+
+    plots = tmp_path / "exp"
+    plots.mkdir()
+    drawn = ["det_test_trials.png", "tsne_svmixer_mini_seed1_test.png", "hist_svmixer_mini_seed1_test_trials.png"]
+    for name in drawn:
+        (plots / name).write_bytes(b"\x89PNG")
+    out = tmp_path / "out/RESULTS.md"
+    text, _ = report(recipe, out=out, plots_dir=plots)
+    section = text.split("## Pictures\n", 1)[1].split("\n## ", 1)[0]
+    links = re.findall(r"\]\(([^)]+)\)", section)
+    assert sorted((out.parent / link).resolve() for link in links) == sorted(plots / n for n in drawn)
+    row = cells(text, "Pictures", "svmixer_mini")
+    assert row["test: embeddings"].startswith("[t-SNE](") and row["test_noisy: embeddings"] == "t-SNE: not drawn"
+    assert row["test: scores"].startswith("[histogram](") and row["test_noisy: scores"] == "histogram: not drawn"
+    assert "- test_noisy: DET: not drawn" in section and FLOOR_NAME not in section
+    assert "seed 1" in section and "minDCF(0.05) threshold" in section
+    assert "## Pictures" not in report(recipe, out=tmp_path / "RESULTS.md")[0]
+
+
+def test_a_set_with_its_own_trials_lists_and_a_missing_set(recipe, tmp_path):
+    for k in SEEDS:
+        run = recipe / "exp/svmixer_mini" / f"seed{k}"
+        (run / "metrics_test_noisy_other.json").write_text((run / "metrics_test_noisy_trials.json").read_text())
+    shutil.copy(recipe / "data/test_noisy/trials", recipe / "data/test_noisy/other")
+    try:
+        text, _ = report(recipe, out=tmp_path / "RESULTS.md", systems=[recipe / "exp/svmixer_mini"], floor_dir=None,
+                         set_trials=["test_noisy=other"], missing=["vcmix=corpus folder '/x' not found"])
+    finally:
+        (recipe / "data/test_noisy/other").unlink()
+    got = cells(text, "Accuracy", "svmixer_mini")
+    assert got["test/trials: EER (%)"] == "12.00 ± 2.00" and got["test_noisy/other: EER (%)"] == "25.00 ± 5.57"
+    assert "test_noisy/trials: EER (%)" not in got
+    assert "- vcmix: corpus folder '/x' not found" in text.split("## Accuracy", 1)[0]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(set_trials=["voices=trials"]), "--trials-of names 'voices'"),
+    (dict(set_trials=["test"]), "--trials-of 'test': expected TEST_SET=NAME"),
+    (dict(missing=["test=gone"]), "--missing names 'test', which is a test set"),
+    (dict(missing=["vcmix"]), "--missing 'vcmix': expected TEST_SET=REASON"),
+])
+def test_bad_set_lists_are_one_line_errors(recipe, tmp_path, change, message):
+    with pytest.raises(SvmixError, match=message):
+        report(recipe, out=tmp_path / "RESULTS.md", **change)
+
+
+def test_backends_before_after_rows_with_the_development_list(recipe, tmp_path):
+    exp = tmp_path / "exp"
+    shutil.copytree(recipe / "exp", exp)
+    dev = tmp_path / "dev_trials"
+    dev.write_text("a b target\n")
+    for k in SEEDS:
+        run = exp / "svmixer_mini" / f"seed{k}"
+        for s in ("test", "test_noisy"):
+            for suffix, eer, cllr in (("asnorm", 9.0 + k, None), ("cal", 10.0 + k, 0.5 + k / 100)):
+                (run / f"metrics_{s}_trials_{suffix}.json").write_text(json.dumps(
+                    {"eer": eer, "min_dcf": {"0.05": 0.2}, "act_dcf": {"0.05": 0.25}, "cllr": cllr}))
+        (run / "calibration.json").write_text(json.dumps({"fitted_on": {"trials": str(dev)}}))
+        fused = exp / "fusion" / f"seed{k}"
+        fused.mkdir(parents=True)
+        (fused / "fusion.json").write_text(json.dumps({"fitted_on": {"trials": str(dev), "scores": [
+            f"{exp}/svmixer_mini/seed{k}/scores_dev", f"{exp}/svmixer_mini_nokd/seed{k}/scores_dev"]}}))
+        for s in ("test", "test_noisy"):
+            (fused / f"metrics_{s}_trials.json").write_text(json.dumps(
+                {"eer": 5.0, "min_dcf": {"0.05": 0.1}, "act_dcf": {"0.05": 0.12}, "cllr": 0.3}))
+    text, _ = report(recipe, out=tmp_path / "RESULTS.md", systems=[exp / "svmixer_mini", exp / "svmixer_mini_nokd"],
+                     fusion_dir=exp / "fusion")
+    section = text.split("## Score back-ends (before → after)\n", 1)[1].split("\n## ", 1)[0]
+    assert f"fitted on `{dev}`" in section
+    rows = [_cells(line) for line in section.splitlines() if line.startswith("| ")]
+    header, body = rows[0], rows[1:]
+    assert [r[:2] for r in body] == [["svmixer_mini", "cosine"], ["svmixer_mini", "AS-norm"],
+                                     ["svmixer_mini", "calibration"], ["svmixer_mini_nokd", "cosine"],
+                                     ["svmixer_mini + svmixer_mini_nokd", "fusion"]]
+    values = {tuple(r[:2]): dict(zip(header, r)) for r in body}
+    assert values["svmixer_mini", "cosine"]["test: EER (%)"] == "12.00 ± 2.00"
+    assert values["svmixer_mini", "calibration"]["test: EER (%)"] == "12.00 ± 1.00"
+    assert values["svmixer_mini", "calibration"]["test_noisy: Cllr"] == "0.520 ± 0.010"
+    assert values["svmixer_mini", "AS-norm"]["test: Cllr"] == "n/a"
+    assert values["svmixer_mini + svmixer_mini_nokd", "fusion"]["test: actDCF@0.05"] == "0.120 ± 0.000"
+    # no back-end run: no section; a calibration fitted on a test list: refused
+    assert "## Score back-ends" not in report(recipe, out=tmp_path / "plain" / "RESULTS.md")[0]
+    (exp / "svmixer_mini/seed1/calibration.json").write_text(json.dumps(
+        {"fitted_on": {"trials": str(recipe / "data/test/trials")}}))
+    with pytest.raises(SvmixError, match="a test list of this report"):
+        report(recipe, out=tmp_path / "RESULTS.md", systems=[exp / "svmixer_mini"])

@@ -157,3 +157,129 @@ def test_voxceleb2_real_m4a(tmp_path):
     prepare_voxceleb2(src, out, tmp_path / "wav", nj=2)
     assert validate_datadir(out, deep=True).ok
     assert sf.info(DataDir(out).wav_scp[utts[0]]).samplerate == 16000
+
+
+# ----------------------------------------------------------------------------- VoxSRC-23, VCMix, VOiCES
+
+def _wav(path, seconds=0.5, f0=150.0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, 0.1 * np.sin(2 * np.pi * f0 * np.arange(int(16000 * seconds)) / 16000), 16000, subtype="PCM_16")
+
+
+def test_vcmix_list_mixes_its_segments_with_voxceleb1(tmp_path):
+    from local.voxceleb import prepare_list_set
+
+    vox1 = tmp_path / "voxceleb1"
+    utts = _fake_tree(vox1 / "wav")
+    vcmix = tmp_path / "vcmix"
+    for name in ("abcde_00", "abcde_01", "fghij_00"):
+        _wav(vcmix / "voxconverse_test_SV" / f"{name}.wav")
+    (vcmix / "vcmix_test.txt").write_text(
+        f"1 voxconverse_test_SV/abcde_00.wav voxconverse_test_SV/abcde_01.wav\n"
+        f"0 voxconverse_test_SV/abcde_00.wav voxconverse_test_SV/fghij_00.wav\n"
+        f"1 {utts[0]}.wav {utts[1]}.wav\n0 {utts[0]}.wav voxconverse_test_SV/fghij_00.wav\n")
+    out = tmp_path / "data/vcmix"
+    result = CliRunner().invoke(cli, ["list", "--name", "vcmix", "--src", str(vcmix), "--audio", str(vox1),
+                                      "--out", str(out), "--nj", "1"])
+    assert result.exit_code == 0, result.output
+    assert validate_datadir(out, deep=True).ok
+    data = DataDir(out)
+    assert sorted(data.wav_scp) == sorted(["voxconverse_test_SV/abcde_00", "voxconverse_test_SV/abcde_01",
+                                           "voxconverse_test_SV/fghij_00", utts[0], utts[1]])
+    trials = read_trials(out / "trials")
+    assert [(t.enroll, t.label) for t in trials] == [("voxconverse_test_SV/abcde_00", 1),
+                                                     ("voxconverse_test_SV/abcde_00", 0), (utts[0], 1), (utts[0], 0)]
+    # speakers: the groups target trials link (the list names none)
+    spk = data.utt2spk
+    assert spk["voxconverse_test_SV/abcde_00"] == spk["voxconverse_test_SV/abcde_01"] != spk["voxconverse_test_SV/fghij_00"]
+    assert spk[utts[0]] == spk[utts[1]] != spk["voxconverse_test_SV/abcde_00"]
+    assert len(set(spk.values())) == 3
+
+
+def test_voxsrc23_list_found_below_the_folder_and_names_resolved_by_path(tmp_path):
+    from local.voxceleb import prepare_list_set
+
+    src = tmp_path / "voxsrc23"
+    for name in ("a/1", "a/2", "b/1"):
+        _wav(src / "data" / f"{name}.wav")
+    (src / "lists").mkdir()
+    (src / "lists/VoxSRC2023_val.txt").write_text("1 ../data/a/1.wav ../data/a/2.wav\n0 ../data/a/1.wav ../data/b/1.wav\n")
+    with pytest.raises(SvmixError, match=r"VoxSRC2023_val.txt:1: audio '../data/a/1.wav' not found"):
+        prepare_list_set("voxsrc23", src, tmp_path / "bad")  # ids must be paths below a root, not outside
+    (src / "lists/VoxSRC2023_val.txt").write_text("1 a/1.wav a/2.wav\n0 a/1.wav b/1\n")
+    prepare_list_set("voxsrc23", src, tmp_path / "out", audio=[src / "data"], nj=1)
+    assert sorted(DataDir(tmp_path / "out").wav_scp) == ["a/1", "a/2", "b/1"]
+    assert [t.label for t in read_trials(tmp_path / "out/trials")] == [1, 0]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("1 a.wav\n", r"VoxSRC2023_val.txt:1: expected '1\|0 <enrol>.wav <test>.wav'"),
+    ("2 a.wav a.wav\n", r":1: expected"),
+    ("1 a.wav missing.wav\n", r":1: audio 'missing.wav' not found below .*expected the VoxSRC-23 validation folder"),
+    ("1 a.wav a.wav\n", "only targets"),
+    ("\n", "no trials"),
+])
+def test_list_set_errors_name_file_and_line(tmp_path, text, message):
+    from local.voxceleb import prepare_list_set
+
+    src = tmp_path / "voxsrc23"
+    _wav(src / "a.wav")
+    (src / "VoxSRC2023_val.txt").write_text(text)
+    with pytest.raises(SvmixError, match=message):
+        prepare_list_set("voxsrc23", src, tmp_path / "out")
+    assert not (tmp_path / "out/trials").exists()
+
+
+def test_a_set_without_its_list_says_what_layout_it_expects(tmp_path):
+    (tmp_path / "vcmix").mkdir()
+    result = CliRunner().invoke(cli, ["list", "--name", "vcmix", "--src", str(tmp_path / "vcmix"), "--out",
+                                      str(tmp_path / "o")])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1
+    assert "no vcmix_test.txt" in lines[0] and "expected the VCMix folder" in lines[0] and "--audio VOXCELEB1" in lines[0]
+
+
+def _voices_tree(root, part="dev"):
+    names = {"m1": "Lab41-SRI-VOiCES-rm1-none-sp0083-ch003054-sg0005-mc01-stu-clo-dg110",
+             "t1": "Lab41-SRI-VOiCES-rm2-babb-sp0083-ch003054-sg0006-mc02-stu-far-dg080",
+             "t2": "Lab41-SRI-VOiCES-rm2-musi-sp0101-ch012345-sg0001-mc03-stu-mid-dg020",
+             "m2": "Lab41-SRI-VOiCES-rm1-none-sp0101-ch012345-sg0002-mc01-stu-clo-dg110"}
+    for n in names.values():
+        _wav(root / "Speaker_Recognition" / f"sid_{part}" / f"{n}.wav")
+    lists = root / "Speaker_Recognition" / f"sid_{part}_lists_and_keys"
+    lists.mkdir(parents=True)
+    (lists / f"{part}-enroll.lst").write_text(f"1 sid_{part}/{names['m1']}.wav\n2 sid_{part}/{names['m2']}.wav\n")
+    (lists / f"{part}-trial-keys.lst").write_text(
+        f"1 sid_{part}/{names['t1']}.wav tgt\n1 sid_{part}/{names['t2']}.wav imp\n2 sid_{part}/{names['t2']}.wav tgt\n")
+    return names, lists
+
+
+def test_voices_enrolment_and_keys(tmp_path):
+    names, _ = _voices_tree(tmp_path / "VOiCES")
+    out = tmp_path / "data/voices"
+    result = CliRunner().invoke(cli, ["voices", "--src", str(tmp_path / "VOiCES"), "--out", str(out), "--nj", "1"])
+    assert result.exit_code == 0, result.output
+    assert validate_datadir(out, deep=True).ok
+    trials = read_trials(out / "trials")
+    assert [(t.enroll, t.test, t.label) for t in trials] == [
+        (f"sid_dev/{names['m1']}", f"sid_dev/{names['t1']}", 1), (f"sid_dev/{names['m1']}", f"sid_dev/{names['t2']}", 0),
+        (f"sid_dev/{names['m2']}", f"sid_dev/{names['t2']}", 1)]
+    spk = DataDir(out).utt2spk
+    assert len(set(spk.values())) == 2 and spk[f"sid_dev/{names['m1']}"] == spk[f"sid_dev/{names['t1']}"]
+
+
+@pytest.mark.parametrize("file, text, message", [
+    ("dev-enroll.lst", "1\n", r"dev-enroll.lst:1: expected '<model> <file>'"),
+    ("dev-enroll.lst", "1 sid_dev/x.wav\n", r"dev-enroll.lst:1: audio 'sid_dev/x.wav' not found"),
+    ("dev-trial-keys.lst", "1 sid_dev/x.wav maybe\n", r"dev-trial-keys.lst:1: expected '<model> <test file> tgt\|imp'"),
+    ("dev-trial-keys.lst", "9 sid_dev/x.wav tgt\n", r"dev-trial-keys.lst:1: model '9' is not in"),
+])
+def test_voices_errors_name_file_and_line(tmp_path, file, text, message):
+    from local.voxceleb import prepare_voices
+
+    _, lists = _voices_tree(tmp_path / "VOiCES")
+    (lists / file).write_text(text)
+    with pytest.raises(SvmixError, match=message):
+        prepare_voices(tmp_path / "VOiCES", tmp_path / "out")
+    with pytest.raises(SvmixError, match="no eval-enroll.lst found .*expected the VOiCES 2019 challenge release"):
+        prepare_voices(tmp_path / "VOiCES", tmp_path / "out", part="eval")

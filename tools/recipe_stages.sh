@@ -10,19 +10,25 @@
 #   $baselines             no distillation (train.kd.name=null)  $exp/<baseline>/seed<k>/
 #   the floor              svmix-floor (MFCC-mean cosine)        $exp/floor/
 # In each: emb_<set>/ per test set, scores_<set>_<trials> and metrics_<set>_<trials>.json per
-# test set and trials list; $exp/det_<set>_<trials>.png overlays every system and seed.
+# test set and trials list; $exp/det_<set>_<trials>.png overlays every system and seed; beside it, of
+# each trained system's first seed, tsne_<system>_seed<k>_<set>.png and hist_<system>_seed<k>_<set>_<trials>.png.
 svmix_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # What the shared stages read; recipe_begin fails naming the first one the recipe left unset.
-# test_sets: names of data dirs under $test_root, each holding every trials list of $trials_names.
+# test_sets: names of data dirs under $test_root, each holding every trials list of $trials_names
+# (or of its entry in $test_trials).
 svmix_stage_variables="stage stop_stage exp nj ngpu seeds teacher teacher_layers train_data val_data test_root
   test_sets trials_names augment_dir train_config model_conf_dir students"
 # Read too, but may be empty: cache (required with teacher_mode=cache), teacher_eval (the teacher's
 # line in RESULTS.md), nokd_students and baselines (systems above), floor (true: the floor row;
 # default true), test_notes (RESULTS.md: "set=what it is" entries separated by ';'), train_opts and
 # extract_opts (extra options for svmix-train and svmix-extract).
+# test_trials ("set=name name;..."): a test set's own trials lists instead of $trials_names;
+# test_missing ("set=why;..."): test sets the recipe could not prepare (listed in RESULTS.md).
+# backends (words of asnorm calibration qmf fusion): score back-ends reported before → after, which
+# need dev_data, a data dir with labelled trials that is no test set (AS-norm cohort, calibration fit).
 svmix_optional_stage_variables="teacher_mode cache teacher_eval nokd_students baselines floor test_notes
-  train_opts extract_opts"
+  train_opts extract_opts test_trials test_missing backends dev_data"
 
 # teacher_last_layer --teacher SPEC | --mini-config FILE | --pretrain-config FILE: the teacher's last
 # layer (HF indexing), read from its configuration without loading weights (local/teacher_layers.py).
@@ -36,6 +42,15 @@ _svmix_systems() {
   for s in $baselines; do echo "$s"; done
 }
 _svmix_seed_list() { echo "${seeds//,/ }"; }
+
+# _svmix_trials_of SET: the trials lists of test set SET ($test_trials, else $trials_names).
+_svmix_trials_of() {
+  local entry IFS=';'
+  for entry in ${test_trials:-}; do
+    if [ "${entry%%=*}" = "$1" ]; then echo "${entry#*=}"; return; fi
+  done
+  echo "$trials_names"
+}
 
 # _svmix_frontend_name CONF: the frontend registry name a model config selects (empty: the default),
 # its includes followed (svmix.yaml_config: PyYAML only, quick).
@@ -110,6 +125,16 @@ stage_extract() {
         svmix-floor --data "$test_root/$set" --out "$exp/floor/emb_$set"
     fi
   done
+  if [ -n "${backends:-}" ]; then  # the development set: cohort and calibration data of the back-ends
+    for s in $(_svmix_systems); do
+      for k in $(_svmix_seed_list); do
+        dir="$exp/$s/seed$k"
+        # shellcheck disable=SC2086
+        run_step "extract_${s}_seed${k}_dev" "$dir/model.pt" "$dev_data/wav.scp" -- \
+          svmix-extract --model "$dir" --data "$dev_data" --out "$dir/emb_dev" --nj "$nj" $extract_opts
+      done
+    done
+  fi
 }
 
 # _svmix_score NAME DIR SET TRIALS: scores and metrics (EER with its speaker-bootstrap 95% CI).
@@ -124,7 +149,7 @@ stage_score() {
   svmix_log "stage 5: scoring and metrics"
   local s k set t plot_args labels
   for set in $test_sets; do
-    for t in $trials_names; do
+    for t in $(_svmix_trials_of "$set"); do
       plot_args=()
       for s in $(_svmix_systems); do
         for k in $(_svmix_seed_list); do
@@ -139,6 +164,98 @@ stage_score() {
       fi
       # The DET plot only: the metrics (and their intervals) are in each metrics_<set>_<trials>.json.
       svmix-metrics "${plot_args[@]}" --trials "$test_root/$set/$t" --bootstrap 0 --det-plot "$exp/det_${set}_$t.png"
+    done
+    _svmix_pictures "$set"
+  done
+  if [ -n "${backends:-}" ]; then _svmix_backends; fi
+}
+
+_svmix_has_backend() { [[ " $backends " == *" $1 "* ]]; }
+
+# The score back-ends of every system and seed, fitted on (or taking their cohort from) $dev_data,
+# reported by svmix-report before → after: metrics_<set>_<trials>_{asnorm,cal,qmf}.json beside the
+# cosine ones, and the fusion of the distilled students in $exp/fusion/seed<k>/.
+_svmix_backends() {
+  svmix_log "stage 5: score back-ends ($backends), fitted on $dev_data/trials"
+  local s k set t dir data key fused
+  for s in $(_svmix_systems); do
+    for k in $(_svmix_seed_list); do
+      dir="$exp/$s/seed$k"
+      run_step "score_${s}_seed${k}_dev" "$dir/emb_dev/xvector.scp" "$dev_data/trials" -- \
+        svmix-score --trials "$dev_data/trials" --embeddings "$dir/emb_dev/xvector.scp" --output "$dir/scores_dev" \
+          --bootstrap 0
+      if _svmix_has_backend calibration; then
+        run_step "cal_${s}_seed$k" "$dir/scores_dev" -- svmix-calibrate --scores "$dir/scores_dev" \
+          --trials "$dev_data/trials" --operating-point min-dcf --p-target 0.05 --out "$dir/calibration.json"
+      fi
+      if _svmix_has_backend qmf; then
+        run_step "qmf_${s}_seed$k" "$dir/scores_dev" "$dir/emb_dev" -- svmix-calibrate --scores "$dir/scores_dev" \
+          --trials "$dev_data/trials" --quality "$dir/emb_dev" --operating-point min-dcf --p-target 0.05 \
+          --out "$dir/qmf.json"
+      fi
+      for set in $test_sets; do
+        data="$test_root/$set"
+        for t in $(_svmix_trials_of "$set"); do
+          key="${set}_$t"
+          if _svmix_has_backend asnorm; then
+            run_step "asnorm_${s}_seed${k}_$key" "$dir/emb_$set/xvector.scp" "$dir/emb_dev/xvector.scp" "$data/$t" -- \
+              svmix-score --trials "$data/$t" --embeddings "$dir/emb_$set/xvector.scp" --utt2spk "$data/utt2spk" \
+                --norm asnorm --cohort "$dir/emb_dev/xvector.scp" --top-n 100 --output "$dir/scores_${key}_asnorm" \
+                --metrics-json "$dir/metrics_${key}_asnorm.json"
+          fi
+          for cal in calibration:cal qmf:qmf; do
+            _svmix_has_backend "${cal%%:*}" || continue
+            run_step "${cal#*:}_${s}_seed${k}_$key" "$dir/${cal%%:*}.json" "$dir/emb_$set/xvector.scp" "$data/$t" -- \
+              svmix-score --trials "$data/$t" --embeddings "$dir/emb_$set/xvector.scp" --utt2spk "$data/utt2spk" \
+                --calibration "$dir/${cal%%:*}.json" --output "$dir/scores_${key}_${cal#*:}" \
+                --metrics-json "$dir/metrics_${key}_${cal#*:}.json"
+          done
+        done
+      done
+    done
+  done
+  local students_list
+  read -r -a students_list <<< "$students"
+  if _svmix_has_backend fusion && [ "${#students_list[@]}" -ge 2 ]; then
+    for k in $(_svmix_seed_list); do
+      fused="$exp/fusion/seed$k"
+      local dev_scores=() inputs=()
+      for s in $students; do dev_scores+=(--scores "$exp/$s/seed$k/scores_dev"); inputs+=("$exp/$s/seed$k/scores_dev"); done
+      mkdir -p "$fused"
+      run_step "fusion_seed$k" "${inputs[@]}" -- svmix-calibrate "${dev_scores[@]}" --trials "$dev_data/trials" \
+        --operating-point min-dcf --p-target 0.05 --out "$fused/fusion.json"
+      for set in $test_sets; do
+        data="$test_root/$set"
+        for t in $(_svmix_trials_of "$set"); do
+          key="${set}_$t"
+          local test_scores=() test_inputs=("$fused/fusion.json")
+          for s in $students; do test_scores+=(--scores "$exp/$s/seed$k/scores_$key"); test_inputs+=("$exp/$s/seed$k/scores_$key"); done
+          run_step "fusion_seed${k}_$key" "${test_inputs[@]}" "$data/$t" -- \
+            svmix-calibrate --apply "$fused/fusion.json" "${test_scores[@]}" --output "$fused/scores_$key"
+          run_step "fusion_metrics_seed${k}_$key" "$fused/scores_$key" "$data/$t" -- \
+            svmix-metrics --scores "$fused/scores_$key" --trials "$data/$t" --utt2spk "$data/utt2spk" \
+              --json "$fused/metrics_$key.json"
+        done
+      done
+    done
+  fi
+}
+
+# _svmix_pictures SET: beside the DET plots, per trained system (its first seed), a t-SNE of the
+# embeddings of SET coloured by speaker and, per trials list, the histogram of its cosine scores with
+# the minDCF(0.05) threshold of those trials (names: svmix/report.py, det_plot_name and the others).
+_svmix_pictures() {
+  local set="$1" s t k dir data="$test_root/$1"
+  k="${seeds%%,*}"
+  for s in $(_svmix_systems); do
+    dir="$exp/$s/seed$k"
+    run_step "tsne_${s}_seed${k}_$set" "$dir/emb_$set/xvector.scp" "$data/utt2spk" -- \
+      svmix-plot --tsne "$exp/tsne_${s}_seed${k}_$set.png" --embeddings "$dir/emb_$set/xvector.scp" \
+        --utt2spk "$data/utt2spk" --title "$s seed$k, $set (t-SNE)"
+    for t in $(_svmix_trials_of "$set"); do
+      run_step "hist_${s}_seed${k}_${set}_$t" "$dir/scores_${set}_$t" "$data/$t" -- \
+        svmix-plot --histogram "$exp/hist_${s}_seed${k}_${set}_$t.png" --scores "$dir/scores_${set}_$t" \
+          --trials "$data/$t" --threshold min-dcf --p-target 0.05 --title "$s seed$k, $set/$t: cosine scores"
     done
   done
 }
@@ -164,14 +281,22 @@ stage_report() {
   for s in $(_svmix_systems); do args+=(--system "$exp/$s"); done
   for set in $test_sets; do args+=(--test-data "$test_root/$set"); done
   for t in $trials_names; do args+=(--trials-name "$t"); done
+  local own defaults
+  read -r -a defaults <<< "$trials_names"
+  for set in $test_sets; do
+    read -r -a own <<< "$(_svmix_trials_of "$set")"
+    [ "${own[*]}" = "${defaults[*]}" ] || args+=(--trials-of "$set=$(IFS=,; echo "${own[*]}")")
+  done
   if [ "${floor:-true}" = true ]; then args+=(--floor "$exp/floor"); fi
   [ -n "${teacher_eval:-}" ] && args+=(--teacher "$teacher_eval")
   local IFS=';'
   for note in ${test_notes:-}; do  # the notes of the test sets reported
     [[ " $test_sets " == *" ${note%%=*} "* ]] && args+=(--note "$note")
   done
+  for note in ${test_missing:-}; do args+=(--missing "$note"); done
   unset IFS
-  svmix-report "${args[@]}" --commands "$commands_log" --out "$out"
+  if [ -d "$exp/fusion" ] && [[ " ${backends:-} " == *" fusion "* ]]; then args+=(--fusion "$exp/fusion"); fi
+  svmix-report "${args[@]}" --commands "$commands_log" --plots "$exp" --out "$out"
   # The accuracy table on the terminal and in run.log; sizes, timing and commands are in the file.
   sed -n '1p;/^## Accuracy/,/^## /{/^## /!p;/^## Accuracy/p}' "$out"
   echo "(sizes, timing and commands: $out)"
@@ -198,13 +323,24 @@ recipe_begin() {
   done
   recipe_check_int nj 1
   recipe_check_int ngpu 0
-  : "${nokd_students:=}" "${baselines:=}" "${test_notes:=}"
+  : "${nokd_students:=}" "${baselines:=}" "${test_notes:=}" "${test_trials:=}" "${test_missing:=}"
   case "${teacher_mode:=cache}" in
     cache) [ -n "${cache:-}" ] || recipe_error "the recipe does not set \$cache (needed with teacher_mode=cache)" ;;
     online) ;;
     *) recipe_error "--teacher-mode must be cache or online, got '$teacher_mode'" ;;
   esac
   case "${floor:=true}" in true|false) ;; *) recipe_error "--floor must be true or false, got '$floor'" ;; esac
+  : "${backends:=}" "${dev_data:=}"
+  for v in $backends; do
+    case "$v" in asnorm|calibration|qmf|fusion) ;;
+      *) recipe_error "--backends: '$v' is not one of asnorm calibration qmf fusion" ;; esac
+  done
+  if [ -n "$backends" ]; then
+    [ -n "$dev_data" ] || recipe_error "--backends needs development trials (\$dev_data): the recipe sets none"
+    for v in $test_sets; do
+      [ "$dev_data" != "$test_root/$v" ] || recipe_error "--backends: the development set $dev_data is a test set"
+    done
+  fi
   [[ "$teacher_layers" =~ ^[0-9]+(,[0-9]+)*$ ]] \
     || recipe_error "--teacher-layers must be comma-separated layer numbers (e.g. 8,16,24), got '$teacher_layers'"
   [[ "$seeds" =~ ^(0|[1-9][0-9]{0,8})(,(0|[1-9][0-9]{0,8}))*$ ]] \

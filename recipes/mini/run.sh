@@ -32,6 +32,7 @@ students="svmixer_mini transformer_mini"   # $model_conf_dir/<name>.yaml, distil
 nokd_students=""                    # students trained again with train.kd.lambda=0 (system <name>_nokd)
 baselines=""                        # $model_conf_dir/<name>.yaml trained without a teacher (train.kd.name=null)
 floor=true                          # true: the MFCC-mean cosine floor (svmix-floor) on every test set
+backends=""                         # score back-ends, before → after in RESULTS.md: any of asnorm calibration qmf fusion (fitted on val)
 corpus_opts=""                      # extra options for local/make_mini_world.py (tests: a tiny world)
 augment_opts=""                     # extra options for svmix-prepare-augment
 teacher_opts=""                     # extra options for svmix-train-teacher (--train-teacher true)
@@ -40,7 +41,7 @@ extract_opts=""                     # extra options for svmix-extract
 
 recipe_options="stage stop_stage nj ngpu seed seeds data test_sets augment_dir exp train_teacher teacher
   teacher_config teacher_layers cache train_config model_conf_dir students nokd_students baselines floor
-  corpus_opts augment_opts teacher_opts train_opts extract_opts"
+  backends corpus_opts augment_opts teacher_opts train_opts extract_opts"
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--name value ...]
 Stages:
   0  data preparation: synthesize the mini world (Kaldi data dirs + trials; the pool with --train-teacher true)
@@ -48,7 +49,8 @@ Stages:
   2  teacher feature caching
   3  training of every system (--students distilled, --nokd-students, --baselines), once per seed of --seeds
   4  embedding extraction (every test set of --test-sets) and the MFCC-mean floor
-  5  scoring and metrics (EER with 95% CI, minDCF, DET plots, RESULTS.md)
+  5  scoring and metrics (EER with 95% CI, minDCF, DET plots, t-SNE and score histograms, RESULTS.md);
+     with --backends, AS-norm / calibration / QMF / fusion on val (its embeddings extracted in stage 4)
   6  export of the students for deployment (ONNX / TorchScript)
 Paths are relative to the directory you run from (./run.sh at the top: data/mini_world, data/augment, exp/).
 Layout: \$exp/<system>/seed<k>/ per system and seed (<student>_nokd for --nokd-students), \$exp/floor/,
@@ -76,6 +78,7 @@ esac
 cache=${cache:-$exp/teacher_cache}
 train_data=$data/train
 val_data=$data/val
+dev_data=$data/val                  # the back-ends' development trials: unseen voices, never a test list
 test_root=$data
 trials_names=trials
 test_notes="test=clean speech, each utterance through its own random microphone-and-room channel (±6 dB);test_noisy=the test utterances reverberated (p=0.5) and noised at 5-20 dB SNR"
