@@ -250,7 +250,12 @@ def main(argv=None) -> None:
         build_s = time.perf_counter() - t
         print(f"built {args.utterances} utterances of {speakers} speakers ({args.sources} source wavs) "
               f"in {build_s:.0f} s", file=sys.stderr, flush=True)
-        rows = []
+        class _Rows(list):  # each row also goes to stderr as soon as it is measured
+            def append(self, row):
+                print(" | ".join(row), file=sys.stderr, flush=True)
+                super().append(row)
+
+        rows = _Rows()
         validate_env = {**env, "SVMIX_CACHE_DIR": str(root / "cache-validate")}
         v = timed_process([sys.executable, "-m", "svmix.bin.validate_data", str(data)], validate_env)
         rows.append(("svmix-validate-data (empty scan cache)", f"{v['seconds']:.1f} s", f"peak RSS {v['peak_mb']:.0f} MB"))

@@ -141,3 +141,27 @@ def test_forked_reader_of_the_numpy_index_copies_no_pages():
     list_kb, array_kb = _private_growth_touching(as_list, n), _private_growth_touching(as_array, n)
     assert list_kb > 4_000  # ~ 100k objects of ~100 bytes each: the copy-on-write the array avoids
     assert array_kb < list_kb / 10
+
+
+def test_plain_wav_header_reader_agrees_with_libsndfile(tmp_path):
+    import soundfile as sf
+
+    from svmix.data.audio import audio_info, plain_wav_info
+
+    rng = np.random.default_rng(0)
+    for name, rate, channels, subtype, fmt in (("a.wav", 16000, 1, "PCM_16", "WAV"), ("b.wav", 8000, 2, "FLOAT", "WAV"),
+                                               ("c.wav", 44100, 3, "PCM_24", "WAV"), ("d.flac", 16000, 1, "PCM_16", "FLAC"),
+                                               ("e.wav", 16000, 1, "ULAW", "WAV")):
+        path = tmp_path / name
+        sf.write(path, 0.1 * rng.standard_normal((int(rate * 0.37), channels)), rate, subtype=subtype, format=fmt)
+        info = sf.info(path)
+        assert audio_info(path) == (info.frames, info.samplerate), name
+        plain = plain_wav_info(path)
+        if fmt == "FLAC" or subtype == "ULAW":
+            assert plain is None, name  # left to libsndfile
+        else:
+            assert plain[:2] == (info.frames, info.samplerate) and plain[2] == plain[3], name
+    with open(tmp_path / "a.wav", "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(audio.AudioError, match="truncated audio"):
+        audio_info(tmp_path / "a.wav")

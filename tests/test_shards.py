@@ -175,3 +175,27 @@ def test_extraction_reads_shards_as_the_kaldi_dir(corpus, tmp_path, one_thread):
     assert a.keys() == b.keys() and len(a) == 12
     for utt in a:
         assert np.array_equal(a[utt], b[utt]), utt
+
+
+def test_bad_shard_dirs_are_one_line_errors(corpus, tmp_path):
+    import json
+    import shutil
+
+    good = _shards(corpus, 5)
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad)
+    (bad / "shard.list").write_text("".join(f"shards/{p.split('/')[-1]}\n" for p in
+                                            (good / "shard.list").read_text().split()))  # relative lines
+    manifest = json.loads((bad / "shards.json").read_text())
+    for s in manifest["shards"]:
+        s["num_utts"] += 2  # promises 18 utterances, utt2spk lists 12
+    (bad / "shards.json").write_text(json.dumps(manifest))
+    with pytest.raises(SvmixError, match="hold 18 utterances, utt2spk lists 12"):
+        read_shard_index(bad)
+    (bad / "utt2spk").write_text((bad / "utt2spk").read_text() + "".join(f"x{i} spk00\n" for i in range(6)))
+    stream = _stream(bad, 2)  # the index now agrees, the tars do not
+    with pytest.raises(SvmixError, match="fewer utterances than shards.json"):
+        _epoch(stream, 0)
+    (bad / "shards.json").unlink()
+    with pytest.raises(SvmixError, match="shards.json: not found"):
+        read_shard_index(bad)

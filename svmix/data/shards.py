@@ -377,3 +377,6 @@ class ShardStream(IterableDataset):
                 batch, take = [], take - 1
                 if take == 0:
                     return
+        # Fewer utterances than shards.json promised: a rank would run short of batches and DDP hang.
+        raise SvmixError(f"{self.index.root}: the shards of stream {stream} hold fewer utterances than "
+                         f"{MANIFEST} says; rewrite them with svmix-make-shards")
