@@ -120,14 +120,14 @@ def memory_kb(pid: int) -> Dict[str, int]:
 
 
 def timed_process(args: List[str], env: Dict[str, str]) -> Dict[str, float]:
-    """Run ``args``; its wall time and peak RSS (MB)."""
+    """Run ``args``; its wall time, CPU time and peak RSS (MB)."""
     start = time.perf_counter()
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(args)} failed: {proc.stderr.read()[-2000:]}")
-    return {"seconds": seconds, "peak_mb": usage.ru_maxrss / 1024}
+    return {"seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024}
 
 
 def startup_phase(data_dir: str, workers: int, batch: int, batches: int, seed: int) -> Dict[str, object]:
@@ -143,6 +143,7 @@ def startup_phase(data_dir: str, workers: int, batch: int, batches: int, seed: i
     from svmix.train.trainer import _training_data, _worker_init
 
     torch.set_num_threads(1)
+    cpu0 = time.process_time()
     start = time.perf_counter()
     utts, paths, labels, speakers, _ = _training_data(data_dir)
     read = time.perf_counter()
@@ -157,6 +158,7 @@ def startup_phase(data_dir: str, workers: int, batch: int, batches: int, seed: i
     first = time.perf_counter()
     result: Dict[str, object] = {"read_tables_s": read - start, "scan_s": scanned - read,
                                  "index_loader_first_batch_s": first - scanned, "startup_s": first - start,
+                                 "startup_cpu_s": time.process_time() - cpu0,
                                  "utterances": len(dataset), "speakers": len(speakers)}
     if batches:
         pids = [w.pid for w in it._workers] if workers else [os.getpid()]
@@ -258,7 +260,8 @@ def main(argv=None) -> None:
         rows = _Rows()
         validate_env = {**env, "SVMIX_CACHE_DIR": str(root / "cache-validate")}
         v = timed_process([sys.executable, "-m", "svmix.bin.validate_data", str(data)], validate_env)
-        rows.append(("svmix-validate-data (empty scan cache)", f"{v['seconds']:.1f} s", f"peak RSS {v['peak_mb']:.0f} MB"))
+        rows.append(("svmix-validate-data (empty scan cache)", f"{v['seconds']:.1f} s",
+                     f"CPU {v['cpu_s']:.1f} s, peak RSS {v['peak_mb']:.0f} MB"))
         print(f"validated in {v['seconds']:.0f} s", file=sys.stderr, flush=True)
         train_env = {**env, "SVMIX_CACHE_DIR": str(root / "cache-train")}
         runs = []
@@ -272,7 +275,7 @@ def main(argv=None) -> None:
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             runs.append(r)
             rows.append((f"training start-up to first batch, {run} run", f"{r['startup_s']:.1f} s",
-                         f"tables {r['read_tables_s']:.1f} s, audio scan {r['scan_s']:.1f} s, "
+                         f"main-process CPU {r['startup_cpu_s']:.1f} s; tables {r['read_tables_s']:.1f} s, audio scan {r['scan_s']:.1f} s, "
                          f"index+loader+first batch {r['index_loader_first_batch_s']:.1f} s; "
                          f"{args.workers} workers, batch {args.batch_size}"))
             print(f"start-up ({run} run) {r['startup_s']:.0f} s", file=sys.stderr, flush=True)

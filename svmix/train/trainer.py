@@ -165,7 +165,8 @@ class MetricsLog:
 
 
 def _training_data(data_dir: os.PathLike):
-    """``(utts, paths, labels, speakers)`` of a Kaldi data dir; of a shard dir (paths None), its index."""
+    """``(utts, paths, labels, speakers, shard index)``: a Kaldi data dir has no shard index, a shard
+    dir (:mod:`svmix.data.shards`) no paths (None)."""
     if is_shard_dir(data_dir):
         index = read_shard_index(data_dir)
         utt2spk = index.utt2spk
