@@ -84,6 +84,12 @@ def one_error_line(result, *names: str) -> str:
     return errors[0]
 
 
+@pytest.fixture(autouse=True)
+def _private_svmix_cache(tmp_path_factory, monkeypatch):
+    """Tests keep svmix's user cache (e.g. the audio-scan cache) out of the home directory."""
+    monkeypatch.setenv("SVMIX_CACHE_DIR", str(tmp_path_factory.mktemp("svmix-cache")))
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op thread: on a busy shared machine, thread spin-waits dominate tiny models."""

@@ -101,6 +101,8 @@ class World:
         d, out = self.data, self.out
         return {
             "svmix-validate-data": {"data_dir": d},
+            "svmix-make-shards": {"data_dir": d, "out_dir": out / "shards", "utts_per_shard": 2, "seed": 1,
+                                  "no_progress": True},
             "svmix-prepare-augment": {"out": out / "augment", "synthetic": True, "num_noises": 2, "num_music": 1,
                                       "num_rirs": 2, "seed": 3},
             "svmix-train-teacher": {"data_dir": d, "out_dir": out / "teacher", "config_path": self.teacher_yaml,

@@ -12,7 +12,7 @@ from svmix.utils.logging import setup_logging
 
 @command("svmix-extract")
 @click.option("--model", required=True, type=InPath("any"), help="Experiment dir (its model.pt) or checkpoint.")
-@click.option("--data", type=in_dir(), help="Kaldi data dir (its wav.scp).")
+@click.option("--data", type=in_dir(), help="Kaldi data dir (its wav.scp), or a dir of audio shards (shard.list).")
 @click.option("--wav-scp", type=in_file(), help="A wav.scp: '<utt-id> <path>' lines.")
 @click.option("--wav-dir", type=in_dir(),
               help="All .wav/.flac files below DIR; utterance id = relative path without extension.")

@@ -9,7 +9,8 @@ from svmix.cli import DEVICE, OVERRIDE, InPath, OutPath, TeacherSpec, command, i
 @command("svmix-train")
 @click.option("--config", "config_path", required=True, type=in_file(),
               help="Training YAML (model: / model_config: and train: sections).")
-@click.option("--data", "data_dir", required=True, type=in_dir(), help="Training data dir.")
+@click.option("--data", "data_dir", required=True, type=in_dir(),
+              help="Training data: a Kaldi data dir, or a dir of audio shards (shard.list, from svmix-make-shards).")
 @click.option("--exp", "exp_dir", required=True, type=OutPath("dir"),
               help="Experiment dir; training resumes automatically when it has a checkpoint.")
 @click.option("--teacher-cache", type=in_dir(), help="Teacher feature cache (stage 2).")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Set
 
-from svmix.data.audio import load_audio, scan_audio
+from svmix.data.audio import load_audio, scan_audio, scan_cache_path
 from svmix.data.datadir import Problem, read_table, read_trials, write_kv, write_trials, spk2utt_from_utt2spk
 from svmix.errors import AudioError, SvmixError
 from svmix.utils.progress import track
@@ -50,7 +50,7 @@ def validate_datadir(path, check_audio: bool = True, deep: bool = False, progres
                 except AudioError as e:
                     bad[utt] = str(e)
         else:
-            bad = scan_audio(files, progress=progress)[1]
+            bad = scan_audio(files, progress=progress, cache=scan_cache_path(path))[1]
         for utt, message in bad.items():
             report.problems.append(Problem(str(wav_file), wav.lines[utt], message, utt))
             report.bad_utts.add(utt)

@@ -42,6 +42,7 @@ import torch
 from svmix.calibration import QUALITY_FILE, embedding_norm, write_quality
 from svmix.checkpoint import read_checkpoint, resolve_checkpoint_path
 from svmix.data.audio import SAMPLE_RATE, load_audio, scan_audio
+from svmix.data.shards import is_member_ref, is_shard_dir, load_member, shard_members
 from svmix.data.datadir import DataDir, read_kv
 from svmix.errors import AudioError, SvmixError
 from svmix.inference.embedder import embed_stream, load_embedder, num_segments, onnx_model_path
@@ -84,11 +85,14 @@ def list_wav_dir(wav_dir: os.PathLike) -> "OrderedDict[str, str]":
 
 def list_inputs(data: Optional[os.PathLike] = None, wav_scp: Optional[os.PathLike] = None,
                 wav_dir: Optional[os.PathLike] = None) -> "OrderedDict[str, str]":
-    """utterance id → audio path from exactly one of a data dir, a wav.scp or an audio directory."""
+    """utterance id → audio path from exactly one of a data dir (Kaldi, or audio shards: then the paths
+    are :func:`svmix.data.shards.member_ref` strings), a wav.scp or an audio directory."""
     given = [x for x in (data, wav_scp, wav_dir) if x is not None]
     if len(given) != 1:
         raise SvmixError("give exactly one of --data, --wav-scp and --wav-dir")
-    if data is not None:
+    if data is not None and is_shard_dir(data):
+        utts = OrderedDict(shard_members(data))
+    elif data is not None:
         utts = DataDir(data).wav_scp
     elif wav_scp is not None:
         utts = read_kv(wav_scp)
@@ -123,7 +127,7 @@ class SegmentDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> LoadedUtt:
         pos, utt, path = self.items[i]
         try:
-            wav = load_audio(path, utt)
+            wav = load_member(path, utt) if is_member_ref(path) else load_audio(path, utt)
         except AudioError as e:
             return LoadedUtt(pos, utt, None, None, 0.0, " ".join(str(e).split()))
         segments, index = distinct_segments(wav, self.segment_samples, self.num_segments)
@@ -375,7 +379,8 @@ def extract_embeddings(model: os.PathLike, utts: "OrderedDict[str, str]", out_di
                     average, batch_size, num_workers, device, num_threads, skip_bad, chunk_size, progress,
                     precision)
     fp = fingerprint(ex)
-    _, bad = scan_audio(utts, progress and env.rank == 0)  # before touching the output directory
+    files = {u: p for u, p in utts.items() if not is_member_ref(p)}  # shard audio was checked when written
+    _, bad = scan_audio(files, progress and env.rank == 0)  # before touching the output directory
     if bad and not skip_bad:
         raise SvmixError(f"{len(bad)} unusable utterance(s), first: {next(iter(bad.values()))}; "
                          "fix the input or rerun with --skip-bad")

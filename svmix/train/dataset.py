@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from svmix.data.audio import load_audio, scan_audio
+from svmix.data.index import StringArray, group_by_label
 from svmix.errors import AudioError
 from svmix.train.augment import Augmenter
 from svmix.utils.progress import track
@@ -27,30 +28,73 @@ def valid_frames(num_samples: int, window: int = 400, shift: int = 320) -> int:
     return max(0, (num_samples - window) // shift + 1)
 
 
-class TrainingSet(Dataset):
-    def __init__(self, utts: Sequence[str], paths: Sequence[str], labels: Sequence[int], segment_samples: int,
-                 seq_len: int, frame_shift: int = 320, cache=None, cache_layers: Sequence[int] = (),
-                 augmenter: Optional[Augmenter] = None, return_clean: bool = False, preload: bool = False,
-                 progress: bool = False):
-        self.utts, self.paths, self.labels = list(utts), list(paths), list(labels)
+class CropExamples:
+    """Training examples from an utterance's audio: crop, teacher target, mask and augmentation (shared
+    by the map-style :class:`TrainingSet` and the audio-shard stream, :mod:`svmix.data.shards`)."""
+
+    def __init__(self, segment_samples: int, seq_len: int, frame_shift: int = 320, cache=None,
+                 cache_layers: Sequence[int] = (), augmenter: Optional[Augmenter] = None, return_clean: bool = False):
         self.segment_samples, self.seq_len, self.frame_shift = segment_samples, seq_len, frame_shift
         self.cache = cache
         self.cache_rows = [cache.layers.index(layer) for layer in cache_layers] if cache is not None else []
         self.augmenter = augmenter
         self.return_clean = return_clean
-        self.by_label: Dict[int, List[int]] = {}
-        for i, label in enumerate(self.labels):
-            self.by_label.setdefault(label, []).append(i)
+
+    def crop(self, wav: np.ndarray, rng: np.random.Generator):
+        """Random crop → (segment, first teacher frame, number of valid teacher frames)."""
+        n = self.segment_samples
+        if len(wav) < n:
+            return np.resize(wav, n), 0, min(self.seq_len, valid_frames(len(wav), shift=self.frame_shift))
+        start_frame = int(rng.integers(0, (len(wav) - n) // self.frame_shift + 1))
+        start = start_frame * self.frame_shift
+        return wav[start:start + n], start_frame, self.seq_len
+
+    def example(self, wav: np.ndarray, label: int, utt: str, seed: int) -> Dict[str, torch.Tensor]:
+        """The training example of utterance ``utt`` (audio ``wav``) under sample seed ``seed``."""
+        rng = np.random.default_rng(seed)
+        clean, start_frame, num_valid = self.crop(wav, rng)
+        mask = torch.zeros(self.seq_len, dtype=torch.bool)
+        example = {"label": torch.tensor(label, dtype=torch.long)}
+        if self.cache is not None:
+            num_valid = max(0, min(num_valid, self.cache.num_frames(utt) - start_frame))
+            frames = self.cache.frames(utt, start_frame, num_valid)[self.cache_rows]
+            target = np.zeros((len(self.cache_rows), self.seq_len, frames.shape[-1]), dtype=np.float32)
+            target[:, :num_valid] = frames
+            example["target"] = torch.from_numpy(target)
+        mask[:num_valid] = True
+        example["mask"] = mask
+        if self.return_clean:
+            example["clean"] = torch.from_numpy(np.ascontiguousarray(clean, dtype=np.float32))
+        wav = self.augmenter(clean, rng, label) if self.augmenter is not None else clean
+        example["wav"] = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+        example["start_frame"] = torch.tensor(start_frame, dtype=torch.long)
+        return example
+
+
+class TrainingSet(CropExamples, Dataset):
+    """Utterance ids, paths and labels are held in NumPy arrays (:class:`StringArray`), not lists of
+    Python objects, so DataLoader workers do not copy the index page by page as they touch it.
+    ``scan_cache`` is the audio-scan cache file (:func:`svmix.data.audio.scan_audio`)."""
+
+    def __init__(self, utts: Sequence[str], paths: Sequence[str], labels: Sequence[int], segment_samples: int,
+                 seq_len: int, frame_shift: int = 320, cache=None, cache_layers: Sequence[int] = (),
+                 augmenter: Optional[Augmenter] = None, return_clean: bool = False, preload: bool = False,
+                 progress: bool = False, scan_cache: Optional[str] = None):
+        super().__init__(segment_samples, seq_len, frame_shift, cache, cache_layers, augmenter, return_clean)
+        self.utts, self.paths = StringArray(utts), StringArray(paths)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self._label_order, self._label_starts = group_by_label(self.labels)
+        self.speakers_present = np.flatnonzero(np.diff(self._label_starts) > 0)
         self.audio: Optional[List[np.ndarray]] = None
         if not preload:
             # Find missing or unreadable files now, not hours into training.
-            _, bad = scan_audio(dict(zip(self.utts, self.paths)), progress=progress)
+            _, bad = scan_audio(dict(zip(utts, paths)), progress=progress, cache=scan_cache)
             if bad:
                 utt = next(iter(bad))
                 raise AudioError(f"{bad[utt]} ({len(bad)} bad training file(s); "
                                  "svmix-validate-data --fix drops them)")
         else:
-            self.audio = [load_audio(p, u) for u, p in track(zip(self.utts, self.paths), total=len(self.utts),
+            self.audio = [load_audio(p, u) for u, p in track(zip(utts, paths), total=len(self.utts),
                                                               desc="loading audio", unit="utt", leave=False,
                                                               enabled=progress)]
 
@@ -62,42 +106,20 @@ class TrainingSet(Dataset):
             return self.audio[index]
         return load_audio(self.paths[index], self.utts[index])
 
-    def crop(self, wav: np.ndarray, rng: np.random.Generator):
-        """Random crop → (segment, first teacher frame, number of valid teacher frames)."""
-        n = self.segment_samples
-        if len(wav) < n:
-            return np.resize(wav, n), 0, min(self.seq_len, valid_frames(len(wav), shift=self.frame_shift))
-        start_frame = int(rng.integers(0, (len(wav) - n) // self.frame_shift + 1))
-        start = start_frame * self.frame_shift
-        return wav[start:start + n], start_frame, self.seq_len
-
     def other_speech(self, rng: np.random.Generator, count: int, exclude_label: int) -> List[np.ndarray]:
         """Crops of ``count`` random utterances by speakers other than ``exclude_label`` (babble)."""
-        others = [label for label in self.by_label if label != exclude_label] or list(self.by_label)
+        others = self.speakers_present[self.speakers_present != exclude_label]
+        if not len(others):
+            others = self.speakers_present
         waves = []
         for _ in range(count):
-            pool = self.by_label[others[int(rng.integers(len(others)))]]
-            wav = self.load(pool[int(rng.integers(len(pool)))])
+            label = int(others[int(rng.integers(len(others)))])
+            lo, hi = self._label_starts[label], self._label_starts[label + 1]
+            wav = self.load(int(self._label_order[lo + int(rng.integers(hi - lo))]))
             waves.append(self.crop(wav, rng)[0])
         return waves
 
     def __getitem__(self, item) -> Dict[str, torch.Tensor]:
         index, seed = item
-        rng = np.random.default_rng(seed)
-        label = self.labels[index]
-        clean, start_frame, num_valid = self.crop(self.load(index), rng)
-        mask = torch.zeros(self.seq_len, dtype=torch.bool)
-        example = {"label": torch.tensor(label, dtype=torch.long)}
-        if self.cache is not None:
-            num_valid = max(0, min(num_valid, self.cache.num_frames(self.utts[index]) - start_frame))
-            frames = self.cache.frames(self.utts[index], start_frame, num_valid)[self.cache_rows]
-            target = np.zeros((len(self.cache_rows), self.seq_len, frames.shape[-1]), dtype=np.float32)
-            target[:, :num_valid] = frames
-            example["target"] = torch.from_numpy(target)
-        mask[:num_valid] = True
-        example["mask"] = mask
-        if self.return_clean:
-            example["clean"] = torch.from_numpy(np.ascontiguousarray(clean, dtype=np.float32))
-        wav = self.augmenter(clean, rng, label) if self.augmenter is not None else clean
-        example["wav"] = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
-        return example
+        return self.example(self.load(index), int(self.labels[index]), self.utts[index], seed)
+

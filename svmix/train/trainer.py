@@ -26,8 +26,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from svmix.checkpoint import save_model
-from svmix.data.audio import SAMPLE_RATE
+from svmix.data.audio import SAMPLE_RATE, scan_cache_path
 from svmix.data.datadir import DataDir
+from svmix.data.index import utterance_keys
+from svmix.data.shards import ShardStream, is_shard_dir, read_shard_index
 from svmix.errors import SvmixError
 from svmix.models import build_model, init_frontend_from_teacher, resolve_model_config
 from svmix.teachers.protocol import Teacher, check_teacher
@@ -35,7 +37,7 @@ from svmix.train.augment import AugmentResources, Augmenter
 from svmix.train.checkpointing import (BestCheckpoints, average_checkpoints, load_training_state, rng_state,
                                        save_training_state, set_rng_state)
 from svmix.train.config import resolve_config
-from svmix.train.dataset import TrainingSet
+from svmix.train.dataset import CropExamples, TrainingSet
 from svmix.train.distributed import DistContext, init_distributed, shutdown
 from svmix.train.objective import DistillationObjective, kd_active
 from svmix.train.optim import (OPTIMIZERS, EarlyStopping, build_optimizer, build_schedule, optimizer_config_at,
@@ -163,18 +165,27 @@ class MetricsLog:
 
 
 def _training_data(data_dir: os.PathLike):
-    data = DataDir(data_dir)
-    wav_scp, utt2spk = data.wav_scp, data.utt2spk
-    utts = sorted(wav_scp)
-    missing = [u for u in utts if u not in utt2spk]
-    if missing:
-        raise SvmixError(f"{data.file('utt2spk')}: no speaker for utterance '{missing[0]}'")
+    """``(utts, paths, labels, speakers, shard index)``: a Kaldi data dir has no shard index, a shard
+    dir (:mod:`svmix.data.shards`) no paths (None)."""
+    if is_shard_dir(data_dir):
+        index = read_shard_index(data_dir)
+        utt2spk = index.utt2spk
+        utts, paths = sorted(utt2spk), None
+    else:
+        index = None
+        data = DataDir(data_dir)
+        wav_scp, utt2spk = data.wav_scp, data.utt2spk
+        utts = sorted(wav_scp)
+        missing = [u for u in utts if u not in utt2spk]
+        if missing:
+            raise SvmixError(f"{data.file('utt2spk')}: no speaker for utterance '{missing[0]}'")
+        paths = [wav_scp[u] for u in utts]
     speakers = sorted({utt2spk[u] for u in utts})
     if len(speakers) < 2:
         raise SvmixError(f"{data_dir}: training needs at least 2 speakers, found {len(speakers)}")
-    index = {s: i for i, s in enumerate(speakers)}
-    labels = [index[utt2spk[u]] for u in utts]
-    return utts, [wav_scp[u] for u in utts], labels, speakers
+    label_of = {s: i for i, s in enumerate(speakers)}
+    labels = [label_of[utt2spk[u]] for u in utts]
+    return utts, paths, labels, speakers, index
 
 
 def training_crop(student: torch.nn.Module, crop_seconds: Optional[float]) -> "tuple[int, int]":
@@ -284,7 +295,8 @@ class _Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
 
-        utts, paths, labels, self.speakers = _training_data(data_dir)
+        utts, paths, labels, self.speakers, shard_index = _training_data(data_dir)
+        self.num_utts = len(utts)
         self.targets = TeacherTargets(cfg["kd"], teacher_cache, teacher, ctx.device)
         self.targets.check_utterances(utts)
         cfg["kd"]["layers"] = self.targets.layers or None
@@ -306,22 +318,36 @@ class _Trainer:
                       if ctx.distributed else self.objective)
 
         crop_samples, crop_frames = training_crop(student, cfg["crop_seconds"])
-        self.dataset = TrainingSet(utts, paths, labels, crop_samples, crop_frames,
-                                   self.targets.frame_shift, self.targets.cache, self.targets.layers,
-                                   return_clean=self.targets.teacher is not None, preload=cfg["preload_audio"],
-                                   progress=self.progress)
-        if cfg["augment"] and float(cfg["augment"].get("p", 0)) > 0:  # babble draws on the dataset
-            self.dataset.augmenter = Augmenter(cfg["augment"], AugmentResources(augment_dir, self.dataset.other_speech))
         self.accum = int(cfg["accum_grad"])
         if int(cfg["batch_size"]) % ctx.world_size:
             raise SvmixError(f"train.batch_size {cfg['batch_size']} is not divisible by the {ctx.world_size} processes")
-        # One sampler batch is one optimiser step: accum_grad micro-batches of batch_size.
-        self.sampler = ShardedBatchSampler(labels, int(cfg["batch_size"]) * self.accum, seed, ctx.rank,
-                                           ctx.world_size, cfg["speaker_balanced"])
         workers = int(cfg["num_workers"])
-        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
-                                 worker_init_fn=_worker_init, generator=torch.Generator().manual_seed(seed),
-                                 persistent_workers=workers > 0, pin_memory=ctx.device.type == "cuda")
+        crop_args = (crop_samples, crop_frames, self.targets.frame_shift, self.targets.cache, self.targets.layers)
+        return_clean = self.targets.teacher is not None
+        if shard_index is not None:  # audio shards: read sequentially, no audio scan (checked when written)
+            if cfg["speaker_balanced"] or cfg["preload_audio"]:
+                raise SvmixError(f"{data_dir}: train.speaker_balanced and train.preload_audio need a Kaldi data "
+                                 "dir, not audio shards")
+            self.examples = CropExamples(*crop_args, return_clean=return_clean)
+            # One stream batch is one optimiser step: accum_grad micro-batches of this rank's share.
+            self.dataset = ShardStream(shard_index, self.speakers, self.examples,
+                                       int(cfg["batch_size"]) * self.accum // ctx.world_size, seed, ctx.rank,
+                                       ctx.world_size, workers)
+            self.sampler = self.dataset  # the epoch plan: set_epoch, batches_per_epoch
+            loader_args = {"batch_size": None, "persistent_workers": False}  # workers re-read the epoch's plan
+        else:
+            self.dataset = self.examples = TrainingSet(utts, paths, labels, *crop_args, return_clean=return_clean,
+                                                       preload=cfg["preload_audio"], progress=self.progress,
+                                                       scan_cache=scan_cache_path(data_dir))
+            # One sampler batch is one optimiser step: accum_grad micro-batches of batch_size.
+            self.sampler = ShardedBatchSampler(labels, int(cfg["batch_size"]) * self.accum, seed, ctx.rank,
+                                               ctx.world_size, cfg["speaker_balanced"], utterance_keys(utts))
+            loader_args = {"batch_sampler": self.sampler, "persistent_workers": workers > 0}
+        if cfg["augment"] and float(cfg["augment"].get("p", 0)) > 0:  # babble draws on the dataset
+            self.examples.augmenter = Augmenter(cfg["augment"], AugmentResources(augment_dir, self.dataset.other_speech))
+        self.loader = DataLoader(self.dataset, num_workers=workers, worker_init_fn=_worker_init,
+                                 generator=torch.Generator().manual_seed(seed),
+                                 pin_memory=ctx.device.type == "cuda", **loader_args)
         self.validating, self.validator = val_data is not None, None
         if self.validating and ctx.is_main:
             self.validator = Validator(val_data, int(cfg["val_segments"]), int(cfg["val_batch_size"]),
@@ -383,6 +409,12 @@ class _Trainer:
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.stopped, self.last_validated = state["stopped"], state["last_validated"]
         self.best = BestCheckpoints(self.exp, int(self.cfg["keep_best"]), state["best"])
+        if isinstance(self.dataset, ShardStream) and self.batch_in_epoch and (
+                state["world_size"] != self.ctx.world_size
+                or state["config"]["train"]["num_workers"] != self.cfg["num_workers"]):
+            _log.warning("resuming audio shards in the middle of epoch %d with another number of processes or "
+                         "DataLoader workers: the epoch's shard split changes, so for the rest of this epoch some "
+                         "utterances repeat and others are left out", self.epoch)
         if state["world_size"] == self.ctx.world_size:
             set_rng_state(state["rng"][self.ctx.rank])
         else:
@@ -498,8 +530,11 @@ class _Trainer:
                                             for k in ("log_every", "val_every", "checkpoint_every"))
         if self.ctx.is_main:
             _log.info("training %s: %d utterances, %d speakers, %d process(es), batch %d x %d accumulated, "
-                      "%d steps/epoch", self.exp, len(self.dataset), len(self.speakers), self.ctx.world_size,
+                      "%d steps/epoch", self.exp, self.num_utts, len(self.speakers), self.ctx.world_size,
                       cfg["batch_size"], self.accum, self.sampler.batches_per_epoch)
+            if isinstance(self.dataset, ShardStream):
+                _log.info("reading %d audio shards, %d DataLoader worker(s) per process", len(self.dataset.index.paths),
+                          self.dataset.num_streams)
         bar = Progress(total=self._total_steps(), initial=self.step, desc="train", unit="step", enabled=self.progress)
         sums: Dict[str, torch.Tensor] = {}
         count, started = 0, time.time()
