@@ -219,7 +219,7 @@ def export_model(model_path: os.PathLike, fmt: str, out: os.PathLike, opset: int
     if onnx_exporter != DEFAULT_ONNX_EXPORTER and fmt != "onnx":
         raise SvmixError(f"--onnx-exporter is for --format onnx, not --format {fmt}")
     model, _ = load_model_checkpoint(model_path)
-    if model.one_pass:  # the exports here have a fixed time axis (see the package docstring)
+    if model.one_pass:  # every format here has a fixed time axis (docs/architecture.md §Any-length SV-Mixer)
         raise SvmixError(f"{model_path}: a one-pass model ('{model.config['encoder']['name']}' encoder) takes "
                          "inputs of any length; svmix-export writes fixed-length segment embedders only, so "
                          "it cannot export this model yet (embed with svmix-extract --runtime torch)")
