@@ -113,7 +113,7 @@ def test_no_leakage_from_padding(model):
 def test_config_requires_one_segment_and_declares_one_pass():
     with pytest.raises(SvmixError, match="model.num_eval_segments=10: the 'svmixer_anylen' encoder embeds a "
                                          "whole utterance in one pass; set it to 1"):
-        resolve_model_config({**TINY, "num_eval_segments": 10})
+        build_model({**TINY, "num_eval_segments": 10})
     config = resolve_model_config(TINY)
     assert config["encoder"]["token_window"] is None
     assert resolve_model_config(config) == config  # a resolved config resolves to itself

@@ -56,9 +56,6 @@ def resolve_model_config(config: Dict[str, Any]) -> Dict[str, Any]:
     resolved["frontend"] = FRONTENDS.resolve(frontend, "model.frontend")
     resolved["encoder"] = ENCODERS.resolve(resolved["encoder"], "model.encoder")
     resolved["backend"] = BACKENDS.resolve(resolved["backend"], "model.backend")
-    if one_pass(resolved) and resolved["num_eval_segments"] != 1:
-        raise SvmixError(f"model.num_eval_segments={resolved['num_eval_segments']}: the "
-                         f"'{resolved['encoder']['name']}' encoder embeds a whole utterance in one pass; set it to 1")
     return resolved
 
 
@@ -82,6 +79,9 @@ class SpeakerModel(nn.Module):
         self.segment_samples = int(round(cfg["segment_seconds"] * self.sample_rate))
         self.num_eval_segments = int(cfg["num_eval_segments"])
         self.one_pass = one_pass(cfg)
+        if self.one_pass and self.num_eval_segments != 1:
+            raise SvmixError(f"model.num_eval_segments={self.num_eval_segments}: the '{cfg['encoder']['name']}' "
+                             "encoder embeds a whole utterance in one pass; set it to 1")
         hidden = int(cfg["hidden"])
         self.frontend = FRONTENDS.build(cfg["frontend"], hidden=hidden)
         name = cfg["frontend"]["name"]
