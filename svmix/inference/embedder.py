@@ -131,10 +131,6 @@ def exported_model_path(model: os.PathLike, exported: Optional[os.PathLike], run
     return path
 
 
-def onnx_model_path(model: os.PathLike, onnx: Optional[os.PathLike]) -> Path:
-    return exported_model_path(model, onnx, "onnx")
-
-
 def check_runtime_options(runtime: str, onnx: Optional[os.PathLike], pt2: Optional[os.PathLike]) -> None:
     """An exported file is given only to the runtime that reads it."""
     for name, path in (("onnx", onnx), ("pt2", pt2)):
