@@ -3,7 +3,8 @@
     import svmix
     model = svmix.load_model("exp/svmixer_mini")          # experiment dir or checkpoint file
     emb = model.embed("enroll.wav")                       # 1-D, L2-normalised, model.embed_dim values
-    segs = model.embed(waveform_16k, segments=True)       # (10, D) segment embeddings (docs/method.md §Evaluation)
+    segs = model.embed(waveform_16k, segments=True)       # (10, D) segment embeddings (docs/method.md §Evaluation);
+                                                          # (1, D) for a one-pass model (model.one_pass)
     score = model.score("enroll.wav", "test.wav")         # mean cosine over all segment pairs
 
     model = svmix.load_model("exp/svmixer_mini", calibration="exp/svmixer_mini/calibration.json")
@@ -62,6 +63,11 @@ class SpeakerEmbeddingModel:
     @property
     def num_segments(self) -> int:
         return num_segments(self.embedder)
+
+    @property
+    def one_pass(self) -> bool:
+        """True when the model embeds a whole utterance in one pass instead of evaluation segments."""
+        return bool(self.embedder.one_pass)
 
     def waveform(self, audio: Audio, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """``audio`` as a 1-D float32 16 kHz array: a file path, or a 1-D / (channels, N) waveform.
@@ -136,13 +142,16 @@ def _scored_as_svmix_score(a: np.ndarray, b: np.ndarray) -> float:
 def load_model(path: Union[str, os.PathLike], device: str = "cpu", runtime: str = "torch",
                onnx: Optional[Union[str, os.PathLike]] = None, batch_size: int = 32,
                calibration: Optional[Union[str, os.PathLike]] = None,
-               precision: str = "float32") -> SpeakerEmbeddingModel:
-    """Load a checkpoint or experiment dir for embedding and scoring (``runtime`` torch or onnx);
-    ``calibration`` (an ``svmix-calibrate`` file) enables :meth:`SpeakerEmbeddingModel.verify`.
+               precision: str = "float32", pt2: Optional[Union[str, os.PathLike]] = None) -> SpeakerEmbeddingModel:
+    """Load a checkpoint or experiment dir for embedding and scoring (``runtime`` torch, onnx with
+    the ONNX file ``onnx``, or pt2 with the torch.export program ``pt2``; each defaults to
+    ``model.onnx`` / ``model.pt2`` next to the checkpoint); ``calibration`` (an ``svmix-calibrate``
+    file) enables :meth:`SpeakerEmbeddingModel.verify`.
 
     ``precision="int8"`` (opt-in, CPU): with the torch runtime the SV-Mixer blocks run int8 GEMMs
     (int8 weights per output channel, activations quantised per call); with the onnx runtime
     ``onnx`` must be an int8 export (``svmix-export --format onnx --quantize int8``). Embeddings
     then differ slightly from float32 (README.md, Deployment)."""
     cal = Calibration.load(calibration) if calibration is not None else None
-    return SpeakerEmbeddingModel(load_embedder(path, runtime, onnx, device, precision=precision), batch_size, cal)
+    return SpeakerEmbeddingModel(load_embedder(path, runtime, onnx, device, precision=precision, pt2=pt2),
+                                 batch_size, cal)

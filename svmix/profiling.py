@@ -13,11 +13,14 @@ import copy
 import inspect
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils import flop_counter
 
+from svmix.data.audio import SAMPLE_RATE
 from svmix.errors import SvmixError
+from svmix.inference.segments import segment_starts
 from svmix.models import build_model, resolve_model_config
 from svmix.models.encoder import BLOCK_LAYOUTS
 from svmix.models.frontend import num_frames
@@ -123,23 +126,54 @@ def profile_encoder_layer(name: str, hidden: int = 1024, seq_len: int = 149, gro
 
 def profile_model(model_config: Mapping[str, Any], seconds: Optional[float] = 3.0) -> Dict[str, Any]:
     """A whole student for one ``seconds``-long input, by part (frontend, encoder with per-layer
-    entries, backend). Fixed-length encoders are built for that length, as they would be trained;
-    ``seconds=None`` keeps the config's ``segment_seconds``."""
+    entries, backend). Fixed-length encoders are built for that length, as they would be trained; a
+    one-pass model (``SpeakerModel.one_pass``) keeps its trained segment and takes the longer input;
+    ``seconds=None`` keeps the config's ``segment_seconds``. ``evaluation`` is
+    :func:`evaluation_cost` for an utterance of that length."""
     config = resolve_model_config(copy.deepcopy(dict(model_config)))
-    if seconds is not None:
+    model = _build(config)
+    samples = model.segment_samples
+    if seconds is not None and model.one_pass:
+        samples = int(round(float(seconds) * SAMPLE_RATE))
+    elif seconds is not None:
         config["segment_seconds"] = float(seconds)
-    try:
-        model = build_model(config, pretrained=False).eval()  # sizes only: no weights needed
-    except (TypeError, ValueError, KeyError) as e:
-        raise SvmixError(f"cannot build the model from its config: {e}") from e
-    counts = MacCounts(model, torch.randn(1, model.segment_samples))
+        model = _build(config)
+        samples = model.segment_samples
+    counts = MacCounts(model, torch.randn(1, samples))
     parts = {name: counts.summary_of(model, paths) for name, paths in _part_paths(model).items()}
     parts["encoder"]["layers"] = [counts.summary_of(model, [path]) for path in _layer_paths(model)]
     result = {"frontend": config["frontend"]["name"], "encoder": config["encoder"]["name"],
               "backend": config["backend"]["name"],
-              "seconds": config["segment_seconds"], "frames": model.seq_len, **counts.summary(model),
-              "parts": parts}
+              "seconds": samples / SAMPLE_RATE, "frames": model.frontend.num_frames(samples), **counts.summary(model),
+              "parts": parts, "evaluation": evaluation_cost(model_config, samples / SAMPLE_RATE)}
     return result
+
+
+def _build(config: Mapping[str, Any]) -> nn.Module:
+    try:
+        return build_model(config, pretrained=False).eval()  # sizes only: no weights needed
+    except (TypeError, ValueError, KeyError) as e:
+        raise SvmixError(f"cannot build the model from its config: {e}") from e
+
+
+def evaluation_cost(model_config: Mapping[str, Any], seconds: float) -> Dict[str, Any]:
+    """MACs to embed one ``seconds``-long utterance as extraction does: a one-pass model runs once
+    on the whole utterance; any other runs once per distinct evaluation segment (docs/method.md
+    §Evaluation: a 10 s utterance is 10 passes over 3 s, one of 3 s or less is one). Returns the
+    passes, the seconds each pass sees, GMACs in all (attention products apart) and per second of audio."""
+    model = _build(resolve_model_config(copy.deepcopy(dict(model_config))))
+    samples = int(round(float(seconds) * SAMPLE_RATE))
+    if model.one_pass:
+        passes, pass_samples = 1, samples
+    else:
+        passes = len(np.unique(segment_starts(samples, model.segment_samples, model.num_eval_segments)))
+        pass_samples = model.segment_samples
+    counts = MacCounts(model, torch.randn(1, pass_samples))
+    gmacs, attention = passes * counts.gmacs(), passes * counts.attention_gmacs()
+    return {"seconds": samples / SAMPLE_RATE, "one_pass": bool(model.one_pass), "passes": passes,
+            "pass_seconds": pass_samples / SAMPLE_RATE, "gmacs": gmacs, "attention_gmacs": attention,
+            "gmacs_per_second": gmacs / (samples / SAMPLE_RATE),
+            "attention_gmacs_per_second": attention / (samples / SAMPLE_RATE)}
 
 
 def _ratio(b: float, a: float) -> Optional[float]:

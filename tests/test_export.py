@@ -132,6 +132,7 @@ def _assert_metadata(metadata, precision="float32"):
     assert metadata["segment_seconds"] == "1.0" and metadata["embed_dim"] == "8"
     assert metadata["num_eval_segments"] == str(json.loads(metadata["svmix_config"])["num_eval_segments"])
     assert "mean cosine" in metadata["segment_rule"] and metadata["precision"] == precision
+    assert metadata["one_pass"] == "false"
 
 
 def test_pt2_export_matches_pytorch(checkpoint, tmp_path):
@@ -151,6 +152,46 @@ def test_pt2_export_matches_pytorch(checkpoint, tmp_path):
     wav, expected = _speech_like(checkpoint, 4)
     with torch.inference_mode():
         assert np.abs(module(torch.from_numpy(wav)).numpy() - expected).max() <= 1e-4
+
+
+def test_pt2_runtime_in_extract_and_load_model_matches_the_reference(checkpoint, tmp_path):
+    """svmix-extract --runtime pt2 and svmix.load_model(runtime="pt2") run the exported program."""
+    import kaldiio
+    import soundfile as sf
+
+    import svmix
+    from svmix.bin.extract import main as extract_cli
+    from svmix.inference.segments import segment_waveform
+
+    model_dir = tmp_path / "exp"
+    model_dir.mkdir()
+    (model_dir / "model.pt").write_bytes(checkpoint.read_bytes())
+    export_model(model_dir, "pt2", model_dir / "model.pt2")  # the default place: next to the checkpoint
+    reference, _ = load_model_checkpoint(model_dir)
+    rng = np.random.default_rng(0)
+    wavs = {"a": (0.1 * rng.standard_normal(int(2.7 * 16000))).astype(np.float32),
+            "b": (0.1 * rng.standard_normal(9000)).astype(np.float32)}
+    (tmp_path / "wav").mkdir()
+    for utt, wav in wavs.items():
+        sf.write(tmp_path / "wav" / f"{utt}.wav", wav, 16000, subtype="FLOAT")
+    result = CliRunner().invoke(extract_cli, ["--model", str(model_dir), "--wav-dir", str(tmp_path / "wav"),
+                                              "--out", str(tmp_path / "out"), "--runtime", "pt2",
+                                              "--num-workers", "0"])
+    assert result.exit_code == 0, result.output
+    stored = dict(kaldiio.load_scp(str(tmp_path / "out" / "xvector.scp")))
+    api = svmix.load_model(model_dir, runtime="pt2", pt2=model_dir / "model.pt2")
+    for utt, wav in wavs.items():
+        segments = segment_waveform(wav, reference.segment_samples, reference.num_eval_segments)
+        with torch.inference_mode():
+            expected = reference(torch.from_numpy(segments)).numpy()
+        assert np.abs(stored[utt] - expected).max() <= 1e-4
+        assert np.abs(api.embed(wav, segments=True) - expected).max() <= 1e-4
+    with pytest.raises(SvmixError, match="--pt2 is only used with --runtime pt2"):
+        svmix.load_model(model_dir, pt2=model_dir / "model.pt2")
+    with pytest.raises(SvmixError, match="the pt2 runtime runs float32 exports only"):
+        svmix.load_model(model_dir, runtime="pt2", precision="int8")
+    with pytest.raises(SvmixError, match="model.pt2: torch.export model not found"):
+        svmix.load_model(checkpoint, runtime="pt2")
 
 
 def test_pt2_loader_rejects_foreign_files(tmp_path):

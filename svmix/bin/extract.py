@@ -17,18 +17,23 @@ from svmix.utils.logging import setup_logging
 @click.option("--wav-dir", type=in_dir(),
               help="All .wav/.flac files below DIR; utterance id = relative path without extension.")
 @click.option("--out", required=True, type=OutPath("dir"), help="Output dir for xvector.ark/.scp.")
-@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@click.option("--runtime", type=click.Choice(["torch", "onnx", "pt2"]), default="torch", show_default=True,
+              help="torch: the checkpoint on PyTorch's fast CPU path; onnx: an svmix-export --format onnx "
+                   "file on onnxruntime; pt2: an svmix-export --format pt2 torch.export program (float32, CPU).")
 @click.option("--onnx", type=in_file(),
               help="ONNX model for --runtime onnx [default: model.onnx next to the checkpoint].")
+@click.option("--pt2", type=in_file(),
+              help="torch.export program for --runtime pt2 [default: model.pt2 next to the checkpoint].")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
               help="int8 (opt-in, CPU): --runtime torch runs the SV-Mixer blocks' GEMMs with int8 weights "
                    "(per output channel) and dynamically quantised activations; --runtime onnx needs an "
                    "ONNX file exported with --quantize int8. Embeddings differ slightly from float32.")
 @click.option("--average", is_flag=True,
               help="Store one embedding per utterance (normalised mean of normalised segment embeddings) "
-                   "instead of the (segments, D) matrix.")
+                   "instead of the (segments, D) matrix. A one-pass model (e.g. encoder svmixer_anylen) "
+                   "embeds each utterance whole, as one (1, D) row.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Segments per forward pass.")
+              help="Segments per forward pass (a one-pass model runs one utterance per pass).")
 @click.option("--num-workers", type=click.IntRange(0, MAX_JOBS), default=2, show_default=True,
               help="Audio-loading worker processes per job.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -41,7 +46,7 @@ from svmix.utils.logging import setup_logging
               help="Utterances per resumable chunk (a killed run redoes only unfinished chunks).")
 @user_errors
 def main(model: str, data: Optional[str], wav_scp: Optional[str], wav_dir: Optional[str], out: str, runtime: str,
-         onnx: Optional[str], precision: str, average: bool, batch_size: int, num_workers: int, device: str,
+         onnx: Optional[str], pt2: Optional[str], precision: str, average: bool, batch_size: int, num_workers: int, device: str,
          num_threads: Optional[int], nj: int, skip_bad: bool, chunk_size: int) -> None:
     """Embed every utterance into OUT/xvector.ark + OUT/xvector.scp, keyed by utterance id.
 
@@ -51,7 +56,7 @@ def main(model: str, data: Optional[str], wav_scp: Optional[str], wav_dir: Optio
     stats = extract_embeddings(model, list_inputs(data, wav_scp, wav_dir), out, runtime=runtime, onnx=onnx,
                                average=average, batch_size=batch_size, num_workers=num_workers, device=device,
                                num_threads=num_threads, nj=nj, skip_bad=skip_bad, chunk_size=chunk_size,
-                               log_file=Path(out) / "extract.log", precision=precision)
+                               log_file=Path(out) / "extract.log", precision=precision, pt2=pt2)
     if stats is not None:
         rtf = "n/a" if stats["rtf"] is None else f"{stats['rtf']:.4f}"
         click.echo(f"{out}/xvector.scp: {stats['total_utts']} utterances; real-time factor {rtf} "

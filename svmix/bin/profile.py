@@ -59,7 +59,17 @@ def model_table(result: Dict[str, Any], path: str) -> str:
     title = (f"model {path}: frontend '{result['frontend']}', encoder '{result['encoder']}', "
              f"backend '{result['backend']}', "
              f"{result['seconds']:g} s input ({result['frames']} frames)")
-    return format_table(title, rows, _row("total", result))
+    return "\n".join([format_table(title, rows, _row("total", result)), evaluation_line(result["evaluation"])])
+
+
+def evaluation_line(cost: Dict[str, Any]) -> str:
+    """How extraction embeds an utterance of the profiled length, and what it costs per second of audio."""
+    how = "one pass over the whole utterance" if cost["one_pass"] else \
+        f"{cost['passes']} pass(es) over {cost['pass_seconds']:g} s segments"
+    attention = (f" (+ {cost['attention_gmacs']:.4f} attention, {cost['attention_gmacs_per_second']:.4f} per s)"
+                 if cost["attention_gmacs"] else "")
+    return (f"evaluation of a {cost['seconds']:g} s utterance: {how}, {cost['gmacs']:.4f} GMACs, "
+            f"{cost['gmacs_per_second']:.4f} GMACs per second of audio{attention}")
 
 
 def pair_table(results: List[Dict[str, Any]], ratios: Dict[str, Dict[str, Optional[float]]]) -> str:

@@ -10,18 +10,20 @@ Formats (registry ``EXPORT_FORMATS``; ``svmix-export --format``), all with input
   opset >= 18). Run it with :class:`svmix.inference.onnx_runtime.OnnxSegmentEmbedder`.
   ``--quantize int8``: onnxruntime dynamic quantisation of the GEMMs (:func:`quantize_onnx_int8`).
 - ``pt2``: a ``torch.export`` ExportedProgram (``torch.export.save``); load it with
-  :func:`load_exported_program`.
+  :func:`load_exported_program`, or run it with ``svmix-extract --runtime pt2`` /
+  ``svmix.load_model(runtime="pt2")`` (:class:`svmix.inference.exported_program.ExportedProgramEmbedder`).
 - ``torchscript``: ``torch.jit.trace`` of the same module (torch marks torch.jit deprecated in favour
   of torch.export; kept for libtorch runtimes); load it with :func:`load_torchscript`.
 
 Metadata (:func:`export_metadata`: model config, sample rate, segment length, segment rule
-``num_eval_segments``, embedding size, precision, exporter): ONNX ``metadata_props``; for ``pt2``
+``num_eval_segments`` and ``one_pass``, embedding size, precision, exporter): ONNX ``metadata_props``; for ``pt2``
 and ``torchscript`` the JSON extra file ``svmix_metadata.json`` inside the archive (TorchScript also
 keeps the config alone as ``svmix_config.json``, as before).
 
 All are traced from the fast inference path (``svmix.models.fast``, which runs the reference
 computation while a graph is recorded) and checked against the PyTorch model at export time on random
 and speech-like segments: max abs difference <= 1e-4, or for int8 a cosine >= 0.99, else an error.
+A one-pass model (``SpeakerModel.one_pass``) is refused: every format here has a fixed time axis.
 """
 from svmix.export.exporter import (CONFIG_KEY, DEFAULT_ONNX_EXPORTER, DEFAULT_OPSET, EXPORT_FORMATS,  # noqa: F401
                                    INT8_MIN_COSINE, METADATA_FILE, ONNX_EXPORTERS, PARITY_TOLERANCE,

@@ -1,9 +1,7 @@
 """Export a checkpoint's student to ONNX, a torch.export program or TorchScript and check it against PyTorch."""
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import warnings
 from pathlib import Path
@@ -16,6 +14,8 @@ from torch import nn
 from svmix.checkpoint import load_model_checkpoint
 from svmix.data.audio import SAMPLE_RATE
 from svmix.errors import SvmixError
+from svmix.inference.exported_program import METADATA_FILE, ExportedProgramEmbedder, quiet_torch_export
+from svmix.inference.exported_program import load_exported_program  # noqa: F401 (svmix.export's API)
 from svmix.inference.onnx_runtime import CONFIG_KEY, OnnxSegmentEmbedder
 from svmix.models.fast import prepare_for_inference
 from svmix.registry import Registry
@@ -28,7 +28,6 @@ DYNAMO_MIN_OPSET = 18  # the torch.export-based ONNX exporter writes opset 18 an
 PARITY_TOLERANCE = 1e-4
 INT8_MIN_COSINE = 0.99  # an int8 export must keep every check embedding this close (cosine) to float32
 TORCHSCRIPT_CONFIG_FILE = "svmix_config.json"
-METADATA_FILE = "svmix_metadata.json"  # extra file of .pt2 and TorchScript exports: export_metadata()
 INPUT_NAME, OUTPUT_NAME = "waveform", "embedding"
 ONNX_EXPORTERS = ("legacy", "dynamo")
 DEFAULT_ONNX_EXPORTER = "legacy"
@@ -49,31 +48,19 @@ def export_metadata(model: nn.Module, precision: str = "float32", exporter: str 
     """What a runtime needs besides the graph, as strings (ONNX ``metadata_props``; the JSON extra
     file ``svmix_metadata.json`` of .pt2 and TorchScript files): the resolved model config, the
     sample rate, the segment length in samples and seconds, the segment rule (``num_eval_segments``
-    segments per utterance, scored as the mean cosine over all segment pairs), the embedding size,
-    the weight precision and the exporter."""
+    segments per utterance, scored as the mean cosine over all segment pairs; ``one_pass`` "false":
+    the file embeds fixed-length segments, not whole utterances), the embedding size, the weight
+    precision and the exporter."""
     config = model.config
     return {CONFIG_KEY: json.dumps(config, sort_keys=True), "sample_rate": str(SAMPLE_RATE),
             "segment_samples": str(model.segment_samples), "segment_seconds": str(config["segment_seconds"]),
-            "num_eval_segments": str(config["num_eval_segments"]),
+            "num_eval_segments": str(config["num_eval_segments"]), "one_pass": str(model.one_pass).lower(),
             "segment_rule": f"{config['num_eval_segments']} evenly spaced segments per utterance; "
                             "score = mean cosine over all segment pairs",
             "embed_dim": str(model.embed_dim), "precision": precision, "exporter": exporter}
 
 
-@contextlib.contextmanager
-def _quiet_exporter():
-    """Silence torch's exporter chatter (deprecation notes, progress lines, skipped torchvision ops)."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo")]
-    levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
+_quiet_exporter = quiet_torch_export
 
 
 def _batch_dim():
@@ -149,27 +136,7 @@ def export_pt2(model: nn.Module, path: Path, **_: Any) -> Callable[[np.ndarray],
         program = torch.export.export(model, (example_segments(model),), dynamic_shapes=_batch_dim())
     torch.export.save(program, str(path), extra_files={METADATA_FILE: json.dumps(export_metadata(
         model, exporter="torch.export"), sort_keys=True)})
-    loaded, _ = load_exported_program(path)
-
-    def run(segments: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return loaded(torch.from_numpy(segments)).numpy()
-
-    return run
-
-
-def load_exported_program(path: os.PathLike) -> Tuple[nn.Module, Dict[str, str]]:
-    """Load a ``.pt2`` export: the callable module (B, segment_samples) → (B, D) and its metadata
-    (:func:`export_metadata`; the model config is ``json.loads(metadata["svmix_config"])``)."""
-    extra = {METADATA_FILE: ""}
-    try:
-        with _quiet_exporter():
-            program = torch.export.load(str(path), extra_files=extra)
-    except Exception as e:
-        raise SvmixError(f"{path}: cannot load torch.export program ({' '.join(str(e).split())[:200]})") from None
-    if not extra[METADATA_FILE]:
-        raise SvmixError(f"{path}: not an svmix export (no {METADATA_FILE})")
-    return program.module(), json.loads(extra[METADATA_FILE])
+    return ExportedProgramEmbedder(path)
 
 
 @EXPORT_FORMATS.register("torchscript")
@@ -252,6 +219,10 @@ def export_model(model_path: os.PathLike, fmt: str, out: os.PathLike, opset: int
     if onnx_exporter != DEFAULT_ONNX_EXPORTER and fmt != "onnx":
         raise SvmixError(f"--onnx-exporter is for --format onnx, not --format {fmt}")
     model, _ = load_model_checkpoint(model_path)
+    if model.one_pass:  # every format here has a fixed time axis (docs/architecture.md §Any-length SV-Mixer)
+        raise SvmixError(f"{model_path}: a one-pass model ('{model.config['encoder']['name']}' encoder) takes "
+                         "inputs of any length; svmix-export writes fixed-length segment embedders only, so "
+                         "it cannot export this model yet (embed with svmix-extract --runtime torch)")
     model = prepare_for_inference(model)
     out = Path(out)
     log.info("exporting %s to %s (%s)", model_path, out, fmt)

@@ -45,8 +45,9 @@ from svmix.data.audio import SAMPLE_RATE, load_audio, scan_audio
 from svmix.data.shards import is_member_ref, is_shard_dir, load_member, shard_members
 from svmix.data.datadir import DataDir, read_kv
 from svmix.errors import AudioError, SvmixError
-from svmix.inference.embedder import embed_stream, load_embedder, num_segments, onnx_model_path
-from svmix.inference.segments import distinct_segments, mean_embedding
+from svmix.inference.embedder import (check_runtime_options, embed_stream, exported_model_path, load_embedder,
+                                      num_segments)
+from svmix.inference.segments import evaluation_inputs, mean_embedding
 from svmix.models.fast import kernels as cpu_kernels
 from svmix.utils.fileio import atomic_open, atomic_path, check_free_space, read_json, sha256_file, write_json
 from svmix.utils.logging import get_logger
@@ -116,10 +117,13 @@ class LoadedUtt:
 
 
 class SegmentDataset(torch.utils.data.Dataset):
-    """Reads and segments utterances in DataLoader workers; bad audio becomes ``error``, not a crash."""
+    """Reads and segments utterances in DataLoader workers (a one-pass model's whole utterance is its
+    one input); bad audio becomes ``error``, not a crash."""
 
-    def __init__(self, items: Sequence[Tuple[int, str, str]], segment_samples: int, num_segments: int):
+    def __init__(self, items: Sequence[Tuple[int, str, str]], segment_samples: int, num_segments: int,
+                 one_pass: bool = False):
         self.items, self.segment_samples, self.num_segments = items, segment_samples, num_segments
+        self.one_pass = one_pass
 
     def __len__(self) -> int:
         return len(self.items)
@@ -130,7 +134,7 @@ class SegmentDataset(torch.utils.data.Dataset):
             wav = load_member(path, utt) if is_member_ref(path) else load_audio(path, utt)
         except AudioError as e:
             return LoadedUtt(pos, utt, None, None, 0.0, " ".join(str(e).split()))
-        segments, index = distinct_segments(wav, self.segment_samples, self.num_segments)
+        segments, index = evaluation_inputs(wav, self.segment_samples, self.num_segments, self.one_pass)
         return LoadedUtt(pos, utt, segments, index, len(wav) / SAMPLE_RATE)
 
 
@@ -158,6 +162,7 @@ class ExtractJob:
     chunk_size: int = 500
     progress: bool = True
     precision: str = "float32"
+    pt2: Optional[str] = None
 
     @property
     def out(self) -> Path:
@@ -248,11 +253,12 @@ def run_shard(ex: ExtractJob, job: ShardedJob, chunks: List[int], worker: Worker
     """Embed and publish ``chunks`` (the engine's work function). Each chunk is embedded in batches
     of the plan's ``batch_size`` of its own segments only (see the module docstring)."""
     device = _shard_device(ex.device, worker.slot)
-    embedder = load_embedder(ex.model, ex.runtime, ex.onnx, device, ex.num_threads, ex.precision)
+    embedder = load_embedder(ex.model, ex.runtime, ex.onnx, device, ex.num_threads, ex.precision, ex.pt2)
     n_seg = num_segments(embedder)
     batch_size = int(job.plan["batch_size"])
     items = [(c * ex.chunk_size + i, utt, path) for c in chunks for i, (utt, path) in enumerate(ex.chunk_utts(c))]
-    loader = torch.utils.data.DataLoader(SegmentDataset(items, embedder.segment_samples, n_seg), batch_size=None,
+    loader = torch.utils.data.DataLoader(SegmentDataset(items, embedder.segment_samples, n_seg,
+                                                        embedder.one_pass), batch_size=None,
                                          num_workers=ex.num_workers, collate_fn=_unbatched)
     writers = {c: ChunkWriter(ex, job, c) for c in chunks}
     several = worker.world * worker.nj > 1
@@ -286,12 +292,13 @@ def run_shard(ex: ExtractJob, job: ShardedJob, chunks: List[int], worker: Worker
 def fingerprint(ex: ExtractJob) -> Dict[str, Any]:
     """What the output depends on: a rerun with a different fingerprint starts over."""
     inputs = hashlib.sha256("\n".join(f"{u} {p}" for u, p in ex.utts).encode()).hexdigest()
-    onnx = sha256_file(onnx_model_path(ex.model, ex.onnx)) if ex.runtime == "onnx" else None
+    onnx = sha256_file(exported_model_path(ex.model, ex.onnx, "onnx")) if ex.runtime == "onnx" else None
     return {"model_sha256": sha256_file(resolve_checkpoint_path(ex.model)), "runtime": ex.runtime,
             "onnx_sha256": onnx, "average": ex.average, "chunk_size": ex.chunk_size,
             "num_utts": len(ex.utts), "inputs_sha256": inputs, "outputs": [ARK, SCP, QUALITY_FILE],
             # float32 adds no key, so outputs written before --precision existed still resume
-            **({"precision": ex.precision} if ex.precision != "float32" else {})}
+            **({"precision": ex.precision} if ex.precision != "float32" else {}),
+            **({"pt2_sha256": sha256_file(exported_model_path(ex.model, ex.pt2, "pt2"))} if ex.runtime == "pt2" else {})}
 
 
 def finished_output(fp: Dict[str, Any], job: ShardedJob) -> Optional[Dict[str, Any]]:
@@ -355,7 +362,8 @@ def extract_embeddings(model: os.PathLike, utts: "OrderedDict[str, str]", out_di
                        batch_size: int = 32, num_workers: int = 2, device: str = "cpu",
                        num_threads: Optional[int] = None, nj: int = 1, skip_bad: bool = False,
                        chunk_size: int = 500, progress: bool = True,
-                       log_file: Optional[os.PathLike] = None, precision: str = "float32") -> Optional[Dict[str, Any]]:
+                       log_file: Optional[os.PathLike] = None, precision: str = "float32",
+                       pt2: Optional[os.PathLike] = None) -> Optional[Dict[str, Any]]:
     """Embed ``utts`` (id → audio path) with the checkpoint ``model`` into ``out_dir``, logging also
     to ``log_file`` once the output is this run's.
 
@@ -377,7 +385,8 @@ def extract_embeddings(model: os.PathLike, utts: "OrderedDict[str, str]", out_di
         num_threads = max(1, (os.cpu_count() or 1) // nj)
     ex = ExtractJob(str(model), str(out_dir), list(utts.items()), runtime, None if onnx is None else str(onnx),
                     average, batch_size, num_workers, device, num_threads, skip_bad, chunk_size, progress,
-                    precision)
+                    precision, None if pt2 is None else str(pt2))
+    check_runtime_options(runtime, onnx, pt2)
     fp = fingerprint(ex)
     files = {u: p for u, p in utts.items() if not is_member_ref(p)}  # shard audio was checked when written
     _, bad = scan_audio(files, progress and env.rank == 0)  # before touching the output directory

@@ -3,7 +3,9 @@
 An utterance becomes ``num_segments`` fixed-length segments: one at most ``segment_samples`` long
 is wrap-padded (tiled) to that length and repeated; a longer one is cut at starts
 ``int(linspace(0, N - segment_samples, num_segments))``. A trial's score is the mean of all
-segment-pair cosine similarities.
+segment-pair cosine similarities. A one-pass model (``SpeakerModel.one_pass``, e.g. the
+``svmixer_anylen`` encoder) is not segmented: the whole utterance is its one input, and a trial's
+score is the cosine of the two embeddings (:func:`evaluation_inputs`).
 """
 from __future__ import annotations
 
@@ -39,6 +41,18 @@ def distinct_segments(wav: np.ndarray, segment_samples: int, num_segments: int) 
     segments, the row of its copy: ``segments[index]`` equals ``segment_waveform(...)``."""
     unique, index = np.unique(segment_starts(len(wav), segment_samples, num_segments), return_inverse=True)
     return cut_segments(wav, unique, segment_samples), index.reshape(-1)
+
+
+def evaluation_inputs(wav: np.ndarray, segment_samples: int, num_segments: int,
+                      one_pass: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """What extraction embeds for one utterance, as :func:`distinct_segments` gives it (inputs and,
+    per embedding, its row); for a one-pass model the whole waveform as one (1, N) input."""
+    if not one_pass:
+        return distinct_segments(wav, segment_samples, num_segments)
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim != 1 or len(wav) == 0:
+        raise ValueError(f"expected a non-empty 1-D waveform, got shape {wav.shape}")
+    return wav[None], np.zeros(1, dtype=np.int64)
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -4,6 +4,6 @@
 Importing this package registers every built-in frontend, encoder and backend.
 """
 from svmix.models import (backends, convmixer, cyclemlp, ecapa, encoder, fbank, frontend, redimnet,  # noqa: F401
-                          svmixer, teacher_frontend, transformer)  # (registration side effects)
+                          svmixer, svmixer_anylen, teacher_frontend, transformer)  # (registration side effects)
 from svmix.models.init_from_teacher import init_frontend_from_teacher  # noqa: F401
 from svmix.models.speaker_model import SpeakerModel, build_model, resolve_model_config  # noqa: F401

@@ -47,6 +47,7 @@ class FrameEncoder(nn.Module):
 
     block_layout = "BTH"
     fixed_length = False    # True when blocks are sized for exactly ``seq_len`` frames
+    whole_utterance = False  # True: evaluation embeds a whole utterance in one pass, not segments
 
     def __init__(self, hidden: int, seq_len: int, num_layers: int, dropout: float = 0.1):
         super().__init__()

@@ -59,6 +59,13 @@ def resolve_model_config(config: Dict[str, Any]) -> Dict[str, Any]:
     return resolved
 
 
+def one_pass(config: Dict[str, Any]) -> bool:
+    """Whether a (resolved) model config's encoder embeds a whole utterance in one pass (it declares
+    ``whole_utterance``, e.g. ``svmixer_anylen``), rather than the evaluation's fixed-length segments
+    (docs/method.md §Evaluation; every other encoder, also the length-agnostic ones, for comparability)."""
+    return bool(getattr(ENCODERS.get(config["encoder"]["name"], "model.encoder.name"), "whole_utterance", False))
+
+
 class SpeakerModel(nn.Module):
     """``pretrained`` loads the weights of pretrained components (the frozen teacher) from where
     the config says they are, as a fresh training run needs; a model whose weights then come from
@@ -71,6 +78,10 @@ class SpeakerModel(nn.Module):
         self.sample_rate = SAMPLE_RATE
         self.segment_samples = int(round(cfg["segment_seconds"] * self.sample_rate))
         self.num_eval_segments = int(cfg["num_eval_segments"])
+        self.one_pass = one_pass(cfg)
+        if self.one_pass and self.num_eval_segments != 1:
+            raise SvmixError(f"model.num_eval_segments={self.num_eval_segments}: the '{cfg['encoder']['name']}' "
+                             "encoder embeds a whole utterance in one pass; set it to 1")
         hidden = int(cfg["hidden"])
         self.frontend = FRONTENDS.build(cfg["frontend"], hidden=hidden)
         name = cfg["frontend"]["name"]
@@ -100,7 +111,8 @@ class SpeakerModel(nn.Module):
         return self.encoder(self.frontend(wav))
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        """(B, segment_samples) waveform → (B, D) embeddings."""
+        """(B, N) waveform → (B, D) embeddings; N is ``segment_samples`` unless ``one_pass``
+        (then any length of at least one frame)."""
         return self.backend(self.hidden_states(wav))
 
 

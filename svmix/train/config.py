@@ -295,6 +295,7 @@ SCHEMA: Dict[str, Rule] = {
     "model.encoder.msm": Flag(),
     "model.encoder.gcm": Flag(),
     "model.encoder.lgm_mode": Choice(("parallel", "sequential")),
+    "model.encoder.token_window": Num(int, 1, 100000, null=True),   # svmixer_anylen (null: the segment's frames)
     "model.encoder.num_heads": Num(int, 1, 1024),
     "model.encoder.ffn_dim": Num(int, 1, DIM),
     "model.encoder.pos_conv_kernel": Num(int, 0, 4096),   # 0: no position embedding

@@ -1,5 +1,6 @@
 """Validation EER during training: the evaluation's segment scoring (mean cosine over segment pairs) on a
-held-out data dir's labelled ``trials``, with ``num_segments`` segments per utterance."""
+held-out data dir's labelled ``trials``, with ``num_segments`` segments per utterance (a one-pass
+model, ``SpeakerModel.one_pass``, embeds each utterance whole, as extraction does)."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,7 @@ from svmix.data.audio import load_audio
 from svmix.data.datadir import DataDir
 from svmix.errors import SvmixError
 from svmix.inference.embedder import embed_stream
-from svmix.inference.segments import distinct_segments, segment_pair_score
+from svmix.inference.segments import evaluation_inputs, segment_pair_score
 from svmix.metrics import compute_eer
 
 
@@ -21,6 +22,7 @@ class _ModelEmbedder:
 
     def __init__(self, model: torch.nn.Module, device: torch.device):
         self.model, self.device = model, device
+        self.one_pass = bool(getattr(model, "one_pass", False))
 
     def __call__(self, segments: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -55,8 +57,8 @@ class Validator:
 
     def embeddings(self, model: torch.nn.Module, device: torch.device) -> Dict[str, np.ndarray]:
         """(num_segments, D) embeddings per utterance; ``model`` must be in eval mode."""
-        seg = int(model.segment_samples)
-        items = ((u, *distinct_segments(self._load(u), seg, self.num_segments)) for u in self.utts)
+        seg, one_pass = int(model.segment_samples), bool(getattr(model, "one_pass", False))
+        items = ((u, *evaluation_inputs(self._load(u), seg, self.num_segments, one_pass)) for u in self.utts)
         return dict(embed_stream(_ModelEmbedder(model, device), items, self.batch_size))
 
     def __call__(self, model: torch.nn.Module, device: torch.device) -> float:
