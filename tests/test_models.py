@@ -15,6 +15,7 @@ from svmix.teachers import SSLTeacher
 H, T = 32, 20
 TINY_ENCODER_OPTIONS = {
     "svmixer": {"group_dim": 8},
+    "svmixer_anylen": {"group_dim": 8},
     "transformer": {"num_heads": 4, "ffn_dim": 64, "pos_conv_kernel": 4, "pos_conv_groups": 4},
 }
 TINY_BACKEND_OPTIONS = {"ecapa": {"channels": 16, "pooled_channels": 48, "se_bottleneck": 8,
