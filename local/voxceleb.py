@@ -132,6 +132,18 @@ def prepare_voxceleb2(src: Path, out: Path, wav_dir: Optional[Path] = None, nj: 
 def read_voxceleb_trials(path: Path, utts: Dict[str, Path]) -> List[Trial]:
     """A VoxCeleb trial list (``1 id/video/nnnnn.wav id/video/nnnnn.wav``) with ids made to match."""
     trials = []
+    for lineno, label, names in _trial_list_lines(path):
+        enroll, test = (p[:-4] if p.endswith(".wav") else p for p in names)
+        for utt in (enroll, test):
+            if utt not in utts:
+                raise SvmixError(f"{path}:{lineno}: utterance '{utt}' is not in the VoxCeleb1 wav tree "
+                                 "(need both dev and test parts for the E and H lists; see --lists)")
+        trials.append(Trial(enroll, test, label, lineno))
+    return trials
+
+
+def _trial_list_lines(path: Path):
+    """``(line number, label, (enroll, test))`` of each line of a VoxCeleb-format trial list."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             parts = line.split()
@@ -139,13 +151,7 @@ def read_voxceleb_trials(path: Path, utts: Dict[str, Path]) -> List[Trial]:
                 continue
             if len(parts) != 3 or parts[0] not in ("0", "1"):
                 raise SvmixError(f"{path}:{lineno}: expected '1|0 <enroll>.wav <test>.wav', got '{line.strip()}'")
-            enroll, test = (p[:-4] if p.endswith(".wav") else p for p in parts[1:])
-            for utt in (enroll, test):
-                if utt not in utts:
-                    raise SvmixError(f"{path}:{lineno}: utterance '{utt}' is not in the VoxCeleb1 wav tree "
-                                     "(need both dev and test parts for the E and H lists; see --lists)")
-            trials.append(Trial(enroll, test, int(parts[0]), lineno))
-    return trials
+            yield lineno, int(parts[0]), (parts[1], parts[2])
 
 
 def prepare_voxceleb1(srcs: Sequence[Path], out: Path, trials_dir: Optional[Path] = None,
@@ -267,22 +273,16 @@ def prepare_list_set(name: str, src: Path, out: Path, audio: Sequence[Path] = ()
     resolve = _resolver([path.parent, src, *map(Path, audio)])
     files: Dict[str, Path] = {}
     trials = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 3 or parts[0] not in ("0", "1"):
-                raise SvmixError(f"{path}:{lineno}: expected '1|0 <enrol>.wav <test>.wav', got '{line.strip()}'")
-            ids = []
-            for entry in parts[1:]:
-                found = resolve(entry)
-                if found is None:
-                    raise SvmixError(f"{path}:{lineno}: audio '{entry}' not found below {path.parent}, {src}"
-                                     + "".join(f", {a}" for a in audio) + f" (expected {LAYOUTS[name]})")
-                files[found[0]] = found[1]
-                ids.append(found[0])
-            trials.append(Trial(ids[0], ids[1], int(parts[0]), lineno))
+    for lineno, label, names in _trial_list_lines(path):
+        ids = []
+        for entry in names:
+            found = resolve(entry)
+            if found is None:
+                raise SvmixError(f"{path}:{lineno}: audio '{entry}' not found below {path.parent}, {src}"
+                                 + "".join(f", {a}" for a in audio) + f" (expected {LAYOUTS[name]})")
+            files[found[0]] = found[1]
+            ids.append(found[0])
+        trials.append(Trial(ids[0], ids[1], label, lineno))
     _write_test_set(out, name, files, trials, nj)
 
 

@@ -213,7 +213,7 @@ def test_voxsrc23_list_found_below_the_folder_and_names_resolved_by_path(tmp_pat
 
 
 @pytest.mark.parametrize("text, message", [
-    ("1 a.wav\n", r"VoxSRC2023_val.txt:1: expected '1\|0 <enrol>.wav <test>.wav'"),
+    ("1 a.wav\n", r"VoxSRC2023_val.txt:1: expected '1\|0 <enroll>.wav <test>.wav'"),
     ("2 a.wav a.wav\n", r":1: expected"),
     ("1 a.wav missing.wav\n", r":1: audio 'missing.wav' not found below .*expected the VoxSRC-23 validation folder"),
     ("1 a.wav a.wav\n", "only targets"),
