@@ -32,7 +32,7 @@ import click
 
 from svmix.cli import user_errors
 from svmix.data.audio import audio_info
-from svmix.data.datadir import Trial, write_datadir, write_trials
+from svmix.data.datadir import Trial, text_lines, write_datadir, write_trials
 from svmix.errors import SvmixError
 from svmix.utils.fileio import check_free_space
 from svmix.utils.logging import get_logger, setup_logging
@@ -142,16 +142,20 @@ def read_voxceleb_trials(path: Path, utts: Dict[str, Path]) -> List[Trial]:
     return trials
 
 
+def _list_fields(path: Path):
+    """``(line number, fields, line)`` of each non-blank line of a UTF-8 list file (text_lines)."""
+    for lineno, line in text_lines(str(path)):
+        parts = line.split()
+        if parts:
+            yield lineno, parts, line.strip()
+
+
 def _trial_list_lines(path: Path):
     """``(line number, label, (enroll, test))`` of each line of a VoxCeleb-format trial list."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 3 or parts[0] not in ("0", "1"):
-                raise SvmixError(f"{path}:{lineno}: expected '1|0 <enroll>.wav <test>.wav', got '{line.strip()}'")
-            yield lineno, int(parts[0]), (parts[1], parts[2])
+    for lineno, parts, line in _list_fields(path):
+        if len(parts) != 3 or parts[0] not in ("0", "1"):
+            raise SvmixError(f"{path}:{lineno}: expected '1|0 <enroll>.wav <test>.wav', got '{line}'")
+        yield lineno, int(parts[0]), (parts[1], parts[2])
 
 
 def prepare_voxceleb1(srcs: Sequence[Path], out: Path, trials_dir: Optional[Path] = None,
@@ -308,28 +312,20 @@ def prepare_voices(src: Path, out: Path, part: str = "dev", nj: int = 4) -> None
         return found[0]
 
     models: Dict[str, str] = {}
-    with open(enroll_path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 2:
-                raise SvmixError(f"{enroll_path}:{lineno}: expected '<model> <file>', got '{line.strip()}'")
-            if parts[0] in models:
-                raise SvmixError(f"{enroll_path}:{lineno}: model '{parts[0]}' enrolled twice (one file per model "
-                                 "is supported)")
-            models[parts[0]] = audio(enroll_path, lineno, parts[1])
+    for lineno, parts, line in _list_fields(enroll_path):
+        if len(parts) != 2:
+            raise SvmixError(f"{enroll_path}:{lineno}: expected '<model> <file>', got '{line}'")
+        if parts[0] in models:
+            raise SvmixError(f"{enroll_path}:{lineno}: model '{parts[0]}' enrolled twice (one file per model "
+                             "is supported)")
+        models[parts[0]] = audio(enroll_path, lineno, parts[1])
     trials = []
-    with open(keys_path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 3 or parts[2] not in ("tgt", "imp"):
-                raise SvmixError(f"{keys_path}:{lineno}: expected '<model> <test file> tgt|imp', got '{line.strip()}'")
-            if parts[0] not in models:
-                raise SvmixError(f"{keys_path}:{lineno}: model '{parts[0]}' is not in {enroll_path}")
-            trials.append(Trial(models[parts[0]], audio(keys_path, lineno, parts[1]), int(parts[2] == "tgt"), lineno))
+    for lineno, parts, line in _list_fields(keys_path):
+        if len(parts) != 3 or parts[2] not in ("tgt", "imp"):
+            raise SvmixError(f"{keys_path}:{lineno}: expected '<model> <test file> tgt|imp', got '{line}'")
+        if parts[0] not in models:
+            raise SvmixError(f"{keys_path}:{lineno}: model '{parts[0]}' is not in {enroll_path}")
+        trials.append(Trial(models[parts[0]], audio(keys_path, lineno, parts[1]), int(parts[2] == "tgt"), lineno))
     _write_test_set(out, f"voices_{part}", files, trials, nj)
 
 

@@ -1,5 +1,6 @@
 """VoxCeleb preparation on tiny fake trees: VoxCeleb1 + O/E/H trials, VoxCeleb2 wav and m4a (ffmpeg) paths."""
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -283,3 +284,31 @@ def test_voices_errors_name_file_and_line(tmp_path, file, text, message):
         prepare_voices(tmp_path / "VOiCES", tmp_path / "out")
     with pytest.raises(SvmixError, match="no eval-enroll.lst found .*expected the VOiCES 2019 challenge release"):
         prepare_voices(tmp_path / "VOiCES", tmp_path / "out", part="eval")
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("kind", ["voxsrc23", "dev-enroll.lst", "dev-trial-keys.lst"])
+def test_a_list_that_is_not_utf8_is_a_one_line_error_naming_its_line(tmp_path, kind, seed):
+    """Generated cases: a byte that is not UTF-8 on a random line of each list kind."""
+    from local.voxceleb import prepare_list_set, prepare_voices
+
+    rng = np.random.default_rng(seed)
+    if kind == "voxsrc23":
+        src = tmp_path / "voxsrc23"
+        _wav(src / "a.wav")
+        _wav(src / "b.wav")
+        path, lines = src / "VoxSRC2023_val.txt", ["1 a.wav a.wav", "0 a.wav b.wav", "1 b.wav b.wav"]
+        run = lambda: prepare_list_set("voxsrc23", src, tmp_path / "out")  # noqa: E731
+    else:
+        _, lists = _voices_tree(tmp_path / "VOiCES")
+        path = lists / kind
+        lines = path.read_text().splitlines()
+        run = lambda: prepare_voices(tmp_path / "VOiCES", tmp_path / "out")  # noqa: E731
+    bad = int(rng.integers(len(lines)))
+    data = [line.encode() for line in lines]
+    cut = int(rng.integers(len(data[bad]) + 1))
+    data[bad] = data[bad][:cut] + bytes([int(rng.integers(0x80, 0x100))]) + data[bad][cut:]
+    path.write_bytes(b"\n".join(data) + b"\n")
+    with pytest.raises(SvmixError, match=rf"{re.escape(path.name)}:{bad + 1}: not UTF-8 text"):
+        run()
+    assert not (tmp_path / "out/trials").exists()
