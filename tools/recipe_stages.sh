@@ -108,33 +108,31 @@ stage_train() {
   done
 }
 
+# _svmix_extract_all NAME DATA: every system's and seed's embeddings of DATA in <run>/emb_NAME.
+_svmix_extract_all() {
+  local name="$1" data="$2" s k dir
+  for s in $(_svmix_systems); do
+    for k in $(_svmix_seed_list); do
+      dir="$exp/$s/seed$k"
+      # shellcheck disable=SC2086
+      run_step "extract_${s}_seed${k}_$name" "$dir/model.pt" "$data/wav.scp" -- \
+        svmix-extract --model "$dir" --data "$data" --out "$dir/emb_$name" --nj "$nj" $extract_opts
+    done
+  done
+}
+
 stage_extract() {
   svmix_log "stage 4: embedding extraction (${test_sets})"
-  local s k set dir
+  local set
   for set in $test_sets; do
-    for s in $(_svmix_systems); do
-      for k in $(_svmix_seed_list); do
-        dir="$exp/$s/seed$k"
-        # shellcheck disable=SC2086
-        run_step "extract_${s}_seed${k}_$set" "$dir/model.pt" "$test_root/$set/wav.scp" -- \
-          svmix-extract --model "$dir" --data "$test_root/$set" --out "$dir/emb_$set" --nj "$nj" $extract_opts
-      done
-    done
+    _svmix_extract_all "$set" "$test_root/$set"
     if [ "${floor:-true}" = true ]; then
       run_step "floor_$set" "$test_root/$set/wav.scp" -- \
         svmix-floor --data "$test_root/$set" --out "$exp/floor/emb_$set"
     fi
   done
-  if [ -n "${backends:-}" ]; then  # the development set: cohort and calibration data of the back-ends
-    for s in $(_svmix_systems); do
-      for k in $(_svmix_seed_list); do
-        dir="$exp/$s/seed$k"
-        # shellcheck disable=SC2086
-        run_step "extract_${s}_seed${k}_dev" "$dir/model.pt" "$dev_data/wav.scp" -- \
-          svmix-extract --model "$dir" --data "$dev_data" --out "$dir/emb_dev" --nj "$nj" $extract_opts
-      done
-    done
-  fi
+  # the development set: cohort and calibration data of the back-ends
+  if [ -n "${backends:-}" ]; then _svmix_extract_all dev "$dev_data"; fi
 }
 
 # _svmix_score NAME DIR SET TRIALS: scores and metrics (EER with its speaker-bootstrap 95% CI).
