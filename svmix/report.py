@@ -137,15 +137,15 @@ def seed_run(seed_dir: Path, conditions: Sequence[Condition], trained: bool = Tr
             for s in dict.fromkeys(c.test_set for c in conditions)]
     rtfs = [r for r in rtfs if r is not None]
     run["rtf"] = statistics.fmean(rtfs) if rtfs else None
-    run["val_eer"] = run["config_hash"] = run["config"] = None
+    run["val_eer"] = run["config_hash"] = run["config"] = run["init_from"] = run["train_config"] = None
     if trained:
         from svmix.checkpoint import read_checkpoint
 
         if not (seed_dir / "model.pt").is_file():
             raise SvmixError(f"{seed_dir}: no model.pt (train this seed first, stage 3)")
         ckpt = read_checkpoint(seed_dir)
-        run.update(val_eer=ckpt.get("val_eer"), config=ckpt["config"],
-                   config_hash=config_hash(seed_dir / "config.yaml"))
+        run.update(val_eer=ckpt.get("val_eer"), config=ckpt["config"], init_from=ckpt.get("init_from"),
+                   train_config=ckpt.get("train_config"), config_hash=config_hash(seed_dir / "config.yaml"))
     return run
 
 
@@ -507,6 +507,73 @@ def backends_section(summaries: Sequence[Dict[str, object]], conditions: Sequenc
     return lines + _table(header, ["---", "---"] + ["---:"] * (len(header) - 2), table)
 
 
+def _run_dir(path: os.PathLike) -> Path:
+    """The experiment dir of a checkpoint path or experiment dir, resolved (for comparisons)."""
+    path = Path(path).resolve()
+    return path if path.is_dir() else path.parent
+
+
+def _lmft_settings(train: Optional[Mapping[str, object]]) -> str:
+    if not isinstance(train, Mapping):
+        return "?"
+    ramp = train.get("margin_ramp") or {}
+    aam = train.get("aam") or {}
+    margin = (f"margin {ramp['start']:g} → {aam.get('margin', 0):g} over {ramp['steps']} steps" if ramp
+              else f"margin {aam.get('margin', 0):g}")
+    crop = train.get("crop_seconds")
+    lr = (train.get("optimizer") or {}).get("lr")
+    return (f"{margin}, {train.get('max_steps')} steps at lr {lr:g}, "
+            f"{'augmented' if train.get('augment') else 'no augmentation'}, "
+            f"{'KD' if (train.get('kd') or {}).get('name') else 'no KD'}, "
+            f"{f'{crop:g} s crops' if crop else 'crops of the model segment'}")
+
+
+def lmft_section(summaries: Sequence[Dict[str, object]], conditions: Sequence[Condition]) -> List[str]:
+    """Before → after rows of large-margin fine-tuning: every trained system whose runs all continued
+    (``svmix-train --init-from``) from the same seeds of another system of the report, next to that
+    system; EER and minDCF@0.01, mean ± std over the seeds, and the per-seed change of the EER. Empty
+    when no system of the report was fine-tuned from another."""
+    owner = {}
+    for s in summaries:
+        if s["parts"] is not None:
+            for k, r in s["runs"].items():
+                owner[_run_dir(r["dir"])] = (s, k)
+    single = len({c.trials for c in conditions}) == 1
+    header = ["system", "fine-tuned from", "settings"]
+    for c in conditions:
+        name = c.label(single)
+        header += [f"{name}: EER (%) before → after", f"{name}: ΔEER (points)", f"{name}: minDCF@0.01 before → after"]
+    rows = []
+    for s in summaries:
+        if s["parts"] is None:
+            continue
+        bases = [owner.get(_run_dir(r["init_from"])) if r.get("init_from") else None for r in s["runs"].values()]
+        if any(b is None or b[1] != k or b[0] is s for b, k in zip(bases, s["runs"])) \
+                or len({id(b[0]) for b in bases}) != 1:
+            continue
+        base = bases[0][0]
+        pairs = [(base["runs"][k], r) for k, r in s["runs"].items()]
+        cells = [s["system"], base["system"], _lmft_settings(pairs[0][1]["train_config"])]
+        for c in conditions:
+            before = [b["metrics"][c.key] for b, _ in pairs]
+            after = [a["metrics"][c.key] for _, a in pairs]
+            deltas = [None if x["eer"] is None or y["eer"] is None else y["eer"] - x["eer"]
+                      for x, y in zip(before, after)]
+            cells += [f"{mean_std([m['eer'] for m in before], '.2f')} → {mean_std([m['eer'] for m in after], '.2f')}",
+                      mean_std(deltas, ".2f"),
+                      f"{mean_std([m['min_dcf_01'] for m in before], '.3f')} → "
+                      f"{mean_std([m['min_dcf_01'] for m in after], '.3f')}"]
+        rows.append(cells)
+    if not rows:
+        return []
+    lines = ["## Large-margin fine-tuning (before → after)", "",
+             "Each fine-tuned system continues from the same seed of the system it names (`svmix-train "
+             "--init-from`: its weights and AAM head) with the settings its training config states: a larger AAM "
+             "margin, a lower learning rate, few steps (docs/method.md §Large-margin fine-tuning). Cosine scores as in Accuracy; ΔEER: after − "
+             "before per seed, mean ± std (negative: fine-tuning helped).", ""]
+    return lines + _table(header, ["---", "---", "---"] + ["---:"] * (len(header) - 3), rows)
+
+
 def write_report(systems: Sequence[os.PathLike], out: os.PathLike, test_dirs: Sequence[os.PathLike],
                  trials_names: Sequence[str] = ("trials",), seeds: Sequence[int] = (0,),
                  floor_dir: Optional[os.PathLike] = None, teacher_dir: Optional[os.PathLike] = None,
@@ -516,8 +583,9 @@ def write_report(systems: Sequence[os.PathLike], out: os.PathLike, test_dirs: Se
     """Write RESULTS.md at ``out`` and RESULTS_per_seed.md beside it; returns RESULTS.md's text. With
     ``plots_dir``, RESULTS.md links the pictures of stage 5 found there (:func:`pictures_section`).
     ``set_trials`` (``SET=NAME[,NAME...]``) gives a test set its own trials lists instead of
-    ``trials_names``; ``missing`` (``SET=WHY``) names the sets not tested, and why. Score back-ends
-    and ``fusion_dir`` get a before → after section (:func:`backends_section`)."""
+    ``trials_names``; ``missing`` (``SET=WHY``) names the sets not tested, and why. Large-margin
+    fine-tuning (:func:`lmft_section`), score back-ends and ``fusion_dir`` (:func:`backends_section`)
+    get before → after sections."""
     if not systems:
         raise SvmixError("no systems given for the report")
     if not test_dirs:
@@ -543,9 +611,10 @@ def write_report(systems: Sequence[os.PathLike], out: os.PathLike, test_dirs: Se
         commands = list(dict.fromkeys(line for line in Path(commands_file).read_text().splitlines() if line))
     per_seed = per_seed_path(out)
     pictures = pictures_section(summaries, conditions, seeds[0], plots_dir, out) if plots_dir is not None else None
-    backends = backends_section(summaries, conditions, fusion_dir, seeds)
+    sections = [part for part in (lmft_section(summaries, conditions),
+                                  backends_section(summaries, conditions, fusion_dir, seeds), pictures) if part]
     text = render(summaries, conditions, seeds, note_map, commands, teacher, per_seed.name,
-                  list(backends) + ([""] if backends and pictures else []) + list(pictures or []), missing_map)
+                  [line for i, part in enumerate(sections) for line in ([""] if i else []) + list(part)], missing_map)
     with atomic_open(per_seed) as f:
         f.write(render_per_seed(summaries, conditions))
     with atomic_open(out) as f:

@@ -24,7 +24,7 @@ TYPED_VALUES = {"stage": "4", "stop_stage": "5", "teacher_mode": "online", "kd":
                 "teacher_layers": "1,3", "num_trials": "123", "target_ratio": "0.25", "ngpu": "3",
                 "seeds": "1,2,3", "floor": "false", "train_teacher": "true", "students": "student_a student_b",
                 "nokd_students": "student_a", "baselines": "base_a base_b", "test_sets": "set_a set_b",
-                "voices_part": "eval", "backends": "asnorm calibration qmf fusion"}
+                "voices_part": "eval", "backends": "asnorm calibration qmf fusion", "lmft": "student_b"}
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +191,9 @@ def test_custom_recipe_checks_its_own_options(args, message, tmp_path):
     (["--train-teacher", "yes"], "--train-teacher must be true or false, got 'yes'"),
     (["--backends", "asnorm plda"], "--backends: 'plda' is not one of asnorm calibration qmf fusion"),
     (["--backends", "calibration", "--test-sets", "test val"], "--backends: the development set"),
+    (["--lmft", "nosuch"], "--lmft: 'nosuch' is not a trained system of this run (one of: svmixer_mini transformer_mini)"),
+    (["--lmft", "svmixer_mini svmixer_mini"], "two systems are named 'svmixer_mini_lmft'"),
+    (["--lmft", "svmixer_mini", "--lmft-config", "nosuch.yaml"], "--lmft-config nosuch.yaml: file not found"),
 ])
 def test_mini_recipe_checks_its_own_options(args, message, tmp_path, hf_teacher):
     proc = run("mini", "--exp", str(tmp_path / "exp"), "--teacher", str(hf_teacher), *args)
@@ -400,7 +403,7 @@ VARIANTS = [
 
 
 # Options whose words name systems, test sets or seeds: checked below by the commands they make.
-LISTS = {"students", "nokd_students", "baselines", "seeds", "test_sets", "floor", "backends"}
+LISTS = {"students", "nokd_students", "baselines", "seeds", "test_sets", "floor", "backends", "lmft"}
 
 
 @pytest.mark.parametrize("recipe, own, unused", VARIANTS)
@@ -420,7 +423,8 @@ def test_every_option_reaches_the_commands(recipe, own, unused, tmp_path, hf_tea
                   nokd_students="student_two", baselines="base_line", seeds="7,3", floor="true",
                   model_conf_dir=str(models), train_config=str(tmp_path / "train config.yaml"))
     if recipe == "mini":
-        values.update(test_sets="set_a set_b", backends="asnorm calibration qmf")
+        values.update(test_sets="set_a set_b", backends="asnorm calibration qmf", lmft="student_two")
+        Path(values["lmft_config"]).write_text("{}")
     if recipe == "custom":
         values.update(corpus=str(tmp_path / "my corpus"), target_ratio="0.375", num_trials="777")
     if recipe == "voxceleb":  # two of the other test sets present, VCMix missing
@@ -443,7 +447,8 @@ def test_every_option_reaches_the_commands(recipe, own, unused, tmp_path, hf_tea
     assert any("train.kd.layers=[3,5]" in c for c in commands)
     exp = values["exp"]
     # Each system once per seed, into $exp/<system>/seed<k>, with train.seed=k.
-    trains = {(c[c.index("--exp") + 1], c[c.index("--model-config") + 1]): c for c in commands if c[0] == "torchrun"}
+    trains = {(c[c.index("--exp") + 1], c[c.index("--model-config") + 1]): c for c in commands
+              if c[0] == "torchrun" and "--init-from" not in c}
     systems = {"student_two": "student_two", "student_two_nokd": "student_two", "base_line": "base_line"}
     assert set(trains) == {(f"{exp}/{s}/seed{k}", f"{models}/{conf}.yaml") for s, conf in systems.items()
                            for k in (7, 3)}
@@ -460,6 +465,18 @@ def test_every_option_reaches_the_commands(recipe, own, unused, tmp_path, hf_tea
             assert "--teacher" in c and "--teacher-cache" not in c and "train.kd.name=distilhubert" in c
         else:
             assert "--teacher-cache" in c
+    # --lmft (mini): each seed of the system fine-tuned from that seed, after it, with --lmft-config.
+    lmfts = {c[c.index("--exp") + 1]: (i, c) for i, c in enumerate(commands) if "--init-from" in c}
+    assert set(lmfts) == ({f"{exp}/student_two_lmft/seed{k}" for k in (7, 3)} if recipe == "mini" else set())
+    for run, (i, c) in lmfts.items():
+        k = run.rsplit("seed", 1)[1]
+        base = f"{exp}/student_two/seed{k}"
+        assert c[:4] == ["torchrun", "--standalone", "--nproc_per_node", "4"] and f"train.seed={k}" in c
+        assert c[c.index("--init-from") + 1] == base and c[c.index("--config") + 1] == values["lmft_config"]
+        assert "--teacher-cache" not in c and "--model-config" not in c
+        assert i > next(j for j, b in enumerate(commands) if "--exp" in b and b[b.index("--exp") + 1] == base)
+    if recipe == "mini":
+        systems["student_two_lmft"] = "student_two"
     if recipe == "voxceleb":
         assert "svmix-cache-teacher" not in tools
     else:

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
+from svmix.checkpoint import read_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
@@ -60,7 +62,7 @@ def run_readme_verify_example(tmp_path):
 
 @pytest.mark.slow
 def test_default_recipe_every_stage(tmp_path):
-    out = run_recipe(tmp_path, "--backends", "asnorm calibration qmf fusion")
+    out = run_recipe(tmp_path, "--backends", "asnorm calibration qmf fusion", "--lmft", "svmixer_mini")
     exp = tmp_path / "exp"
     assert json.loads((exp / "teacher_cache/manifest.json").read_text())["layers"] == [2]  # the teacher's last
     for system in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd"):
@@ -86,12 +88,21 @@ def test_default_recipe_every_stage(tmp_path):
     pictures = results.split("## Pictures\n", 1)[1].split("\n## ", 1)[0]
     links = sorted(re.findall(r"\]\(([^)]+)\)", pictures))
     expected = [f"det_{t}_trials.png" for t in ("test", "test_noisy")]
-    for system in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd"):
+    for system in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd", "svmixer_mini_lmft"):
         for test_set in ("test", "test_noisy"):
             expected += [f"tsne_{system}_seed0_{test_set}.png", f"hist_{system}_seed0_{test_set}_trials.png"]
     assert links == sorted(expected) and "not drawn" not in pictures
     assert all((exp / name).read_bytes()[:4] == b"\x89PNG" for name in links)
     assert "tsne_svmixer_mini_seed1" not in results
+    # --lmft: each seed fine-tuned from its own distilled run, a before → after row.
+    for k in (0, 1):
+        ckpt = read_checkpoint(exp / f"svmixer_mini_lmft/seed{k}")
+        assert Path(ckpt["init_from"]) == exp / f"svmixer_mini/seed{k}"
+        assert ckpt["train_config"]["aam"]["margin"] == 0.4 and ckpt["train_config"]["kd"]["name"] is None
+    lmft = results.split("## Large-margin fine-tuning (before → after)\n", 1)[1].split("\n## ", 1)[0]
+    row = [c.strip() for c in [line for line in lmft.splitlines() if line.startswith("| svmixer_mini_lmft |")][0]
+           .strip("|").split("|")]
+    assert row[1] == "svmixer_mini" and re.fullmatch(r"\d+\.\d+ ± \d+\.\d+ → \d+\.\d+ ± \d+\.\d+", row[3])
     # --backends: before → after rows with numbers, fitted on val's trials (never a test list).
     backends = results.split("## Score back-ends (before → after)\n", 1)[1].split("\n## ", 1)[0]
     assert f"fitted on `{tmp_path / 'data/val/trials'}`" in backends

@@ -21,10 +21,10 @@ SEEDS = [1, 2, 3]
 EER = {"test": [10.0, 12.0, 14.0], "test_noisy": [20.0, 24.0, 31.0]}  # per seed
 
 
-def write_run(run, seed, scale, sets=("test", "test_noisy"), rtf=0.01):
+def write_run(run, seed, scale, sets=("test", "test_noisy"), rtf=0.01, extra=None):
     run.mkdir(parents=True, exist_ok=True)
     config = resolve_model_config(dict(TINY))
-    save_model(run / "model.pt", build_model(config), {"val_eer": 30.0 + seed})
+    save_model(run / "model.pt", build_model(config), {"val_eer": 30.0 + seed, **(extra or {})})
     (run / "config.yaml").write_text(yaml.safe_dump({"model": config, "train": {"seed": seed, "batch_size": 4}}))
     for s in sets:
         eer = scale * EER[s][SEEDS.index(seed)] if seed is not None else scale * EER[s][0]
@@ -283,3 +283,35 @@ def test_backends_before_after_rows_with_the_development_list(recipe, tmp_path):
         {"fitted_on": {"trials": str(recipe / "data/test/trials")}}))
     with pytest.raises(SvmixError, match="a test list of this report"):
         report(recipe, out=tmp_path / "RESULTS.md", systems=[exp / "svmixer_mini"])
+
+
+LMFT_TRAIN = {"max_steps": 60, "optimizer": {"lr": 1.0e-4}, "aam": {"margin": 0.4}, "augment": None,
+              "margin_ramp": {"start": 0.2, "steps": 30}, "kd": {"name": None}, "crop_seconds": None}
+
+
+def test_lmft_before_after_rows_pair_each_seed_with_the_run_it_continued(recipe, tmp_path):
+    exp = tmp_path / "exp"
+    shutil.copytree(recipe / "exp", exp)
+    for k in SEEDS:  # svmix-train --init-from records its start in the checkpoint
+        write_run(exp / "svmixer_mini_lmft" / f"seed{k}", k, 0.5,
+                  extra={"init_from": str(exp / "svmixer_mini" / f"seed{k}"), "train_config": LMFT_TRAIN})
+    systems = [exp / "svmixer_mini", exp / "svmixer_mini_nokd", exp / "svmixer_mini_lmft"]
+    text, _ = report(recipe, out=tmp_path / "RESULTS.md", systems=systems)
+    row = cells(text, "Large-margin fine-tuning (before → after)", "svmixer_mini_lmft")
+    assert row["fine-tuned from"] == "svmixer_mini"
+    assert row["test: EER (%) before → after"] == "12.00 ± 2.00 → 6.00 ± 1.00"
+    assert row["test_noisy: ΔEER (points)"] == f"{-0.5 * statistics.fmean(EER['test_noisy']):.2f} ± " \
+                                               f"{0.5 * statistics.stdev(EER['test_noisy']):.2f}"
+    assert row["test: minDCF@0.01 before → after"] == "0.240 ± 0.040 → 0.120 ± 0.020"
+    assert row["settings"] == "margin 0.2 → 0.4 over 30 steps, 60 steps at lr 0.0001, no augmentation, no KD, " \
+                              "crops of the model segment"
+    assert cells(text, "Accuracy", "svmixer_mini_lmft")["seeds"] == "3"  # an ordinary system there too
+    # Without its base system in the report, or continuing from another seed, it is no LMFT row.
+    assert "## Large-margin" not in report(recipe, out=tmp_path / "a" / "RESULTS.md",
+                                           systems=[exp / "svmixer_mini_lmft"])[0]
+    write_run(exp / "svmixer_mini_lmft" / "seed2", 2, 0.5,
+              extra={"init_from": str(exp / "svmixer_mini" / "seed1" / "model.pt"), "train_config": LMFT_TRAIN})
+    assert "## Large-margin" not in report(recipe, out=tmp_path / "b" / "RESULTS.md", systems=systems)[0]
+    write_run(exp / "svmixer_mini_lmft" / "seed2", 2, 0.5,  # a checkpoint path is its run dir
+              extra={"init_from": str(exp / "svmixer_mini" / "seed2" / "model.pt"), "train_config": LMFT_TRAIN})
+    assert "## Large-margin" in report(recipe, out=tmp_path / "c" / "RESULTS.md", systems=systems)[0]

@@ -8,6 +8,8 @@
 #   $students              distilled from the teacher            $exp/<student>/seed<k>/
 #   $nokd_students         the same student, train.kd.lambda=0   $exp/<student>_nokd/seed<k>/
 #   $baselines             no distillation (train.kd.name=null)  $exp/<baseline>/seed<k>/
+#   $lmft                  large-margin fine-tuning ($lmft_config)  $exp/<system>_lmft/seed<k>/
+#                          of a system above, from its seed<k>
 #   the floor              svmix-floor (MFCC-mean cosine)        $exp/floor/
 # In each: emb_<set>/ per test set, scores_<set>_<trials> and metrics_<set>_<trials>.json per
 # test set and trials list; $exp/det_<set>_<trials>.png overlays every system and seed; beside it, of
@@ -27,19 +29,26 @@ svmix_stage_variables="stage stop_stage exp nj ngpu seeds teacher teacher_layers
 # test_missing ("set=why;..."): test sets the recipe could not prepare (listed in RESULTS.md).
 # backends (words of asnorm calibration qmf fusion): score back-ends reported before → after, which
 # need dev_data, a data dir with labelled trials that is no test set (AS-norm cohort, calibration fit).
+# lmft (names of systems above) with lmft_config (an svmix-train config for --init-from): each is
+# fine-tuned once more per seed as <system>_lmft, reported before → after in RESULTS.md.
 svmix_optional_stage_variables="teacher_mode cache teacher_eval nokd_students baselines floor test_notes
-  train_opts extract_opts test_trials test_missing backends dev_data"
+  train_opts extract_opts test_trials test_missing backends dev_data lmft lmft_config"
 
 # teacher_last_layer --teacher SPEC | --mini-config FILE | --pretrain-config FILE: the teacher's last
 # layer (HF indexing), read from its configuration without loading weights (local/teacher_layers.py).
 teacher_last_layer() { python "$svmix_root/local/teacher_layers.py" "$@"; }
 
-# Every trained system, in RESULTS.md order.
-_svmix_systems() {
+# Every trained system, in RESULTS.md order; _svmix_base_systems: those not fine-tuned by --lmft.
+_svmix_base_systems() {
   local s
   for s in $students; do echo "$s"; done
   for s in $nokd_students; do echo "${s}_nokd"; done
   for s in $baselines; do echo "$s"; done
+}
+_svmix_systems() {
+  local s
+  _svmix_base_systems
+  for s in ${lmft:-}; do echo "${s}_lmft"; done
 }
 _svmix_seed_list() { echo "${seeds//,/ }"; }
 
@@ -69,11 +78,17 @@ stage_cache() {
       --out "$cache" --nj "$nj"
 }
 
+# svmix-train's command words; on several GPUs torchrun, one process per GPU.
+_svmix_train_launcher() {
+  if [ "${ngpu:-0}" -gt 1 ]; then echo "torchrun --standalone --nproc_per_node $ngpu -m svmix.bin.train"
+  else echo svmix-train; fi
+}
+
 # _svmix_train SYSTEM MODEL_CONF SEED KIND: KIND kd (the teacher's targets), nokd (the same, with
 # lambda 0: identical data, crops and teacher reads) or none (no teacher at all).
 _svmix_train() {
   local system="$1" conf="$2" seed="$3" kind="$4" dir="$exp/$1/seed$3"
-  local teacher_args=() inputs=() kd_args=() launcher=(svmix-train)
+  local teacher_args=() inputs=() kd_args=() launcher
   if [ "$kind" != none ]; then
     # The KD targets are the layers the recipe caches ($teacher_layers): stated once, in the recipe.
     kd_args=(--override "train.kd.layers=[$teacher_layers]")
@@ -89,8 +104,7 @@ _svmix_train() {
   if [ "$(_svmix_frontend_name "$conf")" = teacher ]; then
     kd_args+=(--override "model.frontend.path=$teacher"); inputs+=("$teacher")
   fi
-  # On several GPUs: torchrun, one process per GPU.
-  if [ "${ngpu:-0}" -gt 1 ]; then launcher=(torchrun --standalone --nproc_per_node "$ngpu" -m svmix.bin.train); fi
+  read -r -a launcher <<< "$(_svmix_train_launcher)"
   # shellcheck disable=SC2086
   run_step --fresh "$dir" "train_${system}_seed$seed" "$train_config" "$conf" "${inputs[@]}" -- \
     "${launcher[@]}" --config "$train_config" --model-config "$conf" \
@@ -105,7 +119,19 @@ stage_train() {
     for s in $students; do _svmix_train "$s" "$model_conf_dir/$s.yaml" "$k" kd; done
     for s in $nokd_students; do _svmix_train "${s}_nokd" "$model_conf_dir/$s.yaml" "$k" nokd; done
     for s in $baselines; do _svmix_train "$s" "$model_conf_dir/$s.yaml" "$k" none; done
+    for s in ${lmft:-}; do _svmix_lmft "$s" "$k"; done
   done
+}
+
+# _svmix_lmft SYSTEM SEED: large-margin fine-tuning of SYSTEM's seed SEED (its model and AAM head,
+# svmix-train --init-from) with $lmft_config, in $exp/SYSTEM_lmft/seedSEED.
+_svmix_lmft() {
+  local from="$exp/$1/seed$2" dir="$exp/$1_lmft/seed$2" launcher
+  read -r -a launcher <<< "$(_svmix_train_launcher)"
+  # shellcheck disable=SC2086
+  run_step --fresh "$dir" "lmft_$1_seed$2" "$lmft_config" "$from/model.pt" -- \
+    "${launcher[@]}" --config "$lmft_config" --init-from "$from" --data "$train_data" --val-data "$val_data" \
+      --override "train.seed=$2" --exp "$dir" $train_opts
 }
 
 # _svmix_extract_all NAME DATA: every system's and seed's embeddings of DATA in <run>/emb_NAME.
@@ -350,10 +376,20 @@ recipe_begin() {
   _svmix_check_names trials-names $trials_names
   # shellcheck disable=SC2086
   _svmix_check_names students $students $nokd_students $baselines
+  : "${lmft:=}" "${lmft_config:=}"
+  local base_systems
+  base_systems="$(_svmix_base_systems | paste -sd ' ')"
+  for v in $lmft; do
+    [[ " $base_systems " == *" $v "* ]] \
+      || recipe_error "--lmft: '$v' is not a trained system of this run (one of: $base_systems)"
+  done
+  if [ -n "$lmft" ] && [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+    [ -f "$lmft_config" ] || recipe_error "--lmft-config ${lmft_config:-(empty)}: file not found"
+  fi
   local systems duplicate
   systems="$(_svmix_systems; if [ "$floor" = true ]; then echo floor; fi)"
   duplicate="$(sort <<< "$systems" | uniq -d | head -1)"
-  [ -z "$duplicate" ] || recipe_error "two systems are named '$duplicate' (--students, --nokd-students, --baselines; 'floor' is the floor's)"
+  [ -z "$duplicate" ] || recipe_error "two systems are named '$duplicate' (--students, --nokd-students, --baselines, --lmft; 'floor' is the floor's)"
   duplicate="$(tr ' ' '\n' <<< "$test_sets" | sed '/^$/d' | sort | uniq -d | head -1)"
   [ -z "$duplicate" ] || recipe_error "--test-sets lists '$duplicate' twice"
   if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then

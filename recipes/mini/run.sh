@@ -32,6 +32,8 @@ students="svmixer_mini transformer_mini"   # $model_conf_dir/<name>.yaml, distil
 nokd_students=""                    # students trained again with train.kd.lambda=0 (system <name>_nokd)
 baselines=""                        # $model_conf_dir/<name>.yaml trained without a teacher (train.kd.name=null)
 floor=true                          # true: the MFCC-mean cosine floor (svmix-floor) on every test set
+lmft=""                             # systems to large-margin fine-tune after stage 3 (system <name>_lmft), before → after in RESULTS.md
+lmft_config=$root/conf/lmft_mini.yaml   # svmix-train config of that fine-tuning (--init-from the system's seed)
 backends=""                         # score back-ends, before → after in RESULTS.md: any of asnorm calibration qmf fusion (fitted on val)
 corpus_opts=""                      # extra options for local/make_mini_world.py (tests: a tiny world)
 augment_opts=""                     # extra options for svmix-prepare-augment
@@ -41,20 +43,21 @@ extract_opts=""                     # extra options for svmix-extract
 
 recipe_options="stage stop_stage nj ngpu seed seeds data test_sets augment_dir exp train_teacher teacher
   teacher_config teacher_layers cache train_config model_conf_dir students nokd_students baselines floor
-  backends corpus_opts augment_opts teacher_opts train_opts extract_opts"
+  lmft lmft_config backends corpus_opts augment_opts teacher_opts train_opts extract_opts"
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--name value ...]
 Stages:
   0  data preparation: synthesize the mini world (Kaldi data dirs + trials; the pool with --train-teacher true)
   1  augmentation resources (synthetic noise / music / RIR lists); with --train-teacher true, teacher pretraining
   2  teacher feature caching
-  3  training of every system (--students distilled, --nokd-students, --baselines), once per seed of --seeds
+  3  training of every system (--students distilled, --nokd-students, --baselines), once per seed of --seeds;
+     then large-margin fine-tuning of the systems of --lmft (<name>_lmft, from the same seed)
   4  embedding extraction (every test set of --test-sets) and the MFCC-mean floor
   5  scoring and metrics (EER with 95% CI, minDCF, DET plots, t-SNE and score histograms, RESULTS.md);
      with --backends, AS-norm / calibration / QMF / fusion on val (its embeddings extracted in stage 4)
   6  export of the students for deployment (ONNX / TorchScript)
 Paths are relative to the directory you run from (./run.sh at the top: data/mini_world, data/augment, exp/).
-Layout: \$exp/<system>/seed<k>/ per system and seed (<student>_nokd for --nokd-students), \$exp/floor/,
-\$exp/RESULTS.md (mean ± std over the seeds) and \$exp/RESULTS_per_seed.md.
+Layout: \$exp/<system>/seed<k>/ per system and seed (<student>_nokd for --nokd-students, <system>_lmft
+for --lmft), \$exp/floor/, \$exp/RESULTS.md (mean ± std over the seeds) and \$exp/RESULTS_per_seed.md.
 --teacher-layers defaults to the teacher's last layer (its config.json; with --train-teacher true,
 that of the teacher --teacher-config describes)."
 . "$root/tools/stage_lib.sh"
