@@ -30,6 +30,7 @@ import click
 
 from svmix.cli import IntList, OutPath, Text, command, fail, in_dir, user_errors
 from svmix.errors import SvmixError
+from svmix.utils.progress import format_duration
 
 TEACHERS = ("main", "small")
 
@@ -174,15 +175,6 @@ def measure_teacher(teacher: str, data_dirs: Sequence[os.PathLike], what: str = 
 
 
 # ---------------------------------------------------------------- RESULTS.md
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-    if seconds >= 60:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds} s"
-
-
 def read_times(path: Optional[Path]) -> Dict[str, List[float]]:
     """``KEY<TAB>SECONDS`` lines (the recipe appends one per step and run): seconds per key, per run."""
     times: Dict[str, List[float]] = {}
@@ -308,8 +300,8 @@ def _run_time_section(rows: Mapping[str, Sequence[Row]], times: Mapping[str, Lis
     lines = ["", "## Run time (machine-dependent)", "",
              f"- {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; {platform.machine()}, {os.cpu_count()} CPU "
              f"cores, torch {torch.__version__}",
-             f"- total wall time: {_duration(sum(runs) + elapsed)} over {len(runs) + 1} run(s) of the recipe "
-             f"(this one: {_duration(elapsed)} so far)",
+             f"- total wall time: {format_duration(sum(runs) + elapsed)} over {len(runs) + 1} run(s) of the recipe "
+             f"(this one: {format_duration(elapsed)} so far)",
              "- per study: the wall time of its systems' training and extraction jobs, summed over the runs (a "
              "system shared by several studies counts in each; jobs ran --nj at a time), plus, for Table IV, "
              "training, measuring and caching the small teacher", ""]
@@ -320,14 +312,14 @@ def _run_time_section(rows: Mapping[str, Sequence[Row]], times: Mapping[str, Lis
         if name == "teachers":
             seconds += total("small_teacher") + total("teacher_eval/small") + total("teacher_eval/main") \
                 + total("cache/small")
-        table.append([STUDIES[name].title, str(len(systems)), _duration(seconds)])
+        table.append([STUDIES[name].title, str(len(systems)), format_duration(seconds)])
     shared = [("the mini world and augmentation lists", "world"), ("main teacher cache", "cache/main"),
               ("scoring and per-teacher reports", "score")]
     from svmix.report import _table
 
     lines += _table(["study", "systems", "wall time"], ["---", "---:", "---:"], table)
     lines += ["", "Shared steps: " + "; ".join(
-        f"{what} {_duration(sum(v for k, vs in times.items() if k == key or k.startswith(key + '/') for v in vs))}"
+        f"{what} {format_duration(sum(v for k, vs in times.items() if k == key or k.startswith(key + '/') for v in vs))}"
         for what, key in shared) + "."]
     return lines
 

@@ -155,10 +155,10 @@ def test_depth_study_draws_a_png(studies_run):
 def test_run_time_is_stated_per_study(studies_run):
     top, _ = studies_run
     text = sections((top / "exp/studies/RESULTS.md").read_text())["Run time (machine-dependent)"]
-    assert re.search(r"total wall time: \d+ (s|min|h)", text)
+    assert re.search(r"total wall time: (\d+h\d\dm\d\ds|\d+m\d\ds|\d+s) ", text)
     _, rows = table_rows(text)
     assert [r[0] for r in rows] == [s.title for s in STUDIES.values()]
-    assert all(re.fullmatch(r"\d+ (s|min \d\d s|h \d\d min)", r[2]) for r in rows)
+    assert all(re.fullmatch(r"\d+h\d\dm\d\ds|\d+m\d\ds|\d+s", r[2]) for r in rows)
     times = (top / "exp/studies/run_times.tsv").read_text()
     assert "job/main/svmixer_mini\t" in times and "small_teacher\t" in times
 

@@ -30,7 +30,8 @@ UNKNOWN_TOTAL_MILESTONE = 10
 _log = logging.getLogger("svmix.progress")
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """A wall time as ``1h02m03s``, ``4m05s`` or ``6s`` (progress lines, ETAs, run-time tables)."""
     seconds = int(round(max(seconds, 0.0)))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
@@ -99,7 +100,7 @@ class Progress:
         done = self.n - self._start_n
         rate = f", {done / elapsed:.3g} {self.unit}/s" if elapsed > 0 and done > 0 else ""
         total = f"/{self.total}" if self.total is not None else ""
-        self._emit(f"{self.desc}: {self.n}{total} {self.unit} in {_duration(elapsed)}{rate}")
+        self._emit(f"{self.desc}: {self.n}{total} {self.unit} in {format_duration(elapsed)}{rate}")
 
     def __enter__(self) -> "Progress":
         return self
@@ -121,7 +122,7 @@ class Progress:
             parts[0] += f" {self.unit}"
         parts.append(f"{rate:.3g} {self.unit}/s")
         if self.total and rate > 0:
-            parts.append(f"ETA {_duration((self.total - self.n) / rate)}")
+            parts.append(f"ETA {format_duration((self.total - self.n) / rate)}")
         return ", ".join(parts)
 
     def _emit(self, message: str, detail: bool = False) -> None:
