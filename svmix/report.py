@@ -555,14 +555,13 @@ def lmft_section(summaries: Sequence[Dict[str, object]], conditions: Sequence[Co
         pairs = [(base["runs"][k], r) for k, r in s["runs"].items()]
         cells = [s["system"], base["system"], _lmft_settings(pairs[0][1]["train_config"])]
         for c in conditions:
-            before = [b["metrics"][c.key] for b, _ in pairs]
-            after = [a["metrics"][c.key] for _, a in pairs]
-            deltas = [None if x["eer"] is None or y["eer"] is None else y["eer"] - x["eer"]
-                      for x, y in zip(before, after)]
-            cells += [f"{mean_std([m['eer'] for m in before], '.2f')} → {mean_std([m['eer'] for m in after], '.2f')}",
-                      mean_std(deltas, ".2f"),
-                      f"{mean_std([m['min_dcf_01'] for m in before], '.3f')} → "
-                      f"{mean_std([m['min_dcf_01'] for m in after], '.3f')}"]
+            metrics = [(b["metrics"][c.key], a["metrics"][c.key]) for b, a in pairs]
+
+            def before_after(key: str, spec: str) -> str:
+                return " → ".join(mean_std([m[side][key] for m in metrics], spec) for side in (0, 1))
+
+            deltas = [None if x["eer"] is None or y["eer"] is None else y["eer"] - x["eer"] for x, y in metrics]
+            cells += [before_after("eer", ".2f"), mean_std(deltas, ".2f"), before_after("min_dcf_01", ".3f")]
         rows.append(cells)
     if not rows:
         return []
