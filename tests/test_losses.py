@@ -147,3 +147,57 @@ def test_last_mse_projects_when_hidden_sizes_differ():
     assert loss.projection.weight.grad is not None
     with pytest.raises(ValueError):
         LastMSE(4, 4, num_targets=2)
+
+
+class _FakeStudent(torch.nn.Module):
+    """The student interface DistillationObjective uses: hidden_states, backend, embed_dim, config."""
+
+    embed_dim, config = 6, {"hidden": 4}
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(1, 4)
+        self.head = torch.nn.Linear(4, 6)
+
+    def hidden_states(self, wav):  # (B, S) -> (B, L+1, T, H), T = S // 10
+        frames = wav.unfold(1, 10, 10).mean(-1, keepdim=True)
+        return torch.stack([self.proj(frames), self.proj(frames).tanh()], dim=1)
+
+    def backend(self, states):
+        return self.head(states[:, -1].mean(1))
+
+
+@pytest.mark.parametrize("name,k", [("last_mse", 1), ("distilhubert", 2)])
+def test_kd_target_norm_layer_is_invariant_to_target_scale_and_offset(name, k):
+    """train.kd.target_norm=layer: each target frame is standardised over H before the KD loss, so a
+    teacher whose states are a frame-wise affine map of another's gives the same loss (generated cases)."""
+    from svmix.train.objective import DistillationObjective
+
+    gen = torch.Generator().manual_seed(7)
+    for case in range(5):
+        torch.manual_seed(case)
+        student = _FakeStudent()
+        objectives = {norm: DistillationObjective(student, [3, 3], {"name": "aam_topk"},
+                                                  {"name": name, "layers": list(range(k)), "lambda": 1.0,
+                                                   "target_norm": norm}, teacher_hidden=5)
+                      for norm in (None, "layer")}
+        objectives["layer"].kd.load_state_dict(objectives[None].kd.state_dict())
+        wav, labels = torch.randn(2, 80, generator=gen), torch.tensor([0, 1])
+        targets = torch.randn(2, k, 8, 5, generator=gen)
+        scale = torch.rand(2, k, 8, 1, generator=gen) * 50 + 0.5
+        offset = torch.randn(2, k, 8, 1, generator=gen) * 20
+        moved = targets * scale + offset
+        normed = {t: objectives["layer"](wav, labels, t)["kd"].item() for t in (targets, moved)}
+        raw = {t: objectives[None](wav, labels, t)["kd"].item() for t in (targets, moved)}
+        assert normed[targets] == pytest.approx(normed[moved], rel=1e-4), case
+        assert raw[moved] > 2 * raw[targets], case  # the raw loss follows the target scale
+        standardised = F.layer_norm(targets, (5,))
+        assert normed[targets] == pytest.approx(objectives[None](wav, labels, standardised)["kd"].item(), rel=1e-5)
+
+
+def test_kd_target_norm_rejects_unknown_values():
+    from svmix.train.objective import DistillationObjective
+
+    with pytest.raises(ValueError, match="target_norm"):
+        DistillationObjective(_FakeStudent(), [3, 3], {"name": "aam_topk"},
+                              {"name": "last_mse", "layers": [0], "lambda": 1.0, "target_norm": "batch"}, 5)

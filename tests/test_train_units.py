@@ -62,7 +62,7 @@ def test_config_include_overrides_and_errors(tmp_path):
     cfg = load_train_config(conf, ["train.batch_size=8", "train.aam.top_k=3", "train.kd.layers=[4]"])
     assert cfg["model"]["hidden"] == 16 and cfg["model"]["embed_dim"] == 12  # included, then overridden
     assert cfg["train"]["batch_size"] == 8 and cfg["train"]["aam"]["top_k"] == 3 and cfg["train"]["aam"]["scale"] == 30
-    assert cfg["train"]["kd"] == {"name": "last_mse", "layers": [4], "lambda": 0.5}
+    assert cfg["train"]["kd"] == {"name": "last_mse", "layers": [4], "lambda": 0.5, "target_norm": None}
     assert cfg["train"]["checkpoint_every"] == cfg["train"]["val_every"]
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump({**TINY_MODEL, "hidden": 24}))  # a bare model mapping works too

@@ -33,7 +33,7 @@ from svmix.errors import SvmixError
 from svmix.models import resolve_model_config
 from svmix.registry import CLASSIFICATION_LOSSES, KD_LOSSES
 from svmix.train.augment import AUGMENTATIONS, DEFAULT_AUGMENT_CONFIG
-from svmix.train.objective import KD_TRAINER_KEYS, kd_loss_params
+from svmix.train.objective import KD_TARGET_NORMS, KD_TRAINER_KEYS, kd_loss_params
 from svmix.train.optim import OPTIMIZERS, SCHEDULERS
 from svmix.yaml_config import find_include, merge, read_model_config, read_yaml  # noqa: F401 (re-exported)
 
@@ -50,7 +50,8 @@ DEFAULT_TRAIN_CONFIG: Dict[str, Any] = {
     "grad_clip": 10.0,            # max gradient norm; null disables
     "amp": False,                 # mixed precision (CUDA only)
     "init_frontend_from_teacher": False,  # copy the teacher's conv frontend where shapes match (DistilHuBERT)
-    "kd": {"name": "last_mse", "layers": None, "lambda": 1.0},  # layers null: the last teacher layer
+    # layers null: the last teacher layer; target_norm null: raw teacher states (the paper)
+    "kd": {"name": "last_mse", "layers": None, "lambda": 1.0, "target_norm": None},
     "aam": {"name": "aam_topk", "margin": 0.2, "scale": 30.0, "top_k": 5, "negative_margin": 0.1,
             "impostor_weight": 1.0, "class_weighted": True},
     "augment": {"p": 0.8},        # filled from svmix.train.augment.DEFAULT_AUGMENT_CONFIG; null disables
@@ -363,6 +364,7 @@ SCHEMA: Dict[str, Rule] = {
     "train.kd.name": Name(null=True),
     "train.kd.layers": Items(Num(int, 0, 1000), null=True),
     "train.kd.lambda": Num(float, 0.0, 10.0 ** 6),
+    "train.kd.target_norm": Choice(KD_TARGET_NORMS, null=True),
     "train.kd.cos_weight": Num(float, 0.0, 10.0 ** 6),
     "train.aam": Section(),
     "train.aam.name": Name(),
@@ -455,9 +457,11 @@ def _resolve_kd(kd: Any) -> Dict[str, Any]:
         extra = sorted(set(kd) - set(KD_TRAINER_KEYS))
         if extra:
             raise SvmixError(f"train.kd: unknown key '{extra[0]}' without a KD loss name")
-        return {"name": None, "layers": kd.get("layers"), "lambda": kd.get("lambda", 1.0)}
+        return {"name": None, "layers": kd.get("layers"), "lambda": kd.get("lambda", 1.0),
+                "target_norm": kd.get("target_norm")}
     loss = KD_LOSSES.resolve({"name": kd["name"], **kd_loss_params(kd)}, "train.kd")
-    return {"name": loss.pop("name"), "layers": kd.get("layers"), "lambda": kd.get("lambda", 1.0), **loss}
+    return {"name": loss.pop("name"), "layers": kd.get("layers"), "lambda": kd.get("lambda", 1.0),
+            "target_norm": kd.get("target_norm"), **loss}
 
 
 def resolve_train_config(train: Optional[Mapping[str, Any]]) -> Dict[str, Any]:

@@ -5,13 +5,18 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from svmix.registry import CLASSIFICATION_LOSSES, KD_LOSSES
 from svmix.train import losses  # noqa: F401  (registers the losses)
 
 # train.kd keys the trainer reads; the others are the KD loss's constructor arguments
-KD_TRAINER_KEYS = ("name", "layers", "lambda")
+KD_TRAINER_KEYS = ("name", "layers", "lambda", "target_norm")
+# train.kd.target_norm: null (the paper: raw teacher states) or "layer" (each target frame standardised
+# over its H dims, without affine parameters, before any KD loss). A pre-LN teacher's intermediate
+# states are not normalised and can be far larger than its final-LN output (docs/method.md §Losses).
+KD_TARGET_NORMS = ("layer",)
 
 
 def kd_active(kd_config: Dict[str, Any]) -> bool:
@@ -33,6 +38,10 @@ class DistillationObjective(nn.Module):
         self.aam = CLASSIFICATION_LOSSES.build(aam_config, embed_dim=student.embed_dim,
                                                num_classes=len(class_counts), class_counts=list(class_counts))
         self.kd_lambda = float(kd_config.get("lambda", 1.0))
+        self.kd_target_norm = kd_config.get("target_norm")
+        if self.kd_target_norm not in (None,) + KD_TARGET_NORMS:
+            raise ValueError(f"train.kd.target_norm must be null or one of {KD_TARGET_NORMS}, "
+                             f"got {self.kd_target_norm!r}")
         self.kd = None
         if kd_active(kd_config):
             self.kd = KD_LOSSES.build({"name": kd_config["name"], **kd_loss_params(kd_config)},
@@ -51,7 +60,12 @@ class DistillationObjective(nn.Module):
         (the loss is then ``shares[0]·aam + λ·shares[1]·kd``; the reported ``aam``/``kd`` are unweighted)."""
         states = self.student.hidden_states(wav)
         aam = self.aam(self.student.backend(states), labels)
-        kd = self.kd(states, targets, mask) if self.kd is not None else aam.new_zeros(())
+        if self.kd is None:
+            kd = aam.new_zeros(())
+        else:
+            if self.kd_target_norm == "layer":
+                targets = F.layer_norm(targets, targets.shape[-1:])
+            kd = self.kd(states, targets, mask)
         if shares is None:
             loss = aam + self.kd_lambda * kd
         else:
