@@ -196,6 +196,110 @@ def test_bad_shard_dirs_are_one_line_errors(corpus, tmp_path):
     stream = _stream(bad, 2)  # the index now agrees, the tars do not
     with pytest.raises(SvmixError, match="fewer utterances than shards.json"):
         _epoch(stream, 0)
-    (bad / "shards.json").unlink()
-    with pytest.raises(SvmixError, match="shards.json: not found"):
+    (bad / "shards.json").unlink()  # indexed from the tars now: the extra utt2spk lines are reported
+    with pytest.raises(SvmixError, match=r"utt2spk: utterance 'x0' is in no listed shard \(6 extra, 0 missing\)"):
         read_shard_index(bad)
+
+
+def _wespeaker_copy(good, dest):
+    """A shard list as WeSpeaker writes it: shard.list (relative lines) and the tars, no svmix files."""
+    import shutil
+
+    shutil.copytree(good / "shards", dest / "shards")
+    (dest / "shard.list").write_text("".join(f"shards/{p.split('/')[-1]}\n" for p in
+                                             (good / "shard.list").read_text().split()))
+    return dest
+
+
+def test_wespeaker_shard_lists_without_svmix_files_read_as_svmix_shards(corpus, tmp_path, monkeypatch):
+    """No shards.json, utt2spk or spk2utt: the tars' headers give the same index, the same crops, and
+    the index is cached per tar (size, mtime) so a restart reads no tar."""
+    import os
+
+    import svmix.data.shards as shards
+
+    good = _shards(corpus, 5)
+    wes = _wespeaker_copy(good, tmp_path / "wes")
+    want, got = read_shard_index(good), read_shard_index(wes)
+    assert [p.split("/")[-1] for p in got.paths] == [p.split("/")[-1] for p in want.paths]
+    assert got.counts.tolist() == want.counts.tolist() and got.utt2spk == want.utt2spk
+    assert _epoch(_stream(wes, 3), 1) == _epoch(_stream(good, 3), 1)
+
+    def no_tar_reads(*args, **kwargs):
+        raise AssertionError("a cached shard index was read again")
+
+    monkeypatch.setattr(shards, "iter_shard", no_tar_reads)
+    assert read_shard_index(wes).utt2spk == want.utt2spk  # from the scan cache
+    tar = got.paths[1]
+    st = os.stat(tar)
+    os.utime(tar, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))  # a changed tar is read again
+    with pytest.raises(AssertionError, match="read again"):
+        read_shard_index(wes)
+    monkeypatch.undo()
+    (wes / "utt2spk").write_text((good / "utt2spk").read_text())  # a utt2spk beside it must agree
+    assert read_shard_index(wes).utt2spk == want.utt2spk
+
+
+def test_wespeaker_shards_may_hold_flac_members(corpus, tmp_path):
+    """WeSpeaker keeps the source file's extension: a shard of .flac members reads as its .wav twin."""
+    import io
+
+    good = _shards(corpus, 5)
+    first = (good / "shard.list").read_text().split()[0]
+    (tmp_path / "shards").mkdir()
+    with tarfile.open(first) as src, tarfile.open(tmp_path / "shards" / "a.tar", "w") as dst:
+        for member in src:
+            body = src.extractfile(member).read()
+            if member.name.endswith(".wav"):
+                wav, sr = sf.read(io.BytesIO(body), dtype="int16")
+                buf = io.BytesIO()
+                sf.write(buf, wav, sr, format="FLAC")
+                body, member.name = buf.getvalue(), member.name[:-4] + ".flac"
+            member.size = len(body)
+            dst.addfile(member, io.BytesIO(body))
+    (tmp_path / "shard.list").write_text("shards/a.tar\n")
+    from svmix.data.shards import decode_wav, iter_shard
+
+    want = {u: decode_wav(a, u) for u, _, a in iter_shard(first)}
+    got = {u: decode_wav(a, u) for u, _, a in iter_shard(str(tmp_path / "shards" / "a.tar"))}
+    assert got.keys() == want.keys() and len(got) == 5
+    for utt in want:
+        assert np.array_equal(got[utt], want[utt]), utt
+    assert read_shard_index(tmp_path).counts.tolist() == [5]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_wespeaker_shard_lists_with_bad_content_are_one_line_errors(corpus, tmp_path, case):
+    """Generated damage to a shard list without shards.json: each is one line naming the file."""
+    good = _shards(corpus, 5)
+    wes = _wespeaker_copy(good, tmp_path / "wes")
+    tars = sorted((wes / "shards").glob("*.tar"))
+    rng = np.random.default_rng(case)
+    victim = tars[int(rng.integers(len(tars)))]
+    utts = sorted(read_shard_index(good).utt2spk)
+    kind = ["truncated", "missing", "duplicate", "speaker", "extra", "orphan"][case]
+    if kind == "truncated":
+        data = victim.read_bytes()
+        victim.write_bytes(data[: int(rng.integers(600, len(data) - 1100))])
+        pattern = f"{victim}: (damaged|cannot read) shard|{victim}: utterance '.*' has no \\.(wav|spk) member"
+    elif kind == "missing":
+        victim.unlink()
+        pattern = f"{victim}: shard not found"
+    elif kind == "duplicate":
+        (wes / "shard.list").write_text((wes / "shard.list").read_text() + f"shards/{victim.name}\n")
+        pattern = "utterance '.*' is also in another shard"
+    elif kind == "speaker":
+        utt = utts[int(rng.integers(len(utts)))]
+        (wes / "utt2spk").write_text((good / "utt2spk").read_text().replace(f"{utt} ", f"{utt} nobody_", 1))
+        pattern = f"{wes / 'utt2spk'}: utterance '{utt}' has speaker 'nobody_.*', its shard says"
+    elif kind == "extra":
+        (wes / "utt2spk").write_text((good / "utt2spk").read_text() + "ghost spk00\n")
+        pattern = "utterance 'ghost' is in no listed shard"
+    else:
+        lines = (good / "utt2spk").read_text().splitlines(keepends=True)
+        drop = int(rng.integers(len(lines)))
+        (wes / "utt2spk").write_text("".join(lines[:drop] + lines[drop + 1:]))
+        pattern = f"utterance '{lines[drop].split()[0]}' is missing from it"
+    with pytest.raises(SvmixError, match=pattern) as err:
+        read_shard_index(wes)
+    assert "\n" not in str(err.value)

@@ -191,16 +191,17 @@ def audio_info(path: os.PathLike, utt_id: Optional[str] = None) -> Tuple[int, in
 _SCAN_CACHE_HEADER = "# svmix audio scan v1: samples_at_16k size mtime_ns path\n"
 
 
-def scan_cache_path(data_dir: os.PathLike) -> str:
+def scan_cache_path(data_dir: os.PathLike, kind: str = "audio-scan", suffix: str = ".tsv") -> str:
     """The audio-scan cache of a data directory (shared by svmix-validate-data and training): a file
     in ``$SVMIX_CACHE_DIR`` (default ``$XDG_CACHE_HOME/svmix`` or ``~/.cache/svmix``), named by a hash
-    of the directory's absolute path, so a read-only data directory is never written to."""
+    of the directory's absolute path, so a read-only data directory is never written to. ``kind``
+    names another cache of the same directory (``shard-scan``: the index of a shard list)."""
     import hashlib
 
     root = os.environ.get("SVMIX_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "svmix")
     name = hashlib.sha256(os.path.abspath(data_dir).encode("utf-8", "surrogateescape")).hexdigest()[:20]
-    return os.path.join(root, "audio-scan", f"{name}.tsv")
+    return os.path.join(root, kind, f"{name}{suffix}")
 
 
 def read_scan_cache(path: os.PathLike) -> Dict[str, Tuple[int, int, int]]:

@@ -3,8 +3,10 @@
 Layout (WeSpeaker's, so its users can reuse the shards): each ``shards/shard-NNNNNN.tar`` holds, per
 utterance, ``<utt>.spk`` (the speaker id as UTF-8 text) and ``<utt>.wav`` (the audio bytes), and
 ``shard.list`` lists the tar paths, one per line (absolute when written; a relative line is relative
-to the list's directory). svmix adds ``shards.json`` (utterances per shard, needed to give every DDP
-rank the same number of batches without reading the tars), ``utt2spk`` and ``spk2utt``.
+to the list's directory). svmix adds ``shards.json`` (utterances per shard, so that every DDP rank
+gets the same number of batches without reading the tars), ``utt2spk`` and ``spk2utt``. A shard list
+without them (one WeSpeaker wrote) is indexed from the tars' headers once and the index is cached
+(:func:`read_shard_index`).
 
 Reading for training (:class:`ShardStream`): every epoch the shards are permuted by ``(seed,
 epoch)``, rank ``r`` of ``W`` takes shards ``r::W`` of the permutation and its DataLoader worker
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
 from dataclasses import dataclass
@@ -47,6 +50,7 @@ from svmix.utils.progress import track
 SHARD_LIST, MANIFEST, PLAN = "shard.list", "shards.json", ".plan.json"
 FORMAT = "svmix-shards-1"
 SHUFFLE_BUFFER = 2000  # utterances per DataLoader worker (about two shards)
+AUDIO_MEMBERS = ("wav", "flac")  # the audio member's extension (WeSpeaker keeps the source file's)
 
 _log = get_logger("shards")
 
@@ -143,8 +147,14 @@ class ShardIndex:
         return int(self.counts.sum())
 
 
-def read_shard_index(path: os.PathLike) -> ShardIndex:
-    """The shard list of a shard directory, with utterance counts from ``shards.json``."""
+def read_shard_index(path: os.PathLike, progress: bool = False) -> ShardIndex:
+    """The shard list of a shard directory, with the utterance count of every shard.
+
+    The counts come from ``shards.json`` (svmix-make-shards). A shard list written by another tool
+    (WeSpeaker's ``shard.list``, same tar layout) has none: every tar's headers are then read once
+    (:func:`scan_shards`; no audio is decoded) and the result is kept in a scan cache, keyed by each
+    tar's size and modification time. The speakers come from the tars' ``.spk`` members; a
+    ``utt2spk`` beside the list must agree with them."""
     root = Path(path)
     list_file = root / SHARD_LIST
     paths = []
@@ -156,8 +166,11 @@ def read_shard_index(path: os.PathLike) -> ShardIndex:
         raise SvmixError(f"{list_file}: no shards listed")
     manifest_file = root / MANIFEST
     if not manifest_file.is_file():
-        raise SvmixError(f"{manifest_file}: not found; svmix needs the utterance count of every shard "
-                         "(write the shards with svmix-make-shards)")
+        counts_list, utt2spk = scan_shards(paths, cache=scan_cache_path(root, "shard-scan", ".json"),
+                                           progress=progress)
+        if (root / "utt2spk").is_file():
+            _check_utt2spk(read_kv(root / "utt2spk"), utt2spk, root / "utt2spk")
+        return ShardIndex(root, paths, np.array(counts_list, dtype=np.int64), utt2spk)
     manifest = read_json(manifest_file)
     counts = {Path(s["path"]).name: int(s["num_utts"]) for s in manifest.get("shards", [])}
     unknown = [p for p in paths if Path(p).name not in counts]
@@ -170,8 +183,67 @@ def read_shard_index(path: os.PathLike) -> ShardIndex:
     return index
 
 
+def _check_utt2spk(listed: Dict[str, str], scanned: Dict[str, str], file: Path) -> None:
+    for utt, spk in scanned.items():
+        if listed.get(utt, spk) != spk:
+            raise SvmixError(f"{file}: utterance '{utt}' has speaker '{listed[utt]}', its shard says '{spk}'")
+    extra = [u for u in listed if u not in scanned]
+    missing = [u for u in scanned if u not in listed]
+    if extra or missing:
+        utt, where = (extra[0], "is in no listed shard") if extra else (missing[0], "is missing from it")
+        raise SvmixError(f"{file}: utterance '{utt}' {where} ({len(extra)} extra, {len(missing)} missing)")
+
+
+SHARD_SCAN_FORMAT = "svmix-shard-scan-1"
+
+
+def scan_shards(paths: Sequence[str], cache: Optional[os.PathLike] = None,
+                progress: bool = False) -> Tuple[List[int], Dict[str, str]]:
+    """``(utterances per tar, utt -> speaker)`` of the tars ``paths`` from their headers and ``.spk``
+    members. With ``cache`` (a JSON file), a tar's result is reused while its size and modification
+    time are unchanged; the cache is rewritten atomically when a tar was read, and failing to write
+    it is only a warning (it is a shortcut, never the truth)."""
+    known: Dict[str, Dict] = {}
+    if cache is not None and os.path.isfile(cache):
+        try:
+            stored = read_json(cache)
+            if isinstance(stored, dict) and stored.get("format") == SHARD_SCAN_FORMAT:
+                known = stored.get("tars", {})
+        except (SvmixError, OSError, ValueError):
+            known = {}
+    counts: List[int] = []
+    utt2spk: Dict[str, str] = {}
+    updated = False
+    for path in track(paths, desc="indexing shards", unit="shard", enabled=progress):
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise SvmixError(f"{path}: shard not found") from None
+        key = os.path.abspath(path)
+        hit = known.get(key)
+        if isinstance(hit, dict) and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
+            pairs = hit["utts"]
+        else:
+            pairs = [[utt, spk] for utt, spk, _ in iter_shard(path, read_audio=False)]
+            known[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "utts": pairs}
+            updated = True
+        for utt, spk in pairs:
+            if utt in utt2spk:
+                raise SvmixError(f"{path}: utterance '{utt}' is also in another shard")
+            utt2spk[utt] = spk
+        counts.append(len(pairs))
+    if cache is not None and updated:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+            with atomic_open(cache) as f:  # compact: a million utterances is tens of MB
+                json.dump({"format": SHARD_SCAN_FORMAT, "tars": known}, f, separators=(",", ":"))
+        except OSError as e:
+            _log.warning("could not write the shard scan cache %s (%s)", cache, e.strerror or e)
+    return counts, utt2spk
+
+
 def iter_shard(path: str, read_audio: bool = True) -> Iterator[Tuple[str, str, Union[bytes, Tuple[str, int, int]]]]:
-    """``(utt, speaker, audio)`` of one tar in order; ``audio`` is the ``.wav`` bytes, or with
+    """``(utt, speaker, audio)`` of one tar in order; ``audio`` is the ``.wav`` (or ``.flac``) bytes, or with
     ``read_audio`` False its ``(tar, offset, size)`` (the data are skipped, not read)."""
     try:
         tar = tarfile.open(path, "r:")
@@ -187,7 +259,7 @@ def iter_shard(path: str, read_audio: bool = True) -> Iterator[Tuple[str, str, U
                 entry = pending.setdefault(utt, {})
                 if ext == "spk":
                     entry["spk"] = tar.extractfile(member).read().decode("utf-8").strip()
-                elif ext == "wav":
+                elif ext in AUDIO_MEMBERS:
                     entry["wav"] = (tar.extractfile(member).read() if read_audio
                                     else (path, member.offset_data, member.size))
                 if "spk" in entry and "wav" in entry:
@@ -197,7 +269,8 @@ def iter_shard(path: str, read_audio: bool = True) -> Iterator[Tuple[str, str, U
             raise SvmixError(f"{path}: damaged shard ({' '.join(str(e).split())})") from None
         if pending:
             utt, entry = next(iter(pending.items()))
-            raise SvmixError(f"{path}: utterance '{utt}' has no {'.wav' if 'spk' in entry else '.spk'} member")
+            raise SvmixError(f"{path}: utterance '{utt}' has no {'.wav' if 'spk' in entry else '.spk'} member"
+                             + (" (or .flac)" if "spk" in entry else ""))
 
 
 def decode_wav(audio: Union[bytes, Tuple[str, int, int]], utt: str) -> np.ndarray:
