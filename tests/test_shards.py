@@ -268,6 +268,36 @@ def test_wespeaker_shards_may_hold_flac_members(corpus, tmp_path):
     assert read_shard_index(tmp_path).counts.tolist() == [5]
 
 
+@pytest.mark.parametrize("damage", ["not json", '{"format": "other"}', "entry", "pair", "size", "tars"])
+def test_a_damaged_shard_scan_cache_is_rescanned_not_trusted(corpus, tmp_path, damage):
+    """Generated damage to the shard scan cache: the index is rebuilt from the tars, never an error."""
+    import json
+
+    from svmix.data.audio import scan_cache_path
+
+    good = _shards(corpus, 5)
+    wes = _wespeaker_copy(good, tmp_path / "wes")
+    want = read_shard_index(wes)
+    cache = scan_cache_path(wes, "shard-scan", ".json")
+    stored = json.loads(open(cache).read())
+    first = next(iter(stored["tars"]))
+    if damage in ("not json", '{"format": "other"}'):
+        text = damage
+    else:
+        if damage == "entry":
+            stored["tars"][first] = ["not", "a", "mapping"]
+        elif damage == "pair":
+            stored["tars"][first]["utts"][0] = ["only-one"]
+        elif damage == "size":
+            stored["tars"][first]["size"] = str(stored["tars"][first]["size"])
+        else:
+            stored["tars"] = []
+        text = json.dumps(stored)
+    open(cache, "w").write(text)
+    got = read_shard_index(wes)
+    assert got.utt2spk == want.utt2spk and got.counts.tolist() == want.counts.tolist()
+
+
 @pytest.mark.parametrize("case", range(6))
 def test_wespeaker_shard_lists_with_bad_content_are_one_line_errors(corpus, tmp_path, case):
     """Generated damage to a shard list without shards.json: each is one line naming the file."""

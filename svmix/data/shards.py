@@ -197,20 +197,31 @@ def _check_utt2spk(listed: Dict[str, str], scanned: Dict[str, str], file: Path) 
 SHARD_SCAN_FORMAT = "svmix-shard-scan-1"
 
 
+def _read_shard_scan(cache: os.PathLike) -> Dict[str, Dict]:
+    """The tar entries of a shard scan cache; an absent, foreign or damaged cache is empty (as the
+    audio-scan cache: rescan everything rather than trust part of it)."""
+    try:
+        stored = read_json(cache) if os.path.isfile(cache) else None
+    except (SvmixError, OSError, ValueError):
+        return {}
+    if not isinstance(stored, dict) or stored.get("format") != SHARD_SCAN_FORMAT:
+        return {}
+    tars = stored.get("tars")
+    well_formed = isinstance(tars, dict) and all(
+        isinstance(e, dict) and isinstance(e.get("size"), int) and isinstance(e.get("mtime_ns"), int)
+        and isinstance(e.get("utts"), list)
+        and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in e["utts"])
+        for e in tars.values())
+    return tars if well_formed else {}
+
+
 def scan_shards(paths: Sequence[str], cache: Optional[os.PathLike] = None,
                 progress: bool = False) -> Tuple[List[int], Dict[str, str]]:
     """``(utterances per tar, utt -> speaker)`` of the tars ``paths`` from their headers and ``.spk``
     members. With ``cache`` (a JSON file), a tar's result is reused while its size and modification
     time are unchanged; the cache is rewritten atomically when a tar was read, and failing to write
     it is only a warning (it is a shortcut, never the truth)."""
-    known: Dict[str, Dict] = {}
-    if cache is not None and os.path.isfile(cache):
-        try:
-            stored = read_json(cache)
-            if isinstance(stored, dict) and stored.get("format") == SHARD_SCAN_FORMAT:
-                known = stored.get("tars", {})
-        except (SvmixError, OSError, ValueError):
-            known = {}
+    known = _read_shard_scan(cache) if cache is not None else {}
     counts: List[int] = []
     utt2spk: Dict[str, str] = {}
     updated = False
@@ -221,7 +232,7 @@ def scan_shards(paths: Sequence[str], cache: Optional[os.PathLike] = None,
             raise SvmixError(f"{path}: shard not found") from None
         key = os.path.abspath(path)
         hit = known.get(key)
-        if isinstance(hit, dict) and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
+        if hit is not None and hit["size"] == st.st_size and hit["mtime_ns"] == st.st_mtime_ns:
             pairs = hit["utts"]
         else:
             pairs = [[utt, spk] for utt, spk, _ in iter_shard(path, read_audio=False)]
