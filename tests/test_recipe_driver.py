@@ -1,7 +1,10 @@
 """The recipe driver: option parsing, --help, unknown options, done-markers."""
+import random
 import subprocess
 import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,3 +85,72 @@ fi
     assert (tmp_path / "expdir" / "log").read_text() == "x\n"  # a fresh directory
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("expdir.")]
     assert len(aside) == 1 and (aside[0] / "log").read_text() == "x\n"  # the old run is kept
+
+
+# step_pool_* (tools/stage_lib.sh): several steps at once, at most N; a failure stops none of the others.
+POOL_SCRIPT = """
+set -euo pipefail
+. {root}/tools/stage_lib.sh
+done_dir={tmp}/done
+step() {{ run_step "$1" -- bash -c 'echo "start $0 $(date +%s.%N)" >> {tmp}/trace; sleep "$1";
+  echo "end $0 $(date +%s.%N)" >> {tmp}/trace; echo "last line of $0"; exit "$2"' "$1" "$2" "$3"; }}
+step_pool_begin {size}
+{runs}
+step_pool_end || {{ echo "pool failed" >&2; exit 3; }}
+echo "after the pool" >&2
+"""
+
+
+def run_pool(tmp_path, size, steps):
+    """steps: (name, seconds, exit status); returns (process, {name: (start, end)})."""
+    runs = "\n".join(f"step_pool_run {n} {tmp_path}/logs/{n}.log step {n} {s} {rc}" for n, s, rc in steps)
+    script = POOL_SCRIPT.format(root=ROOT, tmp=tmp_path, size=size, runs=runs)
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    times = {}
+    trace = tmp_path / "trace"
+    for line in (trace.read_text().splitlines() if trace.exists() else []):
+        what, name, t = line.split()
+        times.setdefault(name, [None, None])[what == "end"] = float(t)
+    return proc, times
+
+
+def max_overlap(times):
+    events = sorted([(s, 1) for s, _ in times.values()] + [(e, -1) for _, e in times.values()])
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_step_pool_runs_every_step_at_most_n_at_once_and_names_each_failure(case, tmp_path):
+    rng = random.Random(case)
+    size = rng.choice([2, 3])
+    steps = [(f"s{i}", rng.choice([0.2, 0.5, 0.8]), 1 if rng.random() < 0.3 else 0) for i in range(rng.randint(3, 6))]
+    if case == 0:  # at least one failure, early, and one success after it
+        steps[0] = ("s0", 0.2, 1)
+    proc, times = run_pool(tmp_path, size, steps)
+    assert set(times) == {n for n, _, _ in steps}  # every step ran, failed ones too, to its end
+    assert all(s is not None and e is not None for s, e in times.values())
+    assert max_overlap(times) <= size
+    failed = [n for n, _, rc in steps if rc]
+    done = {p.name[:-len(".done")] for p in (tmp_path / "done").glob("*.done")}
+    assert done == {n for n, _, rc in steps if not rc}  # markers for what finished, none for failures
+    if failed:
+        assert proc.returncode == 3 and "after the pool" not in proc.stderr
+        for n in failed:
+            assert f"FAILED {n}; the end of {tmp_path}/logs/{n}.log:" in proc.stderr
+            assert f"    last line of {n}" in proc.stderr
+        assert f"{len(failed)} step(s) failed" in proc.stderr
+    else:
+        assert proc.returncode == 0 and "after the pool" in proc.stderr
+    for n, _, _ in steps:
+        assert f"last line of {n}" in (tmp_path / "logs" / f"{n}.log").read_text()
+
+
+def test_step_pool_of_one_runs_in_the_foreground_and_stops_at_a_failure(tmp_path):
+    proc, times = run_pool(tmp_path, 1, [("a", 0.1, 0), ("b", 0.1, 1), ("c", 0.1, 0)])
+    assert set(times) == {"a", "b"} and proc.returncode != 0  # set -e: the first failure ends the script
+    assert "last line of a" in proc.stdout and not (tmp_path / "logs").exists()  # output on the terminal
+    assert max_overlap(times) == 1

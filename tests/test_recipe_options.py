@@ -142,6 +142,9 @@ def test_every_option_without_a_value_fails(recipe):
     (["--nj", "0"], "--nj must be at least 1, got 0"),
     (["--nj", "2.5"], "--nj must be an integer, got '2.5'"),
     (["--ngpu", "-1"], "--ngpu must be at least 0, got -1"),
+    (["--train-nj", "0"], "--train-nj must be at least 1, got 0"),
+    (["--train-nj", "two"], "--train-nj must be an integer, got 'two'"),
+    (["--train-nj", "2", "--ngpu", "2"], "--train-nj 2 with --ngpu 2: each training takes every GPU"),
     (["--teacher-layers", "1-4"], "--teacher-layers must be comma-separated layer numbers"),
     (["--teacher-layers", "4,"], "--teacher-layers must be comma-separated layer numbers"),
     (["--students", "no_such_student"], "no_such_student.yaml not found"),
@@ -377,7 +380,7 @@ _record() {
 }
 """ + "".join(f'{tool}() {{ _record {tool} "$@"; }}\n' for tool in TOOLS)
 # Options that steer the run instead of being passed on; checked below by what they change.
-CONTROL = {"stage", "stop_stage", "teacher_mode", "kd", "train_teacher"}
+CONTROL = {"stage", "stop_stage", "teacher_mode", "kd", "train_teacher", "train_nj"}
 
 
 def recorded_run(recipe, tmp_path, values, stubs=STUBS):
@@ -419,7 +422,7 @@ def test_every_option_reaches_the_commands(recipe, own, unused, tmp_path, hf_tea
         values[name] = (str(1000 + i) if re.fullmatch(r"-?\d+", default) else
                         f"--{name.replace('_', '-')}-flag {i}" if name.endswith("_opts") else
                         f"{tmp_path}/value of {name}")
-    values.update(stage="0", stop_stage="6", ngpu="4", teacher_layers="3,5", students="student_two",
+    values.update(stage="0", stop_stage="6", ngpu="4", train_nj="1", teacher_layers="3,5", students="student_two",
                   nokd_students="student_two", baselines="base_line", seeds="7,3", floor="true",
                   model_conf_dir=str(models), train_config=str(tmp_path / "train config.yaml"))
     if recipe == "mini":
@@ -596,3 +599,39 @@ def test_teacher_plus_backend_freezes_the_recipes_teacher(tmp_path, hf_teacher):
     assert set(trains) == {"exp/plain/seed0", "exp/tb/seed0"}
     assert f"model.frontend.path={hf_teacher}" in trains["exp/tb/seed0"]
     assert not any(a.startswith("model.frontend.path=") for a in trains["exp/plain/seed0"])
+
+
+def test_stage_3_trains_train_nj_systems_at_once_and_fine_tunes_each_after_its_system(tmp_path, hf_teacher):
+    stubs = STUBS + r"""
+svmix-train() {
+  local exp="" prev="" a
+  for a in "$@"; do [ "$prev" = --exp ] && exp="$a"; prev="$a"; done
+  echo "start $exp $(date +%s.%N)" >> "$SVMIX_TEST_COMMANDS.times"; sleep 0.5
+  echo "end $exp $(date +%s.%N)" >> "$SVMIX_TEST_COMMANDS.times"; mkdir -p "$exp"; : > "$exp/model.pt"
+}
+"""
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("a", "b"):
+        (models / f"{name}.yaml").write_text("{}")
+    (tmp_path / "train.yaml").write_text("{}")
+    (tmp_path / "lmft.yaml").write_text("{}")
+    exp = tmp_path / "exp"
+    recorded_run("mini", tmp_path, {"stage": "3", "stop_stage": "3", "teacher": str(hf_teacher), "exp": str(exp),
+                                    "teacher_layers": "6",
+                                    "students": "a b", "seeds": "0,1", "lmft": "a", "train_nj": "2",
+                                    "model_conf_dir": str(models), "train_config": str(tmp_path / "train.yaml"),
+                                    "lmft_config": str(tmp_path / "lmft.yaml")}, stubs=stubs)
+    times = {}
+    for line in (tmp_path / "commands.times").read_text().splitlines():
+        what, run, t = line.split()
+        times.setdefault(run[len(str(exp)) + 1:], {})[what] = float(t)
+    base = {f"{s}/seed{k}" for s in ("a", "b") for k in (0, 1)}
+    assert set(times) == base | {"a_lmft/seed0", "a_lmft/seed1"}
+    events = sorted([(t["start"], 1) for t in times.values()] + [(t["end"], -1) for t in times.values()])
+    running = [sum(d for _, d in events[:i + 1]) for i in range(len(events))]
+    assert max(running) == 2  # two at a time, never more
+    for k in (0, 1):
+        assert times[f"a_lmft/seed{k}"]["start"] > times[f"a/seed{k}"]["end"]
+    assert {p.name for p in (exp / "logs").iterdir()} == {f"train_{s}_seed{k}.log" for s in ("a", "b") for k in (0, 1)} \
+        | {"lmft_a_seed0.log", "lmft_a_seed1.log"}

@@ -182,3 +182,19 @@ def test_frontend_initialised_from_the_cached_teacher(setup, tmp_path):
     teacher = tiny_teacher()
     for i, layer in enumerate(model.frontend.feature_extractor.conv_layers):
         torch.testing.assert_close(layer.conv.weight, teacher.model.feature_extractor.conv_layers[i].conv.weight)
+
+
+def test_train_threads_pins_the_cpu_threads_whatever_the_environment_gives(setup, tmp_path):
+    """train.threads: 1 under OMP_NUM_THREADS=2 trains the same weights as a run the environment limits to
+    one thread, and train.log says which count it used."""
+    pinned, limited = tmp_path / "pinned", tmp_path / "limited"
+    short = ("--max-steps", "3", "--override", "train.val_every=3")
+    subprocess.run([sys.executable, *train_cmd(setup, pinned, *short, "--override", "train.threads=1")],
+                   env={**ENV, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}, check=True, capture_output=True,
+                   timeout=300)
+    run(train_cmd(setup, limited, *short))
+    assert "CPU threads: 1 (train.threads: 1)" in (pinned / "train.log").read_text()
+    assert "CPU threads: 1 (train.threads: None)" in (limited / "train.log").read_text()
+    assert yaml.safe_load((pinned / "config.yaml").read_text())["train"]["threads"] == 1
+    a, b = read_checkpoint(pinned / "model.pt")["state_dict"], read_checkpoint(limited / "model.pt")["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -29,10 +29,11 @@ svmix_stage_variables="stage stop_stage exp nj ngpu seeds teacher teacher_layers
 # test_missing ("set=why;..."): test sets the recipe could not prepare (listed in RESULTS.md).
 # backends (words of asnorm calibration qmf fusion): score back-ends reported before → after, which
 # need dev_data, a data dir with labelled trials that is no test set (AS-norm cohort, calibration fit).
+# train_nj (default 1): trainings run at once in stage 3 (CPU: pin train.threads in the config).
 # lmft (names of systems above) with lmft_config (an svmix-train config for --init-from): each is
 # fine-tuned once more per seed as <system>_lmft, reported before → after in RESULTS.md.
 svmix_optional_stage_variables="teacher_mode cache teacher_eval nokd_students baselines floor test_notes
-  train_opts extract_opts test_trials test_missing backends dev_data lmft lmft_config"
+  train_opts extract_opts test_trials test_missing backends dev_data lmft lmft_config train_nj"
 
 # teacher_last_layer --teacher SPEC | --mini-config FILE | --pretrain-config FILE: the teacher's last
 # layer (HF indexing), read from its configuration without loading weights (local/teacher_layers.py).
@@ -112,15 +113,30 @@ _svmix_train() {
       --override "train.seed=$seed" --augment-dir "$augment_dir" --exp "$dir" $train_opts
 }
 
+# Up to $train_nj trainings at a time (each with its train.threads): first every system of every
+# seed, then the fine-tuning runs of --lmft, each from its finished system. Output of a training
+# run in the background: $exp/logs/<step>.log (and its own train.log).
 stage_train() {
-  svmix_log "stage 3: training (seeds ${seeds})"
-  local s k
+  svmix_log "stage 3: training (seeds ${seeds}; at most ${train_nj} at a time)"
+  local s k logs="$exp/logs"
+  step_pool_begin "$train_nj"
   for k in $(_svmix_seed_list); do
-    for s in $students; do _svmix_train "$s" "$model_conf_dir/$s.yaml" "$k" kd; done
-    for s in $nokd_students; do _svmix_train "${s}_nokd" "$model_conf_dir/$s.yaml" "$k" nokd; done
-    for s in $baselines; do _svmix_train "$s" "$model_conf_dir/$s.yaml" "$k" none; done
-    for s in ${lmft:-}; do _svmix_lmft "$s" "$k"; done
+    for s in $students; do
+      step_pool_run "$s/seed$k" "$logs/train_${s}_seed$k.log" _svmix_train "$s" "$model_conf_dir/$s.yaml" "$k" kd
+    done
+    for s in $nokd_students; do
+      step_pool_run "${s}_nokd/seed$k" "$logs/train_${s}_nokd_seed$k.log" \
+        _svmix_train "${s}_nokd" "$model_conf_dir/$s.yaml" "$k" nokd
+    done
+    for s in $baselines; do
+      step_pool_run "$s/seed$k" "$logs/train_${s}_seed$k.log" _svmix_train "$s" "$model_conf_dir/$s.yaml" "$k" none
+    done
   done
+  step_pool_end
+  for k in $(_svmix_seed_list); do
+    for s in ${lmft:-}; do step_pool_run "${s}_lmft/seed$k" "$logs/lmft_${s}_seed$k.log" _svmix_lmft "$s" "$k"; done
+  done
+  step_pool_end
 }
 
 # _svmix_lmft SYSTEM SEED: large-margin fine-tuning of SYSTEM's seed SEED (its model and AAM head,
@@ -347,6 +363,11 @@ recipe_begin() {
   done
   recipe_check_int nj 1
   recipe_check_int ngpu 0
+  : "${train_nj:=1}"
+  recipe_check_int train_nj 1
+  if [ "$train_nj" -gt 1 ] && [ "$ngpu" -gt 1 ] && [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+    recipe_error "--train-nj $train_nj with --ngpu $ngpu: each training takes every GPU (torchrun); use --train-nj 1"
+  fi
   : "${nokd_students:=}" "${baselines:=}" "${test_notes:=}" "${test_trials:=}" "${test_missing:=}"
   case "${teacher_mode:=cache}" in
     cache) [ -n "${cache:-}" ] || recipe_error "the recipe does not set \$cache (needed with teacher_mode=cache)" ;;

@@ -98,3 +98,88 @@ in_stage() {
 _svmix_forced_stage() {
   [ "${svmix_current_stage:-}" = "${stage:-}" ] && [[ " ${svmix_given_options:-} " == *" stage "* ]]
 }
+
+# A pool of background steps, at most N at a time (several trainings at once on a CPU):
+#   step_pool_begin N; step_pool_run NAME LOG COMMAND...; ...; step_pool_end
+# With N = 1, step_pool_run runs COMMAND in the foreground, its output on the terminal. Otherwise
+# COMMAND (e.g. a function calling run_step) runs in a background subshell with its output in LOG;
+# while the pool is full, a line per running step says how far it is (its LOG's last line) once a
+# minute, and each step's end is logged as it comes. A failed step does not stop the others:
+# step_pool_end waits for all of them, then names each failed step with its log's last lines and
+# returns 1 (what finished keeps its done-markers). Ctrl-C or TERM stops every running step.
+step_pool_begin() {
+  _svmix_pool_size=$1 _svmix_pool_pids=() _svmix_pool_names=() _svmix_pool_logs=() _svmix_pool_starts=()
+  _svmix_pool_failed=()
+  trap '_svmix_pool_stop; exit 130' INT
+  trap '_svmix_pool_stop; exit 143' TERM
+}
+
+# Background jobs of a script ignore Ctrl-C: an interrupted run stops them, and what they started.
+_svmix_kill_tree() {
+  local c
+  for c in $(pgrep -P "$1" 2>/dev/null); do _svmix_kill_tree "$c"; done
+  kill "$1" 2>/dev/null || true
+}
+_svmix_pool_stop() {
+  local p
+  for p in ${_svmix_pool_pids[@]+"${_svmix_pool_pids[@]}"}; do _svmix_kill_tree "$p"; done
+}
+
+# _svmix_pool_reap: forget the steps that ended, logging each (a failure is kept for step_pool_end).
+_svmix_pool_reap() {
+  local i pids=() names=() logs=() starts=()
+  for i in ${_svmix_pool_pids[@]+"${!_svmix_pool_pids[@]}"}; do
+    if kill -0 "${_svmix_pool_pids[$i]}" 2>/dev/null; then
+      pids+=("${_svmix_pool_pids[$i]}") names+=("${_svmix_pool_names[$i]}")
+      logs+=("${_svmix_pool_logs[$i]}") starts+=("${_svmix_pool_starts[$i]}")
+    elif wait "${_svmix_pool_pids[$i]}"; then
+      svmix_log "finished ${_svmix_pool_names[$i]} in $((SECONDS - _svmix_pool_starts[$i])) s"
+    else
+      svmix_log "FAILED ${_svmix_pool_names[$i]} (its output: ${_svmix_pool_logs[$i]})"
+      _svmix_pool_failed+=("${_svmix_pool_names[$i]}"$'\t'"${_svmix_pool_logs[$i]}")
+    fi
+  done
+  _svmix_pool_pids=(${pids[@]+"${pids[@]}"}) _svmix_pool_names=(${names[@]+"${names[@]}"})
+  _svmix_pool_logs=(${logs[@]+"${logs[@]}"}) _svmix_pool_starts=(${starts[@]+"${starts[@]}"})
+}
+
+# _svmix_pool_wait_below N: until fewer than N steps run, with a progress line a minute per step.
+_svmix_pool_wait_below() {
+  local waited=0 i line
+  _svmix_pool_reap
+  while [ "${#_svmix_pool_pids[@]}" -ge "$1" ] && [ "${#_svmix_pool_pids[@]}" -gt 0 ]; do
+    sleep 1
+    waited=$((waited + 1))
+    if [ $((waited % 60)) -eq 0 ]; then
+      for i in "${!_svmix_pool_pids[@]}"; do
+        line="$(tr '\r' '\n' < "${_svmix_pool_logs[$i]}" 2>/dev/null | sed '/^[[:space:]]*$/d' | tail -n 1 | cut -c1-160)"
+        svmix_log "  running ${_svmix_pool_names[$i]}: ${line:-(no output yet)}"
+      done
+    fi
+    _svmix_pool_reap
+  done
+}
+
+step_pool_run() {
+  local name="$1" log="$2"
+  shift 2
+  if [ "$_svmix_pool_size" -le 1 ]; then "$@" < /dev/null; return; fi
+  _svmix_pool_wait_below "$_svmix_pool_size"
+  mkdir -p "$(dirname "$log")"
+  svmix_log "start $name in the background (its output: $log)"
+  ( "$@" ) > "$log" 2>&1 &
+  _svmix_pool_pids+=("$!") _svmix_pool_names+=("$name") _svmix_pool_logs+=("$log") _svmix_pool_starts+=("$SECONDS")
+}
+
+step_pool_end() {
+  local entry
+  _svmix_pool_wait_below 1
+  [ "${#_svmix_pool_failed[@]}" -eq 0 ] && return 0
+  for entry in "${_svmix_pool_failed[@]}"; do
+    svmix_log "FAILED ${entry%%$'\t'*}; the end of ${entry#*$'\t'}:"
+    tail -n 5 "${entry#*$'\t'}" | tr '\r' '\n' | sed 's/^/    /' >&2
+  done
+  svmix_log "${#_svmix_pool_failed[@]} step(s) failed (named above); the others finished"
+  _svmix_pool_failed=()
+  return 1
+}

@@ -12,6 +12,7 @@ stage=0
 stop_stage=6
 nj=2
 ngpu=0
+train_nj=2                          # stage 3: trainings at once (each on train.threads CPU threads)
 seed=0
 corpus=""                           # required: root with one folder per speaker
 data=data/custom                    # stage 0 writes $data/train, $data/test; stage 1 $data/augment
@@ -36,7 +37,7 @@ teacher_opts=""                     # extra options for svmix-train-teacher (--t
 train_opts=""
 extract_opts=""
 
-recipe_options="stage stop_stage nj ngpu seed corpus data test_speakers num_trials target_ratio musan
+recipe_options="stage stop_stage nj ngpu train_nj seed corpus data test_speakers num_trials target_ratio musan
   rirs_noises exp teacher teacher_layers teacher_config train_config model_conf_dir students seeds
   nokd_students baselines floor augment_opts teacher_opts train_opts extract_opts"
 help_message="Usage: $0 --corpus DIR [--stage N] [--stop-stage M] [--name value ...]

@@ -15,6 +15,7 @@ stage=0
 stop_stage=6
 nj=2                                # parallel jobs for synthesis, caching and extraction
 ngpu=0                              # >1: training with torchrun on that many GPUs
+train_nj=2                          # stage 3: trainings at once (each on train.threads CPU threads: 1 here)
 seed=0                              # the world's sentences, prosody, degradations and trials; augmentation; the teacher
 seeds=0                             # student training seeds (train.seed), comma-separated: one run of every system each
 data=data/mini_world                # mini world: train/ val/ test/ test_noisy/ (+ pool/ with --train-teacher true)
@@ -41,7 +42,7 @@ teacher_opts=""                     # extra options for svmix-train-teacher (--t
 train_opts=""                       # extra options for svmix-train (e.g. "--max-steps 20")
 extract_opts=""                     # extra options for svmix-extract
 
-recipe_options="stage stop_stage nj ngpu seed seeds data test_sets augment_dir exp train_teacher teacher
+recipe_options="stage stop_stage nj ngpu train_nj seed seeds data test_sets augment_dir exp train_teacher teacher
   teacher_config teacher_layers cache train_config model_conf_dir students nokd_students baselines floor
   lmft lmft_config backends corpus_opts augment_opts teacher_opts train_opts extract_opts"
 help_message="Usage: $0 [--stage N] [--stop-stage M] [--name value ...]
@@ -49,7 +50,8 @@ Stages:
   0  data preparation: synthesize the mini world (Kaldi data dirs + trials; the pool with --train-teacher true)
   1  augmentation resources (synthetic noise / music / RIR lists); with --train-teacher true, teacher pretraining
   2  teacher feature caching
-  3  training of every system (--students distilled, --nokd-students, --baselines), once per seed of --seeds;
+  3  training of every system (--students distilled, --nokd-students, --baselines), once per seed of --seeds,
+     --train-nj at a time (output of each: \$exp/logs/);
      then large-margin fine-tuning of the systems of --lmft (<name>_lmft, from the same seed)
   4  embedding extraction (every test set of --test-sets) and the MFCC-mean floor
   5  scoring and metrics (EER with 95% CI, minDCF, DET plots, t-SNE and score histograms, RESULTS.md);

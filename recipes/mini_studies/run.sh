@@ -82,7 +82,7 @@ main_systems="$(_one_line python "$root/local/studies.py" systems --studies "$st
 small_systems="$(_one_line python "$root/local/studies.py" systems --studies "$studies" --depths "$depths" \
   --teacher small --model-conf-dir "$model_conf_dir")"
 
-mini=(bash "$root/recipes/mini/run.sh" --data "$data" --augment-dir "$augment_dir" --seed "$seed" --seeds "$seeds"
+mini=(bash "$root/recipes/mini/run.sh" --train-nj 1 --data "$data" --augment-dir "$augment_dir" --seed "$seed" --seeds "$seeds"
   --nj "$nj" --test-sets "$test_sets" --train-config "$train_config" --model-conf-dir "$model_conf_dir"
   --corpus-opts "$corpus_opts" --augment-opts "$augment_opts" --train-opts "$train_opts" --extract-opts "$extract_opts")
 # _mini EXP TEACHER ARGS...: the mini recipe on one teacher's experiment dir.
@@ -153,56 +153,20 @@ if in_stage 2; then
   _caches
 fi
 
-# _job KEY EXP TEACHER SYSTEM FIRST LAST: stages FIRST..LAST of the mini recipe for one system, its
-# output in EXP/logs/SYSTEM.log.
-_job() {
-  local key="$1" e="$2" t="$3" s="$4" start=$SECONDS log="$2/logs/$4.log"
-  mkdir -p "$e/logs"
-  if _timed "job/$key/$s" _mini "$e" "$t" --students "$s" --stage "$5" --stop-stage "$6" --floor false > "$log" 2>&1; then
-    svmix_log "done $key/$s in $((SECONDS - start)) s"
-  else
-    svmix_log "FAILED $key/$s; the end of $log:"
-    tail -n 5 "$log" >&2
-    return 1
-  fi
-}
-job_pids=()
-jobs_failed=0
-# Background jobs of a script ignore Ctrl-C: an interrupted run stops them (and what they started) itself.
-_kill_tree() { local c; for c in $(pgrep -P "$1" 2>/dev/null); do _kill_tree "$c"; done; kill "$1" 2>/dev/null || true; }
-_stop_jobs() { local p; for p in ${job_pids[@]+"${job_pids[@]}"}; do _kill_tree "$p"; done; }
-trap '_stop_jobs; exit 130' INT
-trap '_stop_jobs; exit 143' TERM
-# _wait_jobs N: until fewer than N jobs run (0: all finished); a failed job sets jobs_failed.
-_wait_jobs() {
-  local p alive
-  while :; do
-    alive=()
-    for p in ${job_pids[@]+"${job_pids[@]}"}; do
-      if kill -0 "$p" 2>/dev/null; then alive+=("$p"); else wait "$p" || jobs_failed=1; fi
-    done
-    job_pids=(${alive[@]+"${alive[@]}"})
-    [ "${#job_pids[@]}" -lt "$1" ] || [ "${#job_pids[@]}" -eq 0 ] && return 0
-    sleep 1
-  done
-}
+# _job KEY EXP TEACHER SYSTEM FIRST LAST: stages FIRST..LAST of the mini recipe for one system.
+_job() { _timed "job/$1/$4" _mini "$2" "$3" --students "$4" --stage "$5" --stop-stage "$6" --floor false; }
 if in_stage 3 || in_stage 4; then
   first=2 last=4  # the mini recipe's stages: 2 (the cache, done above) to 4, or 4 alone for --stage 4
   if [ "$stage" -ge 4 ]; then first=4; fi
   if [ "$stop_stage" -lt 4 ]; then last=$stop_stage; fi
   svmix_log "stages 3-4: training and extraction, $nj system(s) at a time"
   if [ "$first" -eq 2 ] && ! in_stage 2; then _caches; fi  # a quick check when done; never two at once
+  # One system per step (tools/stage_lib.sh step_pool_run), its output in <teacher exp>/logs/<system>.log.
+  step_pool_begin "$nj"
   while IFS=$'\t' read -r key e t systems; do
-    for s in $systems; do
-      _wait_jobs "$nj"
-      [ "$jobs_failed" -eq 0 ] || break 2
-      svmix_log "start $key/$s"
-      _job "$key" "$e" "$t" "$s" "$first" "$last" &
-      job_pids+=("$!")
-    done
+    for s in $systems; do step_pool_run "$key/$s" "$e/logs/$s.log" _job "$key" "$e" "$t" "$s" "$first" "$last"; done
   done < <(_teachers)
-  _wait_jobs 0
-  [ "$jobs_failed" -eq 0 ] || { svmix_log "stopped: a system failed (its log is named above)"; exit 1; }
+  step_pool_end || { svmix_log "stopped: a system failed (its log is named above)"; exit 1; }
 fi
 
 if in_stage 5; then

@@ -14,6 +14,7 @@ stage=0
 stop_stage=6
 nj=16                               # CPU jobs for conversion, caching and extraction
 ngpu=2                              # distillation GPUs (torchrun); the paper used 2× A6000
+train_nj=1                          # stage 3: trainings at once (>1 only with --ngpu 0 or 1)
 voxceleb1=$VOXCELEB1
 voxceleb2_dev=$VOXCELEB2_DEV
 data=data/voxceleb                  # Kaldi data dirs voxceleb2_dev/, voxceleb1/ and augment/
@@ -39,7 +40,7 @@ floor=true                          # true: the MFCC-mean cosine floor (svmix-fl
 train_opts=""
 extract_opts=""
 
-recipe_options="stage stop_stage nj ngpu voxceleb1 voxceleb2_dev data voxceleb2_wav voxsrc23 vcmix voices voices_part
+recipe_options="stage stop_stage nj ngpu train_nj voxceleb1 voxceleb2_dev data voxceleb2_wav voxsrc23 vcmix voices voices_part
   musan rirs_noises exp
   teacher teacher_mode kd teacher_layers train_config model_conf_dir students seeds nokd_students baselines floor
   train_opts extract_opts"

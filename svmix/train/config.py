@@ -65,6 +65,8 @@ DEFAULT_TRAIN_CONFIG: Dict[str, Any] = {
     "average": 1,                 # EXP/model.pt = average of this many best (1: the best checkpoint)
     "log_every": 50,
     "num_workers": 2,
+    "threads": None,              # CPU threads of this process (torch.set_num_threads); null: torch's default.
+                                  # CPU results depend on it (reduction order), so configs that must reproduce pin it
     "find_unused_parameters": False,
     "crop_seconds": None,         # training crop length; null: the model's segment_seconds (fixed for SV-Mixer)
     "margin_ramp": None,          # {"start": m0, "steps": N}: AAM margin m0 -> train.aam.margin over N steps (LMFT)
@@ -395,6 +397,7 @@ SCHEMA: Dict[str, Rule] = {
     "train.average": Num(int, 1, 1000),
     "train.log_every": Num(int, 1, BIG, words=("epoch",)),
     "train.num_workers": Num(int, 0, 256),
+    "train.threads": Num(int, 1, 4096, null=True),
     "train.find_unused_parameters": Flag(),
     "train.crop_seconds": Num(float, 0.1, 600.0, null=True),
     "train.margin_ramp": Section(null=True),

@@ -290,6 +290,9 @@ class _Trainer:
             exp_dir.mkdir(parents=True, exist_ok=True)
             setup_logging(exp_dir / "train.log")
         ctx.barrier()
+        if cfg["threads"] is not None:
+            torch.set_num_threads(int(cfg["threads"]))
+        _log.info("CPU threads: %d (train.threads: %s)", torch.get_num_threads(), cfg["threads"])
         seed = int(cfg["seed"])
         random.seed(seed)
         np.random.seed(seed)
