@@ -125,6 +125,12 @@ _svmix_pool_stop() {
   for p in ${_svmix_pool_pids[@]+"${_svmix_pool_pids[@]}"}; do _svmix_kill_tree "$p"; done
 }
 
+# _svmix_step_lines LOG: the recipe's own lines in a background step's output (run, skip, redo, moved
+# aside), indented, so the run's log says what each step did.
+_svmix_step_lines() {
+  grep -E '^\[[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8}\] ' "$1" 2>/dev/null | cut -c1-300 | sed 's/^/    /' >&2 || true
+}
+
 # _svmix_pool_reap: forget the steps that ended, logging each (a failure is kept for step_pool_end).
 _svmix_pool_reap() {
   local i pids=() names=() logs=() starts=()
@@ -134,8 +140,10 @@ _svmix_pool_reap() {
       logs+=("${_svmix_pool_logs[$i]}") starts+=("${_svmix_pool_starts[$i]}")
     elif wait "${_svmix_pool_pids[$i]}"; then
       svmix_log "finished ${_svmix_pool_names[$i]} in $((SECONDS - _svmix_pool_starts[$i])) s"
+      _svmix_step_lines "${_svmix_pool_logs[$i]}"
     else
       svmix_log "FAILED ${_svmix_pool_names[$i]} (its output: ${_svmix_pool_logs[$i]})"
+      _svmix_step_lines "${_svmix_pool_logs[$i]}"
       _svmix_pool_failed+=("${_svmix_pool_names[$i]}"$'\t'"${_svmix_pool_logs[$i]}")
     fi
   done
