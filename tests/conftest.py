@@ -74,6 +74,17 @@ def make_datadir(root: Path, num_speakers: int = 4, utts_per_speaker: int = 3, s
     return data
 
 
+def max_concurrent(intervals) -> int:
+    """The most (start, end) intervals open at one time (steps run side by side: the pool's bound)."""
+    intervals = list(intervals)
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
 def one_error_line(result, *names: str) -> str:
     """A CliRunner result of a user error: exit 1 through ``user_errors``, exactly one ``error:`` line
     on stderr naming every one of ``names``, no traceback. Returns that line."""

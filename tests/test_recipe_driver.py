@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import max_concurrent
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -114,15 +116,6 @@ def run_pool(tmp_path, size, steps):
     return proc, times
 
 
-def max_overlap(times):
-    events = sorted([(s, 1) for s, _ in times.values()] + [(e, -1) for _, e in times.values()])
-    running = peak = 0
-    for _, delta in events:
-        running += delta
-        peak = max(peak, running)
-    return peak
-
-
 @pytest.mark.parametrize("case", range(4))
 def test_step_pool_runs_every_step_at_most_n_at_once_and_names_each_failure(case, tmp_path):
     rng = random.Random(case)
@@ -133,7 +126,7 @@ def test_step_pool_runs_every_step_at_most_n_at_once_and_names_each_failure(case
     proc, times = run_pool(tmp_path, size, steps)
     assert set(times) == {n for n, _, _ in steps}  # every step ran, failed ones too, to its end
     assert all(s is not None and e is not None for s, e in times.values())
-    assert max_overlap(times) <= size
+    assert max_concurrent(times.values()) <= size
     failed = [n for n, _, rc in steps if rc]
     done = {p.name[:-len(".done")] for p in (tmp_path / "done").glob("*.done")}
     assert done == {n for n, _, rc in steps if not rc}  # markers for what finished, none for failures
@@ -153,4 +146,4 @@ def test_step_pool_of_one_runs_in_the_foreground_and_stops_at_a_failure(tmp_path
     proc, times = run_pool(tmp_path, 1, [("a", 0.1, 0), ("b", 0.1, 1), ("c", 0.1, 0)])
     assert set(times) == {"a", "b"} and proc.returncode != 0  # set -e: the first failure ends the script
     assert "last line of a" in proc.stdout and not (tmp_path / "logs").exists()  # output on the terminal
-    assert max_overlap(times) == 1
+    assert max_concurrent(times.values()) == 1

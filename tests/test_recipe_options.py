@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import max_concurrent
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {
     "top": ROOT / "run.sh",  # the thin wrapper around recipes/mini/run.sh
@@ -628,9 +630,7 @@ svmix-train() {
         times.setdefault(run[len(str(exp)) + 1:], {})[what] = float(t)
     base = {f"{s}/seed{k}" for s in ("a", "b") for k in (0, 1)}
     assert set(times) == base | {"a_lmft/seed0", "a_lmft/seed1"}
-    events = sorted([(t["start"], 1) for t in times.values()] + [(t["end"], -1) for t in times.values()])
-    running = [sum(d for _, d in events[:i + 1]) for i in range(len(events))]
-    assert max(running) == 2  # two at a time, never more
+    assert max_concurrent((t["start"], t["end"]) for t in times.values()) == 2  # two at a time, never more
     for k in (0, 1):
         assert times[f"a_lmft/seed{k}"]["start"] > times[f"a/seed{k}"]["end"]
     assert {p.name for p in (exp / "logs").iterdir()} == {f"train_{s}_seed{k}.log" for s in ("a", "b") for k in (0, 1)} \
