@@ -190,33 +190,96 @@ def test_api_embeds_whole_utterances_and_scores_plain_cosine(checkpoint):
     assert api.score(a, b) == pytest.approx(float(ea @ eb), abs=1e-6)
 
 
-def test_export_refuses_a_one_pass_model(checkpoint, tmp_path):
+def test_fixed_length_formats_refuse_a_one_pass_model(checkpoint, tmp_path):
     from svmix.bin.export import main
 
-    for fmt in ("pt2", "onnx", "torchscript"):
+    for fmt in ("onnx", "torchscript"):
         result = CliRunner().invoke(main, ["--model", str(checkpoint), "--format", fmt, "--out", str(tmp_path / f"m.{fmt}")])
         assert result.exit_code == 1
-        assert "a one-pass model ('svmixer_anylen' encoder) takes inputs of any length" in one_error_line(result)
+        line = one_error_line(result)
+        assert "a one-pass model ('svmixer_anylen' encoder) takes inputs of any length" in line
+        assert f"--format {fmt} writes fixed-length segment embedders, --format pt2 exports it" in line
         assert not (tmp_path / f"m.{fmt}").exists()
 
 
-def test_trains_through_the_cli_and_validates_in_one_pass(tmp_path, one_thread):
-    from svmix.bin.train import main
+@pytest.fixture(scope="module")
+def exported(checkpoint, tmp_path_factory):
+    """The any-length model as a pt2 program (svmix-export), next to its checkpoint, and the CLI's output."""
+    from svmix.bin.export import main
 
-    data = make_datadir(tmp_path / "d", num_speakers=2, utts_per_speaker=2, seconds=(1.2, 2.6))
-    val = make_datadir(tmp_path / "v", num_speakers=2, utts_per_speaker=2, seconds=(0.8, 2.6), seed=1)
-    path = tmp_path / "model.yaml"
-    path.write_text(yaml.safe_dump({"model": TINY}))
-    exp = tmp_path / "exp"
-    args = ["--config", str(ROOT / "conf" / "train_mini.yaml"), "--model-config", str(path), "--data", str(data),
-            "--val-data", str(val), "--exp", str(exp), "--no-progress", "--override", "train.kd.lambda=0",
-            "--override", "train.batch_size=2", "--override", "train.max_steps=3", "--override",
-            "train.num_workers=0", "--override", "train.log_every=1", "--override", "train.val_every=3"]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, (result.output, result.exception)
-    records = [yaml.safe_load(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in records if r["type"] == "train"]
-    assert [r["step"] for r in train] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in train)
-    assert [r for r in records if r["type"] == "val"]
-    trained, _ = load_model_checkpoint(exp)
-    assert trained.one_pass and trained.config["encoder"]["name"] == "svmixer_anylen"
+    model_dir = tmp_path_factory.mktemp("anylen_pt2")
+    (model_dir / "model.pt").write_bytes(checkpoint.read_bytes())
+    result = CliRunner().invoke(main, ["--model", str(model_dir), "--format", "pt2", "--out", str(model_dir / "model.pt2")])
+    assert result.exit_code == 0, result.output
+    return model_dir, result.output
+
+
+def test_pt2_export_embeds_any_length_in_one_program(checkpoint, exported):
+    """One exported program for 0.1 s to beyond the window count it was traced with, at several batch
+    sizes, equal to the eager model (window counts 1, 2, 3 and 8; lengths on and off window edges)."""
+    from svmix.export import load_exported_program
+
+    model_dir, output = exported
+    assert "input (B, N = 1600..57600000)" in output and "max abs difference to PyTorch" in output
+    module, metadata = load_exported_program(model_dir / "model.pt2")
+    assert metadata["one_pass"] == "true" and metadata["min_samples"] == "1600"
+    assert metadata["max_samples"] == str(3600 * SR) and "one pass" in metadata["segment_rule"]
+    reference, _ = load_model_checkpoint(checkpoint)
+    g = torch.Generator().manual_seed(3)
+    for batch, samples in ((1, 1600), (2, 5000), (1, SR), (3, SR + 1), (1, 2 * SR - 321), (2, 3 * SR), (1, 8 * SR + 99)):
+        wav = 0.1 * torch.randn(batch, samples, generator=g)
+        with torch.inference_mode():
+            torch.testing.assert_close(module(wav), reference(wav), rtol=0, atol=1e-4)
+
+
+def test_pt2_runtime_embeds_whole_utterances_in_extract_and_the_api(checkpoint, exported, tmp_path):
+    """svmix-extract --runtime pt2 and load_model(runtime="pt2") embed each utterance whole, as the
+    eager model does; an utterance under the export's 0.1 s is an error naming it (or, with
+    --skip-bad, skipped)."""
+    import soundfile as sf
+
+    import svmix
+    from svmix.bin.extract import main as extract_cli
+
+    model_dir, _ = exported
+    wavs = {"long": _wav(7.3, 0), "short": _wav(0.4, 1), "mid": _wav(2.2, 2), "tiny": _wav(0.05, 3)}
+    for utt, wav in wavs.items():
+        (tmp_path / utt).mkdir()
+        sf.write(tmp_path / utt / f"{utt}.wav", wav, SR, subtype="FLOAT")
+        sf.write(tmp_path / f"{utt}.wav", wav, SR, subtype="FLOAT")
+    args = ["--model", str(model_dir), "--runtime", "pt2", "--num-workers", "0"]
+    result = CliRunner().invoke(extract_cli, args + ["--wav-dir", str(tmp_path / "tiny"), "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 1
+    assert "utterance tiny" in one_error_line(result)
+    assert "800 samples, shorter than the 1600 samples this one-pass embedder takes" in one_error_line(result)
+    wav_dir = tmp_path / "all"
+    wav_dir.mkdir()
+    for utt in wavs:
+        (tmp_path / f"{utt}.wav").rename(wav_dir / f"{utt}.wav")
+    result = CliRunner().invoke(extract_cli, args + ["--wav-dir", str(wav_dir), "--out", str(tmp_path / "out"), "--skip-bad"])
+    assert result.exit_code == 0, result.output
+    stored = dict(kaldiio.load_scp(str(tmp_path / "out" / "xvector.scp")))
+    assert sorted(stored) == ["long", "mid", "short"]
+    api = svmix.load_model(model_dir, runtime="pt2")
+    assert api.one_pass
+    reference, _ = load_model_checkpoint(checkpoint)
+    for utt in stored:
+        with torch.no_grad():
+            expected = reference(torch.from_numpy(wavs[utt])[None]).numpy()
+        assert stored[utt].shape == (1, 8)
+        np.testing.assert_allclose(stored[utt], expected, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(api.embed(wavs[utt], segments=True), expected, rtol=0, atol=1e-4)
+    with pytest.raises(SvmixError, match="^waveform: 800 samples, shorter than the 1600 samples"):
+        api.embed(wavs["tiny"])
+
+
+def test_an_export_without_the_window_floor_specialises_and_is_not_written(checkpoint, tmp_path, monkeypatch):
+    """Without prepare_for_export, torch.export fixes the window count it was traced with: the parity
+    check's longer input fails, and no file is left."""
+    from svmix.export import exporter
+
+    monkeypatch.setattr(exporter, "prepare_for_export", lambda model: model)
+    out = tmp_path / "model.pt2"
+    with pytest.raises(SvmixError, match=r"model\.pt2: the exported model fails on a \(3, 37340\) input .*; not written"):
+        exporter.export_model(checkpoint, "pt2", out)
+    assert not out.exists() and not list(tmp_path.iterdir())

@@ -603,6 +603,25 @@ def test_teacher_plus_backend_freezes_the_recipes_teacher(tmp_path, hf_teacher):
     assert not any(a.startswith("model.frontend.path=") for a in trains["exp/plain/seed0"])
 
 
+def test_stage_6_exports_a_one_pass_student_as_pt2_and_the_others_as_onnx_and_torchscript(tmp_path, hf_teacher):
+    import sys
+
+    stubs = STUBS.replace('python() { _record python "$@"; }',
+                          f'python() {{ _record python "$@"; "{sys.executable}" "$@"; }}')
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "seg.yaml").write_text("model:\n  encoder: {name: svmixer, num_layers: 2}\n")
+    (models / "whole.yaml").write_text("model:\n  num_eval_segments: 1\n  encoder: {name: svmixer_anylen, num_layers: 2}\n")
+    commands = recorded_run("mini", tmp_path, {"stage": "6", "stop_stage": "6", "teacher": str(hf_teacher),
+                                               "teacher_layers": "6", "students": "seg whole", "seeds": "0,2",
+                                               "model_conf_dir": str(models)}, stubs=stubs)
+    exports = sorted((words[words.index("--model") + 1], words[words.index("--format") + 1],
+                      words[words.index("--out") + 1]) for words in commands if words[0] == "svmix-export")
+    assert exports == sorted([(f"exp/seg/seed{k}", "onnx", f"exp/seg/seed{k}/model.onnx") for k in (0, 2)]
+                             + [(f"exp/seg/seed{k}", "torchscript", f"exp/seg/seed{k}/model.ts") for k in (0, 2)]
+                             + [(f"exp/whole/seed{k}", "pt2", f"exp/whole/seed{k}/model.pt2") for k in (0, 2)])
+
+
 def test_stage_3_trains_train_nj_systems_at_once_and_fine_tunes_each_after_its_system(tmp_path, hf_teacher):
     stubs = STUBS + r"""
 svmix-train() {

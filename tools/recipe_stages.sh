@@ -300,16 +300,34 @@ _svmix_pictures() {
   done
 }
 
+# _svmix_one_pass CONF: "true" when the model config's encoder embeds whole utterances in one pass
+# (a bad config: a one-line error and a failed status).
+_svmix_one_pass() {
+  python -c 'import sys
+from svmix.errors import SvmixError
+from svmix.models.speaker_model import one_pass, resolve_model_config
+from svmix.yaml_config import read_model_config
+try:
+    print(str(one_pass(resolve_model_config(read_model_config(sys.argv[1])))).lower())
+except SvmixError as e:
+    sys.exit(f"{sys.argv[1]}: {e}")' "$1"
+}
+
+# Every student of every seed as ONNX and TorchScript (model.onnx, model.ts); a one-pass student
+# (e.g. svmixer_anylen) as a torch.export program (model.pt2), the one format with a dynamic length.
 stage_export() {
   svmix_log "stage 6: export for deployment"
-  local s k dir
+  local s k dir fmt formats one_pass
   for s in $students; do
+    one_pass="$(_svmix_one_pass "$model_conf_dir/$s.yaml")"  # (an assignment alone: set -e stops on failure)
+    formats="onnx:onnx torchscript:ts"
+    if [ "$one_pass" = true ]; then formats="pt2:pt2"; fi
     for k in $(_svmix_seed_list); do
       dir="$exp/$s/seed$k"
-      run_step "export_${s}_seed${k}_onnx" "$dir/model.pt" -- \
-        svmix-export --model "$dir" --format onnx --out "$dir/model.onnx"
-      run_step "export_${s}_seed${k}_torchscript" "$dir/model.pt" -- \
-        svmix-export --model "$dir" --format torchscript --out "$dir/model.ts"
+      for fmt in $formats; do
+        run_step "export_${s}_seed${k}_${fmt%%:*}" "$dir/model.pt" -- \
+          svmix-export --model "$dir" --format "${fmt%%:*}" --out "$dir/model.${fmt#*:}"
+      done
     done
   done
 }

@@ -48,7 +48,7 @@ Stages:
   3  training: every system once per seed of --seeds
   4  embedding extraction and the MFCC-mean floor
   5  scoring and metrics, \$exp/RESULTS.md
-  6  export for deployment (ONNX / TorchScript)
+  6  export for deployment (ONNX / TorchScript; a one-pass student: torch.export .pt2)
 Paths are relative to the directory you run from.
 --teacher-layers defaults to the teacher's last layer (12 for WAVLM_BASE_PLUS; for --teacher mini,
 the last layer of the teacher --teacher-config describes).

@@ -56,7 +56,7 @@ Stages:
   4  embedding extraction (every test set of --test-sets) and the MFCC-mean floor
   5  scoring and metrics (EER with 95% CI, minDCF, DET plots, t-SNE and score histograms, RESULTS.md);
      with --backends, AS-norm / calibration / QMF / fusion on val (its embeddings extracted in stage 4)
-  6  export of the students for deployment (ONNX / TorchScript)
+  6  export of the students for deployment (ONNX / TorchScript; a one-pass student: torch.export .pt2)
 Paths are relative to the directory you run from (./run.sh at the top: data/mini_world, data/augment, exp/).
 Layout: \$exp/<system>/seed<k>/ per system and seed (<student>_nokd for --nokd-students, <system>_lmft
 for --lmft), \$exp/floor/, \$exp/RESULTS.md (mean ± std over the seeds) and \$exp/RESULTS_per_seed.md.

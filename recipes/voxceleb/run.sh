@@ -53,7 +53,7 @@ Stages:
   3  training (torchrun on --ngpu GPUs): every system once per seed of --seeds
   4  embedding extraction (VoxCeleb1) and the MFCC-mean floor
   5  scoring and metrics on Vox1-O/E/H and the other sets, \$exp/RESULTS.md (it lists the sets skipped)
-  6  export for deployment (ONNX / TorchScript)
+  6  export for deployment (ONNX / TorchScript; a one-pass student: torch.export .pt2)
 Paths are relative to the directory you run from.
 --teacher-layers defaults to what --kd distils: mse the teacher's last layer (24 for WavLM-Large),
 distilhubert three evenly spaced layers ending at the last (8,16,24 for WavLM-Large)."

@@ -1,4 +1,5 @@
-"""svmix-export: write a trained student as an ONNX, torch.export (.pt2) or TorchScript segment embedder."""
+"""svmix-export: write a trained student as an ONNX, torch.export (.pt2) or TorchScript segment embedder
+(a one-pass model: .pt2 with a dynamic time axis)."""
 import click
 
 from svmix.cli import InPath, OutPath, command, user_errors
@@ -17,7 +18,8 @@ except ImportError:  # pragma: no cover (private torch module moved)
               help="Experiment directory (uses EXP/model.pt) or checkpoint file.")
 @click.option("--format", "fmt", required=True, type=click.Choice(EXPORT_FORMATS.names()),
               help="onnx: input 'waveform' (B, segment_samples) → output 'embedding' (B, D), dynamic batch; "
-                   "pt2: a torch.export ExportedProgram (torch.export.save) with the same signature; "
+                   "pt2: a torch.export ExportedProgram (torch.export.save) with the same signature, and the "
+                   "only format of a one-pass (any-length) model: input (B, N), any N from 0.1 s to 1 h; "
                    "torchscript: a traced module with the same signature (torch marks torch.jit deprecated; "
                    "prefer pt2 unless a libtorch runtime needs TorchScript).")
 @click.option("--out", required=True, type=OutPath("file"), help="Output file (written atomically).")
@@ -46,7 +48,9 @@ def main(model_path: str, fmt: str, out: str, opset: int, onnx_exporter: str, qu
                            quantize=quantize)
     check = "parity not checked" if summary["max_abs_diff"] is None else \
         f"max abs difference to PyTorch {summary['max_abs_diff']:.2e}, min cosine {summary['min_cosine']:.6f}"
-    click.echo(f"{out}: {fmt} {summary['precision']} embedder, input (B, {summary['segment_samples']}) → "
+    samples = f"N = {summary['min_samples']}..{summary['max_samples']}" if summary["one_pass"] else \
+        summary["segment_samples"]
+    click.echo(f"{out}: {fmt} {summary['precision']} embedder, input (B, {samples}) → "
                f"(B, {summary['embed_dim']}); {check}")
 
 

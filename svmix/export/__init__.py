@@ -16,14 +16,16 @@ Formats (registry ``EXPORT_FORMATS``; ``svmix-export --format``), all with input
   of torch.export; kept for libtorch runtimes); load it with :func:`load_torchscript`.
 
 Metadata (:func:`export_metadata`: model config, sample rate, segment length, segment rule
-``num_eval_segments`` and ``one_pass``, embedding size, precision, exporter): ONNX ``metadata_props``; for ``pt2``
+``num_eval_segments`` and ``one_pass``, input lengths ``min_samples``/``max_samples``, embedding size,
+precision, exporter): ONNX ``metadata_props``; for ``pt2``
 and ``torchscript`` the JSON extra file ``svmix_metadata.json`` inside the archive (TorchScript also
 keeps the config alone as ``svmix_config.json``, as before).
 
 All are traced from the fast inference path (``svmix.models.fast``, which runs the reference
 computation while a graph is recorded) and checked against the PyTorch model at export time on random
 and speech-like segments: max abs difference <= 1e-4, or for int8 a cosine >= 0.99, else an error.
-A one-pass model (``SpeakerModel.one_pass``) is refused: every format here has a fixed time axis.
+A one-pass model (``SpeakerModel.one_pass``) exports as ``pt2`` only, with a dynamic samples axis
+(0.1 s to 1 h) and the parity check at several lengths; ONNX and TorchScript refuse it.
 """
 from svmix.export.exporter import (CONFIG_KEY, DEFAULT_ONNX_EXPORTER, DEFAULT_OPSET, EXPORT_FORMATS,  # noqa: F401
                                    INT8_MIN_COSINE, METADATA_FILE, ONNX_EXPORTERS, PARITY_TOLERANCE,

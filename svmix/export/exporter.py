@@ -1,11 +1,12 @@
 """Export a checkpoint's student to ONNX, a torch.export program or TorchScript and check it against PyTorch."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from svmix.inference.exported_program import METADATA_FILE, ExportedProgramEmbed
 from svmix.inference.exported_program import load_exported_program  # noqa: F401 (svmix.export's API)
 from svmix.inference.onnx_runtime import CONFIG_KEY, OnnxSegmentEmbedder
 from svmix.models.fast import prepare_for_inference
+from svmix.models.svmixer_anylen import prepare_for_export
 from svmix.registry import Registry
 from svmix.utils.fileio import atomic_path
 from svmix.utils.locking import output_lock
@@ -33,6 +35,9 @@ ONNX_EXPORTERS = ("legacy", "dynamo")
 DEFAULT_ONNX_EXPORTER = "legacy"
 QUANTIZATIONS = ("none", "int8")
 MAX_BATCH = 4096  # upper bound of the dynamic batch axis of a torch.export program
+ONE_PASS_FORMATS = ("pt2",)  # the formats written with a dynamic time axis, so a one-pass model exports
+ONE_PASS_MIN_SAMPLES = SAMPLE_RATE // 10  # a one-pass export takes 0.1 s ...
+ONE_PASS_MAX_SAMPLES = 3600 * SAMPLE_RATE  # ... to one hour
 
 EXPORT_FORMATS = Registry("export format")
 log = get_logger("export")
@@ -44,27 +49,48 @@ def example_segments(model: nn.Module, batch: int = 2, seed: int = 0) -> torch.T
     return 0.1 * torch.randn(batch, model.segment_samples, generator=g)
 
 
+def input_range(model: nn.Module) -> Dict[str, int]:
+    """The input lengths an export takes: the segment, or a one-pass model's range."""
+    if model.one_pass:
+        return {"min_samples": ONE_PASS_MIN_SAMPLES, "max_samples": ONE_PASS_MAX_SAMPLES}
+    return {"min_samples": model.segment_samples, "max_samples": model.segment_samples}
+
+
 def export_metadata(model: nn.Module, precision: str = "float32", exporter: str = "") -> Dict[str, str]:
     """What a runtime needs besides the graph, as strings (ONNX ``metadata_props``; the JSON extra
     file ``svmix_metadata.json`` of .pt2 and TorchScript files): the resolved model config, the
     sample rate, the segment length in samples and seconds, the segment rule (``num_eval_segments``
     segments per utterance, scored as the mean cosine over all segment pairs; ``one_pass`` "false":
-    the file embeds fixed-length segments, not whole utterances), the embedding size, the weight
-    precision and the exporter."""
-    config = model.config
+    the file embeds fixed-length segments, "true": whole utterances, one pass each), the input
+    lengths it takes (``min_samples``..``max_samples``: the segment length, or a one-pass model's
+    range), the embedding size, the weight precision and the exporter."""
+    config, lengths = model.config, input_range(model)
+    if model.one_pass:
+        rule = (f"the whole utterance in one pass ({lengths['min_samples']}-{lengths['max_samples']} samples); "
+                "score = cosine of the two embeddings")
+    else:
+        rule = (f"{config['num_eval_segments']} evenly spaced segments per utterance; "
+                "score = mean cosine over all segment pairs")
     return {CONFIG_KEY: json.dumps(config, sort_keys=True), "sample_rate": str(SAMPLE_RATE),
             "segment_samples": str(model.segment_samples), "segment_seconds": str(config["segment_seconds"]),
             "num_eval_segments": str(config["num_eval_segments"]), "one_pass": str(model.one_pass).lower(),
-            "segment_rule": f"{config['num_eval_segments']} evenly spaced segments per utterance; "
-                            "score = mean cosine over all segment pairs",
+            **{key: str(value) for key, value in lengths.items()}, "segment_rule": rule,
             "embed_dim": str(model.embed_dim), "precision": precision, "exporter": exporter}
 
 
 _quiet_exporter = quiet_torch_export
 
 
-def _batch_dim():
-    return {"wav": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}}
+def _dynamic_shapes(model: nn.Module) -> Dict[str, Dict[int, Any]]:
+    """torch.export's dynamic axes: the batch, and a one-pass model's samples. The samples axis is
+    ``Dim.AUTO``: its guards (e.g. "the half-rate path has more than one frame") hold on the whole
+    range, but torch's solver cannot prove every one of them, and a named ``Dim`` would refuse
+    them; the parity check at several lengths (:func:`check_lengths`) catches a program that
+    specialised the axis anyway."""
+    dims: Dict[int, Any] = {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}
+    if model.one_pass:
+        dims[1] = torch.export.Dim.AUTO(min=ONE_PASS_MIN_SAMPLES, max=ONE_PASS_MAX_SAMPLES)
+    return {"wav": dims}
 
 
 @EXPORT_FORMATS.register("onnx")
@@ -87,7 +113,7 @@ def export_onnx(model: nn.Module, path: Path, opset: int = DEFAULT_OPSET, onnx_e
         if onnx_exporter == "dynamo":
             torch.onnx.export(model, (example_segments(model),), str(path), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True,
-                              dynamic_shapes=_batch_dim(), external_data=False, verbose=False)
+                              dynamic_shapes=_dynamic_shapes(model), external_data=False, verbose=False)
         else:  # any opset from 7 on
             torch.onnx.export(model, (example_segments(model),), str(path), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
@@ -130,10 +156,11 @@ def quantize_onnx_int8(path: Path) -> None:
 @EXPORT_FORMATS.register("pt2")
 def export_pt2(model: nn.Module, path: Path, **_: Any) -> Callable[[np.ndarray], np.ndarray]:
     """Write ``model`` as a ``torch.export`` ExportedProgram (``torch.export.save``) with a dynamic
-    batch axis and the metadata in the extra file ``svmix_metadata.json``; return a function running
-    the loaded file."""
+    batch axis (and, for a one-pass model, a dynamic samples axis) and the metadata in the extra file
+    ``svmix_metadata.json``; return a function running the loaded file."""
+    traced = prepare_for_export(copy.deepcopy(model)) if model.one_pass else model
     with _quiet_exporter():
-        program = torch.export.export(model, (example_segments(model),), dynamic_shapes=_batch_dim())
+        program = torch.export.export(traced, (example_segments(model),), dynamic_shapes=_dynamic_shapes(model))
     torch.export.save(program, str(path), extra_files={METADATA_FILE: json.dumps(export_metadata(
         model, exporter="torch.export"), sort_keys=True)})
     return ExportedProgramEmbedder(path)
@@ -168,11 +195,11 @@ def load_torchscript(path: os.PathLike) -> Tuple[torch.jit.ScriptModule, Dict[st
     return module.eval(), json.loads(extra[TORCHSCRIPT_CONFIG_FILE])
 
 
-def check_segments(model: nn.Module, batch: int = 3) -> torch.Tensor:
+def check_segments(model: nn.Module, batch: int = 3, samples: Optional[int] = None) -> torch.Tensor:
     """Parity-check input: random segments and speech-like ones (harmonics with a moving pitch under
     a syllable-rate envelope, plus noise), in a batch size other than the traced one (so a batch
-    axis frozen by tracing is caught too)."""
-    n = model.segment_samples
+    axis frozen by tracing is caught too), of ``samples`` (default: the segment's)."""
+    n = samples or model.segment_samples
     g = torch.Generator().manual_seed(1)
     t = torch.arange(n) / SAMPLE_RATE
     speech = []
@@ -185,16 +212,31 @@ def check_segments(model: nn.Module, batch: int = 3) -> torch.Tensor:
     return torch.cat([0.1 * torch.randn(1, n, generator=g), torch.stack(speech)])
 
 
+def check_lengths(model: nn.Module) -> Tuple[int, ...]:
+    """Input lengths of the parity check: the segment; for a one-pass model also the shortest input
+    its export takes and one of 2⅓ segments (three token windows, the last one moved back)."""
+    n = model.segment_samples
+    return (n, ONE_PASS_MIN_SAMPLES, 2 * n + n // 3 + 7) if model.one_pass else (n,)
+
+
 def check_parity(model: nn.Module, run: Callable[[np.ndarray], np.ndarray], batch: int = 3) -> Tuple[float, float]:
-    """(max abs difference, min cosine) between ``run`` and the PyTorch model on ``check_segments``."""
-    segments = check_segments(model, batch)
-    with torch.inference_mode():
-        expected = model(segments).numpy()
-    got = np.asarray(run(segments.numpy()))
-    if got.shape != expected.shape:
-        return float("inf"), float("-inf")
-    cosine = (got * expected).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1) + 1e-12)
-    return float(np.abs(got - expected).max()), float(cosine.min())
+    """(max abs difference, min cosine) between ``run`` and the PyTorch model on ``check_segments``
+    of every length of :func:`check_lengths`."""
+    diff, cosine = 0.0, 1.0
+    for samples in check_lengths(model):
+        segments = check_segments(model, batch, samples)
+        with torch.inference_mode():
+            expected = model(segments).numpy()
+        try:
+            got = np.asarray(run(segments.numpy()))
+        except Exception as e:  # e.g. a guard of a program that specialised the length
+            raise SvmixError(f"the exported model fails on a {tuple(segments.shape)} input "
+                             f"({' '.join(str(e).split())[:200]})") from None
+        if got.shape != expected.shape:
+            return float("inf"), float("-inf")
+        cos = (got * expected).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1) + 1e-12)
+        diff, cosine = max(diff, float(np.abs(got - expected).max())), min(cosine, float(cos.min()))
+    return diff, cosine
 
 
 def export_model(model_path: os.PathLike, fmt: str, out: os.PathLike, opset: int = DEFAULT_OPSET,
@@ -219,10 +261,10 @@ def export_model(model_path: os.PathLike, fmt: str, out: os.PathLike, opset: int
     if onnx_exporter != DEFAULT_ONNX_EXPORTER and fmt != "onnx":
         raise SvmixError(f"--onnx-exporter is for --format onnx, not --format {fmt}")
     model, _ = load_model_checkpoint(model_path)
-    if model.one_pass:  # every format here has a fixed time axis (docs/architecture.md §Any-length SV-Mixer)
+    if model.one_pass and fmt not in ONE_PASS_FORMATS:  # docs/architecture.md §Any-length SV-Mixer
         raise SvmixError(f"{model_path}: a one-pass model ('{model.config['encoder']['name']}' encoder) takes "
-                         "inputs of any length; svmix-export writes fixed-length segment embedders only, so "
-                         "it cannot export this model yet (embed with svmix-extract --runtime torch)")
+                         f"inputs of any length; --format {fmt} writes fixed-length segment embedders, "
+                         f"--format {' or '.join(ONE_PASS_FORMATS)} exports it with a dynamic time axis")
     model = prepare_for_inference(model)
     out = Path(out)
     log.info("exporting %s to %s (%s)", model_path, out, fmt)
@@ -234,7 +276,10 @@ def export_model(model_path: os.PathLike, fmt: str, out: os.PathLike, opset: int
             raise
         except Exception as e:  # an exporter failure is reported in one line, not as a traceback
             raise SvmixError(f"{fmt} export of {model_path} failed: {' '.join(str(e).split())[:300]}") from e
-        diff, cosine = check_parity(model, run) if check else (None, None)
+        try:
+            diff, cosine = check_parity(model, run) if check else (None, None)
+        except SvmixError as e:
+            raise SvmixError(f"{out}: {e}; not written") from None
         if quantize == "int8":
             if cosine is not None and not cosine >= INT8_MIN_COSINE:
                 raise SvmixError(f"{out}: int8 {fmt} model keeps a cosine of only {cosine:.4f} to float32 "
@@ -248,4 +293,4 @@ def export_model(model_path: os.PathLike, fmt: str, out: os.PathLike, opset: int
             "onnx_exporter": onnx_exporter if fmt == "onnx" else None,
             "precision": "int8" if quantize == "int8" else "float32",
             "segment_samples": model.segment_samples, "embed_dim": model.embed_dim, "max_abs_diff": diff,
-            "min_cosine": cosine}
+            "min_cosine": cosine, "one_pass": model.one_pass, **input_range(model)}

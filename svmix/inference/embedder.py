@@ -203,7 +203,14 @@ def embed_utterances(embedder: Any, wavs: Sequence[np.ndarray], batch_size: int 
     """(num_segments, D) segment embeddings (a one-pass model's: (1, D)) of each 1-D 16 kHz waveform
     in ``wavs``; each one first passes the checks of every input audio (:func:`svmix.data.audio.check_waveform`)."""
     n, one_pass = num_segments(embedder), getattr(embedder, "one_pass", False)
-    wavs = [check_waveform(w, SAMPLE_RATE, "waveform" if len(wavs) == 1 else f"waveform {i}")
-            for i, w in enumerate(wavs)]
-    items = ((i, *evaluation_inputs(w, embedder.segment_samples, n, one_pass)) for i, w in enumerate(wavs))
-    return [emb for _, emb in embed_stream(embedder, items, batch_size)]
+    names = ["waveform" if len(wavs) == 1 else f"waveform {i}" for i in range(len(wavs))]
+    wavs = [check_waveform(w, SAMPLE_RATE, name) for w, name in zip(wavs, names)]
+
+    def inputs(i: int) -> Item:
+        try:
+            return (i, *evaluation_inputs(wavs[i], embedder.segment_samples, n, one_pass,
+                                          getattr(embedder, "min_samples", 1)))
+        except ValueError as e:
+            raise SvmixError(f"{names[i]}: {e}") from None
+
+    return [emb for _, emb in embed_stream(embedder, (inputs(i) for i in range(len(wavs))), batch_size)]

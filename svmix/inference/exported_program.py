@@ -1,4 +1,4 @@
-"""Run an exported torch.export program (``svmix-export --format pt2``) as a segment embedder."""
+"""Run an exported torch.export program (``svmix-export --format pt2``) as a segment (or one-pass) embedder."""
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +50,9 @@ def load_exported_program(path: os.PathLike) -> Tuple[nn.Module, Dict[str, str]]
 
 class ExportedProgramEmbedder:
     """(B, segment_samples) float32 segments → (B, D) embeddings from a ``.pt2`` file on the CPU,
-    like ``SegmentEmbedder``; ``config``, ``segment_samples``, ``embed_dim`` and ``precision`` come
-    from its metadata."""
+    like ``SegmentEmbedder``; ``config``, ``segment_samples``, ``embed_dim``, ``precision`` and
+    ``one_pass`` come from its metadata. A one-pass export takes (B, N) inputs of any N from
+    ``min_samples`` to ``max_samples``."""
 
     def __init__(self, path: os.PathLike, num_threads: Optional[int] = None):
         self.module, metadata = load_exported_program(path)
@@ -61,13 +62,19 @@ class ExportedProgramEmbedder:
         self.segment_samples = int(metadata["segment_samples"])
         self.embed_dim = int(metadata["embed_dim"])
         self.precision = metadata.get("precision", "float32")
-        self.one_pass = False  # svmix-export writes segment embedders only
+        self.one_pass = metadata.get("one_pass") == "true"
+        self.min_samples = int(metadata.get("min_samples", self.segment_samples))
+        self.max_samples = int(metadata.get("max_samples", self.segment_samples))
         if num_threads:
             torch.set_num_threads(num_threads)
 
     def __call__(self, segments: np.ndarray) -> np.ndarray:
         segments = np.ascontiguousarray(segments, dtype=np.float32)
-        if segments.ndim != 2 or segments.shape[1] != self.segment_samples:
+        if self.one_pass:
+            if segments.ndim != 2 or not self.min_samples <= segments.shape[1] <= self.max_samples:
+                raise ValueError(f"expected inputs of shape (B, N) with {self.min_samples} <= N <= "
+                                 f"{self.max_samples} samples, got {segments.shape}")
+        elif segments.ndim != 2 or segments.shape[1] != self.segment_samples:
             raise ValueError(f"expected segments of shape (B, {self.segment_samples}), got {segments.shape}")
         with torch.inference_mode():
             return self.module(torch.from_numpy(segments)).numpy()

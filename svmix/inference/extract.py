@@ -121,9 +121,9 @@ class SegmentDataset(torch.utils.data.Dataset):
     one input); bad audio becomes ``error``, not a crash."""
 
     def __init__(self, items: Sequence[Tuple[int, str, str]], segment_samples: int, num_segments: int,
-                 one_pass: bool = False):
+                 one_pass: bool = False, min_samples: int = 1):
         self.items, self.segment_samples, self.num_segments = items, segment_samples, num_segments
-        self.one_pass = one_pass
+        self.one_pass, self.min_samples = one_pass, min_samples
 
     def __len__(self) -> int:
         return len(self.items)
@@ -134,7 +134,11 @@ class SegmentDataset(torch.utils.data.Dataset):
             wav = load_member(path, utt) if is_member_ref(path) else load_audio(path, utt)
         except AudioError as e:
             return LoadedUtt(pos, utt, None, None, 0.0, " ".join(str(e).split()))
-        segments, index = evaluation_inputs(wav, self.segment_samples, self.num_segments, self.one_pass)
+        try:
+            segments, index = evaluation_inputs(wav, self.segment_samples, self.num_segments, self.one_pass,
+                                                self.min_samples)
+        except ValueError as e:
+            return LoadedUtt(pos, utt, None, None, 0.0, f"utterance {utt} ({path}): {e}")
         return LoadedUtt(pos, utt, segments, index, len(wav) / SAMPLE_RATE)
 
 
@@ -257,8 +261,8 @@ def run_shard(ex: ExtractJob, job: ShardedJob, chunks: List[int], worker: Worker
     n_seg = num_segments(embedder)
     batch_size = int(job.plan["batch_size"])
     items = [(c * ex.chunk_size + i, utt, path) for c in chunks for i, (utt, path) in enumerate(ex.chunk_utts(c))]
-    loader = torch.utils.data.DataLoader(SegmentDataset(items, embedder.segment_samples, n_seg,
-                                                        embedder.one_pass), batch_size=None,
+    loader = torch.utils.data.DataLoader(SegmentDataset(items, embedder.segment_samples, n_seg, embedder.one_pass,
+                                                        getattr(embedder, "min_samples", 1)), batch_size=None,
                                          num_workers=ex.num_workers, collate_fn=_unbatched)
     writers = {c: ChunkWriter(ex, job, c) for c in chunks}
     several = worker.world * worker.nj > 1

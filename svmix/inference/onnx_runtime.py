@@ -35,7 +35,7 @@ class OnnxSegmentEmbedder:
         self.segment_samples = int(metadata["segment_samples"])
         self.embed_dim = int(metadata["embed_dim"])
         self.precision = metadata.get("precision", "float32")  # exports before int8 existed were float32
-        self.one_pass = False  # svmix-export writes segment embedders only
+        self.one_pass = False  # svmix-export writes one-pass models as pt2 only
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 

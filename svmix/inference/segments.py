@@ -44,14 +44,18 @@ def distinct_segments(wav: np.ndarray, segment_samples: int, num_segments: int) 
 
 
 def evaluation_inputs(wav: np.ndarray, segment_samples: int, num_segments: int,
-                      one_pass: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+                      one_pass: bool = False, min_samples: int = 1) -> Tuple[np.ndarray, np.ndarray]:
     """What extraction embeds for one utterance, as :func:`distinct_segments` gives it (inputs and,
-    per embedding, its row); for a one-pass model the whole waveform as one (1, N) input."""
+    per embedding, its row); for a one-pass model the whole waveform as one (1, N) input, of at
+    least ``min_samples`` (the shortest input a one-pass export takes) or ValueError."""
     if not one_pass:
         return distinct_segments(wav, segment_samples, num_segments)
     wav = np.asarray(wav, dtype=np.float32)
     if wav.ndim != 1 or len(wav) == 0:
         raise ValueError(f"expected a non-empty 1-D waveform, got shape {wav.shape}")
+    if len(wav) < min_samples:
+        raise ValueError(f"{len(wav)} samples, shorter than the {min_samples} samples this one-pass "
+                         "embedder takes")
     return wav[None], np.zeros(1, dtype=np.int64)
 
 

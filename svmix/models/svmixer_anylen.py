@@ -49,14 +49,17 @@ def window_index(lengths: torch.Tensor, window: int, num_windows: int):
 
 
 def windowed_time_mlp(mlp: nn.Module, y: torch.Tensor, window: int,
-                      lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+                      lengths: Optional[torch.Tensor] = None, min_windows: int = 1) -> torch.Tensor:
     """``mlp`` (W → W along the last axis) applied to windows of W frames of ``y`` (B, H, T); each
     frame gets the mean of its outputs over the windows (and copies) that hold it. Frames past an
-    item's length (``lengths``, (B,)) are never read and come out zero."""
+    item's length (``lengths``, (B,)) are never read and come out zero. ``min_windows`` > 1 computes
+    at least that many windows (the extra ones weight 0: the same output), see :func:`prepare_for_export`."""
     b, h, t = y.shape
     if lengths is None:
         lengths = torch.full((b,), t, dtype=torch.long, device=y.device)
     num_windows = (t + window - 1) // window  # ⌈T/W⌉ ≥ 1
+    if min_windows > 1:
+        num_windows = torch.sym_max(num_windows, min_windows)  # symbolic under torch.export: no branch
     index, weights = window_index(lengths, window, num_windows)
     weights = weights.to(y.dtype)
     positions = index[:, None, :].expand(b, h, num_windows * window)
@@ -84,13 +87,31 @@ class WindowedLocalGlobalMixing(LocalGlobalMixing):
     def __init__(self, hidden: int, window: int, expansion: int = 4, dropout: float = 0.1):
         super().__init__(hidden, window, expansion, dropout, mode="parallel")
         self.window = window
+        self.min_windows = 1  # 2 in exported programs (prepare_for_export)
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:  # x: (B, H, T)
         y = _masked(self.norm(x.transpose(1, 2)).transpose(1, 2), mask)
         first, gelu, second = self.local
         local = second(_masked(gelu(first(y)), mask))
-        return x + self.dropout(local + windowed_time_mlp(self.global_mlp, y, self.window, lengths))
+        return x + self.dropout(local + windowed_time_mlp(self.global_mlp, y, self.window, lengths,
+                                                          self.min_windows))
+
+
+EXPORT_MIN_WINDOWS = 2
+
+
+def prepare_for_export(model: nn.Module) -> nn.Module:
+    """``model`` (in place) with every windowed time MLP computing at least two windows, for
+    ``torch.export`` with a dynamic time axis. Traced with one window, torch.export fixes the window
+    count at 1 (a size-1 dimension is specialised); traced with more, it guards on "not 1", and a
+    3 s input fails. With a floor of two the count stays symbolic for every length: an input that
+    fits one window computes one extra window of weight 0, so the output is unchanged and the token
+    MLP costs twice as much on inputs up to one window long."""
+    for module in model.modules():
+        if isinstance(module, WindowedLocalGlobalMixing):
+            module.min_windows = EXPORT_MIN_WINDOWS
+    return model
 
 
 class AnyLengthChannelMixing(MultiScaleChannelMixing):
