@@ -5,6 +5,7 @@ with one line; the teacher layers follow the teacher; paths resolve against the 
 import re
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -583,20 +584,26 @@ def test_evenly_spaced_layers(num_layers, parts, expected):
     assert evenly_spaced(num_layers, parts) == expected
 
 
+# The recorded tools, but python runs too (helpers the stages call, e.g. reading a model config).
+REAL_PYTHON_STUBS = STUBS.replace('python() { _record python "$@"; }',
+                                  f'python() {{ _record python "$@"; "{sys.executable}" "$@"; }}')
+
+
+def model_confs(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    return models
+
+
 def test_teacher_plus_backend_freezes_the_recipes_teacher(tmp_path, hf_teacher):
     """A baseline whose frontend is the teacher is trained on the recipe's teacher (the shipped one,
     a given one, or the pretrained one), not on the path its config names; other systems are not."""
-    import sys
-
-    stubs = STUBS.replace('python() { _record python "$@"; }',
-                          f'python() {{ _record python "$@"; "{sys.executable}" "$@"; }}')
-    models = tmp_path / "models"
-    models.mkdir()
+    models = model_confs(tmp_path)
     (models / "tb.yaml").write_text("model:\n  frontend: {name: teacher, path: somewhere/else}\n")
     (models / "plain.yaml").write_text("model:\n  frontend: {channels: 8}\n")
     commands = recorded_run("mini", tmp_path, {"stage": "3", "stop_stage": "3", "teacher": str(hf_teacher),
                                                "students": "plain", "baselines": "tb",
-                                               "model_conf_dir": str(models)}, stubs=stubs)
+                                               "model_conf_dir": str(models)}, stubs=REAL_PYTHON_STUBS)
     trains = {words[words.index("--exp") + 1]: words for words in commands if words[0] == "svmix-train"}
     assert set(trains) == {"exp/plain/seed0", "exp/tb/seed0"}
     assert f"model.frontend.path={hf_teacher}" in trains["exp/tb/seed0"]
@@ -604,17 +611,12 @@ def test_teacher_plus_backend_freezes_the_recipes_teacher(tmp_path, hf_teacher):
 
 
 def test_stage_6_exports_a_one_pass_student_as_pt2_and_the_others_as_onnx_and_torchscript(tmp_path, hf_teacher):
-    import sys
-
-    stubs = STUBS.replace('python() { _record python "$@"; }',
-                          f'python() {{ _record python "$@"; "{sys.executable}" "$@"; }}')
-    models = tmp_path / "models"
-    models.mkdir()
+    models = model_confs(tmp_path)
     (models / "seg.yaml").write_text("model:\n  encoder: {name: svmixer, num_layers: 2}\n")
     (models / "whole.yaml").write_text("model:\n  num_eval_segments: 1\n  encoder: {name: svmixer_anylen, num_layers: 2}\n")
     commands = recorded_run("mini", tmp_path, {"stage": "6", "stop_stage": "6", "teacher": str(hf_teacher),
                                                "teacher_layers": "6", "students": "seg whole", "seeds": "0,2",
-                                               "model_conf_dir": str(models)}, stubs=stubs)
+                                               "model_conf_dir": str(models)}, stubs=REAL_PYTHON_STUBS)
     exports = sorted((words[words.index("--model") + 1], words[words.index("--format") + 1],
                       words[words.index("--out") + 1]) for words in commands if words[0] == "svmix-export")
     assert exports == sorted([(f"exp/seg/seed{k}", "onnx", f"exp/seg/seed{k}/model.onnx") for k in (0, 2)]
