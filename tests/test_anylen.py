@@ -283,3 +283,22 @@ def test_an_export_without_the_window_floor_specialises_and_is_not_written(check
     with pytest.raises(SvmixError, match=r"model\.pt2: the exported model fails on a \(3, 37340\) input .*; not written"):
         exporter.export_model(checkpoint, "pt2", out)
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_a_window_floor_leaves_the_time_mlp_unchanged(case):
+    """min_windows (the exported copy's floor of two) adds only weight-0 windows: the same output for
+    inputs shorter than, equal to and longer than one window, padded or not."""
+    rng = np.random.default_rng(case)
+    window = int(rng.integers(3, 12))
+    t = int(rng.choice([1, window - 1, window, window + 1, int(rng.integers(2, 4 * window))]))
+    b, h = int(rng.integers(1, 4)), 5
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(window, 2 * window), torch.nn.GELU(), torch.nn.Linear(2 * window, window))
+    y = torch.from_numpy(rng.standard_normal((b, h, t)).astype(np.float32))
+    lengths = None if case % 2 else torch.from_numpy(rng.integers(1, t + 1, size=b))
+    with torch.no_grad():
+        one = windowed_time_mlp(mlp, y, window, lengths)
+        for floor in (2, 3):
+            torch.testing.assert_close(windowed_time_mlp(mlp, y, window, lengths, min_windows=floor), one,
+                                       rtol=0, atol=1e-6)
