@@ -57,7 +57,7 @@ def test_old_configs_without_a_frontend_name_are_the_conv_frontend_with_identica
 
 
 @pytest.mark.parametrize("frontend,message", [
-    ({"name": "nope"}, "model.frontend.name: unknown frontend 'nope'; known: conv, fbank, teacher"),
+    ({"name": "nope"}, "model.frontend.name: unknown frontend 'nope'; known: conv, fbank, fbank_projected, teacher"),
     ({"name": "fbank", "channels": 8}, "model.frontend: unknown key 'channels' for frontend 'fbank'"),
     ({"name": "teacher", "path": "no/such/teacher"}, "model.frontend.path: teacher 'no/such/teacher'")])
 def test_frontend_config_errors_name_the_key(frontend, message):

@@ -1,4 +1,5 @@
-"""The log-mel filterbank frontend ``fbank``: the input of a conventional ECAPA-TDNN.
+"""Log-mel filterbank frontends: ``fbank`` (the input of a conventional ECAPA-TDNN) and
+``fbank_projected`` (filterbanks at the teacher's frame rate, projected to a student's hidden size).
 
 Batched Kaldi-style filterbanks that compute what ``torchaudio.compliance.kaldi.fbank`` computes
 with its defaults (snip_edges, no dither, per-frame DC removal, pre-emphasis 0.97, Povey window,
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from svmix.data.audio import SAMPLE_RATE
+from svmix.models.frontend import FeatureProjection
 from svmix.registry import FRONTENDS
 
 PREEMPHASIS = 0.97
@@ -65,3 +67,47 @@ class FbankFrontend(nn.Module):
         power = torch.fft.rfft(frames, n=self.fft_size).abs().pow(2)           # (B, T, F)
         energies = torch.matmul(power, self.mel_banks)
         return energies.clamp(min=torch.finfo(torch.float32).eps).log()
+
+
+@FRONTENDS.register("fbank_projected")
+class ProjectedFbankFrontend(nn.Module):
+    """Waveform (B, N) → (B, T, H): log-mel filterbanks, mean-normalised over the input's frames,
+    ``stack`` consecutive frames concatenated, then LayerNorm → Linear → Dropout to ``hidden``, as
+    the ``conv`` frontend's feature projection.
+
+    A student encoder on filterbanks instead of the learned waveform convolutions. With the default
+    ``stack: 2`` its hop is 320 samples (20 ms) and a 3 s segment has 149 frames, the teacher's frame
+    grid, so distillation targets line up frame for frame (frame t covers samples 320t .. 320t + 560,
+    the teacher's frame t samples 320t .. 320t + 400).
+    """
+
+    num_states = None
+
+    def __init__(self, hidden: int, num_mel_bins: int = 80, stack: int = 2, mean_norm: bool = True,
+                 dropout: float = 0.1):
+        super().__init__()
+        if int(stack) < 1:  # the training config's schema range-checks every option (stack: 1..8)
+            raise ValueError(f"fbank_projected: stack must be at least 1 frame, got {stack}")
+        self.fbank = FbankFrontend(hidden, num_mel_bins=int(num_mel_bins))
+        self.stack, self.mean_norm = int(stack), bool(mean_norm)
+        self.feature_projection = FeatureProjection(self.fbank.dim * self.stack, hidden, float(dropout))
+        self.dim = hidden
+
+    @property
+    def hop(self) -> int:
+        return self.fbank.shift * self.stack
+
+    @property
+    def receptive_field(self) -> int:
+        return self.fbank.window + (self.stack - 1) * self.fbank.shift
+
+    def num_frames(self, num_samples: int) -> int:
+        return self.fbank.num_frames(num_samples) // self.stack
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        x = self.fbank(wav)                                                    # (B, T', M)
+        if self.mean_norm:
+            x = x - x.mean(dim=1, keepdim=True)
+        frames = x.shape[1] // self.stack
+        x = x[:, :frames * self.stack].reshape(x.shape[0], frames, self.stack * self.fbank.dim)
+        return self.feature_projection(x)

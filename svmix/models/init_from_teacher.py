@@ -33,11 +33,16 @@ def init_frontend_from_teacher(model: nn.Module, teacher: "Teacher") -> List[str
     GroupNorm) and the shapes match; a teacher conv bias the student lacks is skipped. Returns the
     copied parameter names relative to ``model``.
     """
+    from svmix.errors import SvmixError
     from svmix.teachers.protocol import check_teacher
 
     teacher_model = check_teacher(teacher).model
     prefix = "frontend." if hasattr(model, "frontend") else ""
     frontend = model.frontend if prefix else model
+    if not hasattr(frontend, "feature_extractor"):
+        name = getattr(model, "config", {}).get("frontend", {}).get("name", type(frontend).__name__)
+        raise SvmixError(f"train.init_frontend_from_teacher: the '{name}' frontend has no waveform convolutions "
+                         "to initialise from the teacher's; set it to false")
     copied = []
     for name, student_module, teacher_module in _module_pairs(frontend, teacher_model):
         if student_module is None or teacher_module is None or not isinstance(teacher_module, type(student_module)):

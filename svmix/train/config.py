@@ -261,6 +261,8 @@ SCHEMA: Dict[str, Rule] = {
     "model.frontend.num_mel_bins": Num(int, 1, 1024),                    # fbank
     "model.frontend.frame_length_ms": Num(float, 0.2, 1000.0),
     "model.frontend.frame_shift_ms": Num(float, 0.1, 1000.0),
+    "model.frontend.stack": Num(int, 1, 8),                              # fbank_projected
+    "model.frontend.mean_norm": Flag(),
     "model.frontend.path": Text(),                                       # teacher
     "model.frontend.teacher": Section(null=True),   # the teacher's architecture (svmix.models.teacher_frontend)
     "model.frontend.teacher.arch": Choice(("wavlm", "wav2vec2")),
