@@ -386,7 +386,9 @@ _record() {
 CONTROL = {"stage", "stop_stage", "teacher_mode", "kd", "train_teacher", "train_nj"}
 
 
-def recorded_run(recipe, tmp_path, values, stubs=STUBS):
+def stubbed_run(recipe, tmp_path, values, stubs=STUBS):
+    """The recipe with ``values`` as options, its tools replaced by ``stubs`` that record their command
+    lines: the process and the file of recorded commands."""
     (tmp_path / "stubs.sh").write_text(stubs)
     log = tmp_path / "commands"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "BASH_ENV": str(tmp_path / "stubs.sh"),
@@ -394,6 +396,11 @@ def recorded_run(recipe, tmp_path, values, stubs=STUBS):
     args = [a for name, value in values.items() for a in (f"--{name.replace('_', '-')}", value)]
     proc = subprocess.run(["bash", str(RECIPES[recipe]), *args], capture_output=True, text=True,
                           cwd=tmp_path, env=env)
+    return proc, log
+
+
+def recorded_run(recipe, tmp_path, values, stubs=STUBS):
+    proc, log = stubbed_run(recipe, tmp_path, values, stubs)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return [line.split("\x1f") for line in log.read_text().splitlines()]
 
@@ -656,3 +663,21 @@ svmix-train() {
         assert times[f"a_lmft/seed{k}"]["start"] > times[f"a/seed{k}"]["end"]
     assert {p.name for p in (exp / "logs").iterdir()} == {f"train_{s}_seed{k}.log" for s in ("a", "b") for k in (0, 1)} \
         | {"lmft_a_seed0.log", "lmft_a_seed1.log"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model:\n  encoder: {name: nope}\n", "unknown encoder 'nope'"),
+    ("model: [not, a, mapping]\n", "bad.yaml"),
+    ("model_config: no_such_base.yaml\n", "no_such_base.yaml"),
+])
+def test_a_bad_model_config_stops_stage_6_in_one_line_naming_the_file(text, message, tmp_path, hf_teacher):
+    models = model_confs(tmp_path)
+    (models / "bad.yaml").write_text(text)
+    proc, log = stubbed_run("mini", tmp_path, {"stage": "6", "stop_stage": "6", "teacher": str(hf_teacher),
+                                               "teacher_layers": "6", "students": "bad",
+                                               "model_conf_dir": str(models)}, stubs=REAL_PYTHON_STUBS)
+    assert proc.returncode != 0
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "bad.yaml" in line]
+    assert errors and message in errors[0] and "Traceback" not in proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert not log.exists() or not any(line.startswith("svmix-export")
+                                       for line in log.read_text().splitlines())

@@ -62,12 +62,22 @@ _svmix_trials_of() {
   echo "$trials_names"
 }
 
-# _svmix_frontend_name CONF: the frontend registry name a model config selects (empty: the default),
-# its includes followed (svmix.yaml_config: PyYAML only, quick).
-_svmix_frontend_name() {
+# _svmix_model_fact CONF frontend|one_pass: what a model config selects, its includes followed: the
+# frontend registry name (empty: the default), or "true"/"false" for an encoder that embeds whole
+# utterances in one pass. A bad config: a one-line error naming CONF and a failed status.
+_svmix_model_fact() {
   python -c 'import sys
+from svmix.errors import SvmixError
 from svmix.yaml_config import read_model_config
-print((read_model_config(sys.argv[1]).get("frontend") or {}).get("name") or "")' "$1"
+try:
+    config = read_model_config(sys.argv[1])
+    if sys.argv[2] == "frontend":
+        print((config.get("frontend") or {}).get("name") or "")
+    else:
+        from svmix.models.speaker_model import one_pass, resolve_model_config
+        print(str(one_pass(resolve_model_config(config))).lower())
+except SvmixError as e:
+    sys.exit(f"{sys.argv[1]}: {e}")' "$1" "$2"
 }
 
 stage_cache() {
@@ -102,7 +112,7 @@ _svmix_train() {
   esac
   # A "teacher + backend" system (frontend: teacher) freezes the recipe's teacher, whatever path its
   # config names: the shipped one, or the one --train-teacher true pretrained.
-  if [ "$(_svmix_frontend_name "$conf")" = teacher ]; then
+  if [ "$(_svmix_model_fact "$conf" frontend)" = teacher ]; then
     kd_args+=(--override "model.frontend.path=$teacher"); inputs+=("$teacher")
   fi
   read -r -a launcher <<< "$(_svmix_train_launcher)"
@@ -300,26 +310,13 @@ _svmix_pictures() {
   done
 }
 
-# _svmix_one_pass CONF: "true" when the model config's encoder embeds whole utterances in one pass
-# (a bad config: a one-line error and a failed status).
-_svmix_one_pass() {
-  python -c 'import sys
-from svmix.errors import SvmixError
-from svmix.models.speaker_model import one_pass, resolve_model_config
-from svmix.yaml_config import read_model_config
-try:
-    print(str(one_pass(resolve_model_config(read_model_config(sys.argv[1])))).lower())
-except SvmixError as e:
-    sys.exit(f"{sys.argv[1]}: {e}")' "$1"
-}
-
 # Every student of every seed as ONNX and TorchScript (model.onnx, model.ts); a one-pass student
 # (e.g. svmixer_anylen) as a torch.export program (model.pt2), the one format with a dynamic length.
 stage_export() {
   svmix_log "stage 6: export for deployment"
   local s k dir fmt formats one_pass
   for s in $students; do
-    one_pass="$(_svmix_one_pass "$model_conf_dir/$s.yaml")"  # (an assignment alone: set -e stops on failure)
+    one_pass="$(_svmix_model_fact "$model_conf_dir/$s.yaml" one_pass)"  # (an assignment alone: set -e stops on failure)
     formats="onnx:onnx torchscript:ts"
     if [ "$one_pass" = true ]; then formats="pt2:pt2"; fi
     for k in $(_svmix_seed_list); do

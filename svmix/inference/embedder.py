@@ -40,6 +40,8 @@ class SegmentEmbedder:
         self.embed_dim = int(model.embed_dim)
         self.segment_samples = int(model.segment_samples)
         self.one_pass = bool(model.one_pass)
+        # the shortest waveform it embeds: one frontend frame in one pass (segments repeat a short one)
+        self.min_samples = int(model.frontend.receptive_field) if self.one_pass else 1
         self.device = torch.device(device)
         if precision == "int8" and self.device.type != "cpu":
             raise SvmixError(f"--precision int8 runs on the CPU only, not on '{device}'")
@@ -202,14 +204,14 @@ def embed_stream(embedder: Any, items: Iterable[Item], batch_size: int) -> Itera
 def embed_utterances(embedder: Any, wavs: Sequence[np.ndarray], batch_size: int = 32) -> List[np.ndarray]:
     """(num_segments, D) segment embeddings (a one-pass model's: (1, D)) of each 1-D 16 kHz waveform
     in ``wavs``; each one first passes the checks of every input audio (:func:`svmix.data.audio.check_waveform`)."""
-    n, one_pass = num_segments(embedder), getattr(embedder, "one_pass", False)
+    n, one_pass = num_segments(embedder), embedder.one_pass
     names = ["waveform" if len(wavs) == 1 else f"waveform {i}" for i in range(len(wavs))]
     wavs = [check_waveform(w, SAMPLE_RATE, name) for w, name in zip(wavs, names)]
 
     def inputs(i: int) -> Item:
         try:
             return (i, *evaluation_inputs(wavs[i], embedder.segment_samples, n, one_pass,
-                                          getattr(embedder, "min_samples", 1)))
+                                          embedder.min_samples))
         except ValueError as e:
             raise SvmixError(f"{names[i]}: {e}") from None
 

@@ -262,7 +262,7 @@ def run_shard(ex: ExtractJob, job: ShardedJob, chunks: List[int], worker: Worker
     batch_size = int(job.plan["batch_size"])
     items = [(c * ex.chunk_size + i, utt, path) for c in chunks for i, (utt, path) in enumerate(ex.chunk_utts(c))]
     loader = torch.utils.data.DataLoader(SegmentDataset(items, embedder.segment_samples, n_seg, embedder.one_pass,
-                                                        getattr(embedder, "min_samples", 1)), batch_size=None,
+                                                        embedder.min_samples), batch_size=None,
                                          num_workers=ex.num_workers, collate_fn=_unbatched)
     writers = {c: ChunkWriter(ex, job, c) for c in chunks}
     several = worker.world * worker.nj > 1

@@ -36,6 +36,7 @@ class OnnxSegmentEmbedder:
         self.embed_dim = int(metadata["embed_dim"])
         self.precision = metadata.get("precision", "float32")  # exports before int8 existed were float32
         self.one_pass = False  # svmix-export writes one-pass models as pt2 only
+        self.min_samples = 1   # fixed-length segments: a short utterance is repeated to one segment
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
