@@ -125,3 +125,44 @@ def test_fbank_student_distils_from_a_teacher_cache_frame_for_frame(tmp_path, on
     assert "frame shift (160 samples) differs from the teacher's (320)" in one_error_line(result)
     result, _ = _train(tmp_path, data, cache, model, "--override", "train.init_frontend_from_teacher=true")
     assert "no waveform convolutions" in one_error_line(result, "fbank_projected")
+
+
+@pytest.mark.parametrize("seconds", [0.5, 1.0, 3.0, 2.345])
+def test_onnx_operators_give_the_same_filterbanks(seconds):
+    """Index framing and the DFT as a matrix product compute what unfold + rfft compute (generated
+    inputs: noise, a tone with a DC offset, near-silence)."""
+    from svmix.models.fbank import FbankFrontend, use_onnx_operators
+
+    g = torch.Generator().manual_seed(int(seconds * 1000))
+    n = int(seconds * 16000)
+    wav = torch.stack([0.1 * torch.randn(n, generator=g),
+                       0.2 + 0.3 * torch.sin(torch.arange(n) / 3.3),
+                       1e-4 * torch.randn(n, generator=g)])
+    module = FbankFrontend(80)
+    reference = module(wav)
+    assert use_onnx_operators(module) is module and module.dft_basis.shape == (400, 2 * 257)
+    assert torch.allclose(module(wav), reference, atol=2e-3, rtol=0), (module(wav) - reference).abs().max()
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_fbank_students_export_to_onnx_with_parity(tmp_path, quantize, one_thread):
+    """ONNX export of a filterbank student: the TorchScript-based exporter has no rfft and mis-shapes
+    unfold, so the export uses :func:`use_onnx_operators`; int8 keeps the filterbanks in float."""
+    import onnx
+    from svmix.checkpoint import save_model
+    from svmix.export.exporter import export_model
+
+    torch.manual_seed(0)
+    model = build_model({"hidden": 16, "embed_dim": 8, "segment_seconds": 1.0,
+                         "frontend": {"name": "fbank_projected"},
+                         "encoder": {"name": "svmixer", "num_layers": 1, "group_dim": 8},
+                         "backend": {"name": "linear"}}).eval()
+    save_model(tmp_path / "model.pt", model)
+    out = tmp_path / f"model_{quantize}.onnx"
+    summary = export_model(tmp_path / "model.pt", "onnx", out, quantize=quantize)
+    assert out.exists() and summary["min_cosine"] >= (0.99 if quantize == "int8" else 0.99999)
+    nodes = onnx.load(str(out)).graph.node
+    assert not any(node.op_type == "DFT" for node in nodes)
+    if quantize == "int8":
+        quantized = {node.name for node in nodes if node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")}
+        assert quantized and not any(name.startswith("/frontend/fbank/") for name in quantized)

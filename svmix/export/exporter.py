@@ -6,7 +6,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from svmix.inference.exported_program import METADATA_FILE, ExportedProgramEmbed
 from svmix.inference.exported_program import load_exported_program  # noqa: F401 (svmix.export's API)
 from svmix.inference.onnx_runtime import CONFIG_KEY, OnnxSegmentEmbedder
 from svmix.models.fast import prepare_for_inference
+from svmix.models.fbank import FbankFrontend, use_onnx_operators
 from svmix.models.svmixer_anylen import prepare_for_export
 from svmix.registry import Registry
 from svmix.utils.fileio import atomic_path
@@ -114,12 +115,14 @@ def export_onnx(model: nn.Module, path: Path, opset: int = DEFAULT_OPSET, onnx_e
             torch.onnx.export(model, (example_segments(model),), str(path), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True,
                               dynamic_shapes=_dynamic_shapes(model), external_data=False, verbose=False)
-        else:  # any opset from 7 on
-            torch.onnx.export(model, (example_segments(model),), str(path), input_names=[INPUT_NAME],
+        else:  # any opset from 7 on; it has no rfft, no rfft: see use_onnx_operators
+            traced = use_onnx_operators(copy.deepcopy(model))
+            torch.onnx.export(traced, (example_segments(model),), str(path), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
                               dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
-    if quantize == "int8":
-        quantize_onnx_int8(path)
+    if quantize == "int8":  # the filterbanks' DFT and mel products stay float: int8 would wreck log energies
+        quantize_onnx_int8(path, keep_float=["/" + name.replace(".", "/") + "/" for name, module
+                                             in model.named_modules() if isinstance(module, FbankFrontend)])
     proto = onnx.load(str(path))
     del proto.metadata_props[:]
     for key, value in export_metadata(model, "int8" if quantize == "int8" else "float32",
@@ -133,10 +136,12 @@ def export_onnx(model: nn.Module, path: Path, opset: int = DEFAULT_OPSET, onnx_e
 ONNX_INT8_OPS = ("MatMul", "Gemm", "Conv")  # the GEMMs: Linear layers, 1×1 / grouped / k-tap convolutions
 
 
-def quantize_onnx_int8(path: Path) -> None:
+def quantize_onnx_int8(path: Path, keep_float: Sequence[str] = ()) -> None:
     """Rewrite the float ONNX file ``path`` with onnxruntime's dynamic quantisation: int8 weights
     with a scale per output channel, activations quantised at run time (uint8, one scale per
-    tensor per call), for the ``ONNX_INT8_OPS`` nodes."""
+    tensor per call), for the ``ONNX_INT8_OPS`` nodes, except those whose names start with one of
+    ``keep_float`` (module scopes as the exporter names nodes, e.g. ``/frontend/fbank/``)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -145,8 +150,10 @@ def quantize_onnx_int8(path: Path) -> None:
     try:
         with _quiet_exporter():
             quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
+            excluded = [node.name for node in onnx.load(str(prepared)).graph.node
+                        if keep_float and node.name.startswith(tuple(keep_float))]
             quantize_dynamic(str(prepared), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=list(ONNX_INT8_OPS))
+                             op_types_to_quantize=list(ONNX_INT8_OPS), nodes_to_exclude=excluded)
         os.replace(quantized, path)
     finally:
         for leftover in (prepared, quantized):

@@ -59,14 +59,45 @@ class FbankFrontend(nn.Module):
     def num_frames(self, num_samples: int) -> int:
         return 0 if num_samples < self.window else (num_samples - self.window) // self.shift + 1
 
+    def frames(self, wav: torch.Tensor) -> torch.Tensor:
+        """(B, N) → (B, T, window) frames every ``shift`` samples: a view (``unfold``), or, after
+        :func:`use_onnx_operators`, an index gather (the TorchScript-based ONNX exporter mis-shapes unfold)."""
+        if getattr(self, "dft_basis", None) is None:
+            return wav.unfold(-1, self.window, self.shift)
+        starts = torch.arange(self.num_frames(wav.shape[-1]), device=wav.device) * self.shift
+        return wav[:, starts[:, None] + torch.arange(self.window, device=wav.device)[None, :]]
+
+    def power_spectrum(self, frames: torch.Tensor) -> torch.Tensor:
+        """|rfft(frames, fft_size)|² (B, T, F); after :func:`use_onnx_operators`, the same from one
+        matrix product with the DFT's cosine and sine rows (that exporter has no rfft either)."""
+        if getattr(self, "dft_basis", None) is None:
+            return torch.fft.rfft(frames, n=self.fft_size).abs().pow(2)
+        real, imag = torch.matmul(frames, self.dft_basis).chunk(2, dim=-1)     # (B, T, F) each
+        return real.square() + imag.square()
+
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        frames = wav.float().unfold(-1, self.window, self.shift)               # (B, T, W)
+        frames = self.frames(wav.float())                                      # (B, T, W)
         frames = frames - frames.mean(dim=-1, keepdim=True)
         previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
         frames = (frames - PREEMPHASIS * previous) * self.window_function
-        power = torch.fft.rfft(frames, n=self.fft_size).abs().pow(2)           # (B, T, F)
-        energies = torch.matmul(power, self.mel_banks)
+        energies = torch.matmul(self.power_spectrum(frames), self.mel_banks)
         return energies.clamp(min=torch.finfo(torch.float32).eps).log()
+
+
+def use_onnx_operators(model: nn.Module) -> nn.Module:
+    """Switch every filterbank frontend in ``model`` (in place) to operators that the TorchScript-based
+    ONNX exporter handles: frames by index gather instead of ``unfold``, and the power spectrum from a
+    matrix product with the DFT's cosine and sine rows instead of ``torch.fft.rfft``; the same features
+    to float32 rounding. The DFT product costs window × (fft_size + 2) MACs per frame more (0.06
+    GMACs per 3 s), so only ONNX exports use it."""
+    for module in model.modules():
+        if isinstance(module, FbankFrontend):
+            n = torch.arange(module.window, dtype=torch.float64)[:, None]
+            k = torch.arange(module.fft_size // 2 + 1, dtype=torch.float64)[None, :]
+            angle = 2.0 * math.pi * n * k / module.fft_size
+            basis = torch.cat([torch.cos(angle), -torch.sin(angle)], dim=1).float()  # (W, 2F)
+            module.register_buffer("dft_basis", basis.to(module.mel_banks.device), persistent=False)
+    return model
 
 
 @FRONTENDS.register("fbank_projected")
