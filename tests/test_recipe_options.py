@@ -197,9 +197,9 @@ def test_custom_recipe_checks_its_own_options(args, message, tmp_path):
     (["--train-teacher", "yes"], "--train-teacher must be true or false, got 'yes'"),
     (["--backends", "asnorm plda"], "--backends: 'plda' is not one of asnorm calibration qmf fusion"),
     (["--backends", "calibration", "--test-sets", "test val"], "--backends: the development set"),
-    (["--lmft", "nosuch"], "--lmft: 'nosuch' is not a trained system of this run (one of: svmixer_mini transformer_mini)"),
-    (["--lmft", "svmixer_mini svmixer_mini"], "two systems are named 'svmixer_mini_lmft'"),
-    (["--lmft", "svmixer_mini", "--lmft-config", "nosuch.yaml"], "--lmft-config nosuch.yaml: file not found"),
+    (["--lmft", "nosuch"], "--lmft: 'nosuch' is not a trained system of this run (one of: svmixer_mini_fbank transformer_mini_fbank)"),
+    (["--lmft", "svmixer_mini_fbank svmixer_mini_fbank"], "two systems are named 'svmixer_mini_fbank_lmft'"),
+    (["--lmft", "svmixer_mini_fbank", "--lmft-config", "nosuch.yaml"], "--lmft-config nosuch.yaml: file not found"),
 ])
 def test_mini_recipe_checks_its_own_options(args, message, tmp_path, hf_teacher):
     proc = run("mini", "--exp", str(tmp_path / "exp"), "--teacher", str(hf_teacher), *args)

@@ -17,7 +17,7 @@ from svmix.checkpoint import read_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
-    "--nj", "1", "--seeds", "0,1", "--students", "svmixer_mini transformer_mini", "--nokd-students", "svmixer_mini",
+    "--nj", "1", "--seeds", "0,1", "--students", "svmixer_mini_fbank transformer_mini_fbank", "--nokd-students", "svmixer_mini_fbank",
     "--corpus-opts", "--num-test-speakers 2 --test-utts-per-speaker 3 --num-test-trials 12 --num-val-speakers 2 "
                      "--val-utts-per-speaker 2 --num-val-trials 4 --num-train-speakers 4 --utts-per-speaker 4 "
                      "--num-pool-speakers 2 --pool-utts-per-speaker 3",
@@ -62,10 +62,10 @@ def run_readme_verify_example(tmp_path):
 
 @pytest.mark.slow
 def test_default_recipe_every_stage(tmp_path):
-    out = run_recipe(tmp_path, "--backends", "asnorm calibration qmf fusion", "--lmft", "svmixer_mini")
+    out = run_recipe(tmp_path, "--backends", "asnorm calibration qmf fusion", "--lmft", "svmixer_mini_fbank")
     exp = tmp_path / "exp"
     assert json.loads((exp / "teacher_cache/manifest.json").read_text())["layers"] == [2]  # the teacher's last
-    for system in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd"):
+    for system in ("svmixer_mini_fbank", "transformer_mini_fbank", "svmixer_mini_fbank_nokd"):
         for k in (0, 1):
             run = exp / system / f"seed{k}"
             assert (run / "model.pt").is_file()
@@ -75,11 +75,11 @@ def test_default_recipe_every_stage(tmp_path):
                 metrics = json.loads((run / f"metrics_{test_set}_trials.json").read_text())
                 assert 0 <= metrics["eer"] <= 100 and set(metrics["min_dcf"]) == {"0.01", "0.05"}
                 assert metrics["eer_ci"][0] <= metrics["eer"] <= metrics["eer_ci"][1]
-            if system != "svmixer_mini_nokd":
+            if system != "svmixer_mini_fbank_nokd":
                 assert (run / "model.onnx").is_file() and (run / "model.ts").is_file()
-    nokd = yaml.safe_load((exp / "svmixer_mini_nokd/seed0/config.yaml").read_text())
+    nokd = yaml.safe_load((exp / "svmixer_mini_fbank_nokd/seed0/config.yaml").read_text())
     assert nokd["train"]["kd"]["lambda"] == 0
-    assert yaml.safe_load((exp / "svmixer_mini/seed0/config.yaml").read_text())["train"]["kd"]["lambda"] == 1
+    assert yaml.safe_load((exp / "svmixer_mini_fbank/seed0/config.yaml").read_text())["train"]["kd"]["lambda"] == 1
     for test_set in ("test", "test_noisy"):
         assert (exp / "floor" / f"metrics_{test_set}_trials.json").is_file()
         assert (exp / f"det_{test_set}_trials.png").is_file()
@@ -88,7 +88,7 @@ def test_default_recipe_every_stage(tmp_path):
     pictures = results.split("## Pictures\n", 1)[1].split("\n## ", 1)[0]
     links = sorted(re.findall(r"\]\(([^)]+)\)", pictures))
     expected = [f"det_{t}_trials.png" for t in ("test", "test_noisy")]
-    for system in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd", "svmixer_mini_lmft"):
+    for system in ("svmixer_mini_fbank", "transformer_mini_fbank", "svmixer_mini_fbank_nokd", "svmixer_mini_fbank_lmft"):
         for test_set in ("test", "test_noisy"):
             expected += [f"tsne_{system}_seed0_{test_set}.png", f"hist_{system}_seed0_{test_set}_trials.png"]
     assert links == sorted(expected) and "not drawn" not in pictures
@@ -96,34 +96,34 @@ def test_default_recipe_every_stage(tmp_path):
     assert "tsne_svmixer_mini_seed1" not in results
     # --lmft: each seed fine-tuned from its own distilled run, a before → after row.
     for k in (0, 1):
-        ckpt = read_checkpoint(exp / f"svmixer_mini_lmft/seed{k}")
-        assert Path(ckpt["init_from"]) == exp / f"svmixer_mini/seed{k}"
+        ckpt = read_checkpoint(exp / f"svmixer_mini_fbank_lmft/seed{k}")
+        assert Path(ckpt["init_from"]) == exp / f"svmixer_mini_fbank/seed{k}"
         assert ckpt["train_config"]["aam"]["margin"] == 0.4 and ckpt["train_config"]["kd"]["name"] is None
     lmft = results.split("## Large-margin fine-tuning (before → after)\n", 1)[1].split("\n## ", 1)[0]
-    row = [c.strip() for c in [line for line in lmft.splitlines() if line.startswith("| svmixer_mini_lmft |")][0]
+    row = [c.strip() for c in [line for line in lmft.splitlines() if line.startswith("| svmixer_mini_fbank_lmft |")][0]
            .strip("|").split("|")]
-    assert row[1] == "svmixer_mini" and re.fullmatch(r"\d+\.\d+ ± \d+\.\d+ → \d+\.\d+ ± \d+\.\d+", row[3])
+    assert row[1] == "svmixer_mini_fbank" and re.fullmatch(r"\d+\.\d+ ± \d+\.\d+ → \d+\.\d+ ± \d+\.\d+", row[3])
     # --backends: before → after rows with numbers, fitted on val's trials (never a test list).
     backends = results.split("## Score back-ends (before → after)\n", 1)[1].split("\n## ", 1)[0]
     assert f"fitted on `{tmp_path / 'data/val/trials'}`" in backends
     rows = {tuple(r[:2]): r[2:] for r in ([c.strip() for c in line.strip("|").split("|")]
                                           for line in backends.splitlines() if line.startswith("| "))}
-    expected = {(s, b) for s in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd")
-                for b in ("cosine", "AS-norm", "calibration", "QMF")} | {("svmixer_mini + transformer_mini", "fusion")}
+    expected = {(s, b) for s in ("svmixer_mini_fbank", "transformer_mini_fbank", "svmixer_mini_fbank_nokd")
+                for b in ("cosine", "AS-norm", "calibration", "QMF")} | {("svmixer_mini_fbank + transformer_mini_fbank", "fusion")}
     assert expected <= set(rows)
     assert all(re.fullmatch(r"\d+\.\d+( ± \d+\.\d+)?", v) for key in expected for v in rows[key])
-    for system in ("svmixer_mini", "transformer_mini", "svmixer_mini_nokd", "MFCC-mean cosine (floor)"):
+    for system in ("svmixer_mini_fbank", "transformer_mini_fbank", "svmixer_mini_fbank_nokd", "MFCC-mean cosine (floor)"):
         assert f"| {system} |" in results
     assert "test_noisy: EER (%)" in results and " ± " in results
     assert "svmix-train --config" in results  # the commands used
-    assert "| svmixer_mini | 1 |" in (exp / "RESULTS_per_seed.md").read_text()
+    assert "| svmixer_mini_fbank | 1 |" in (exp / "RESULTS_per_seed.md").read_text()
     assert "# RESULTS" in out  # printed at the end
 
     # README.md's verify example runs on this output: a decision at the stated operating point.
     label, llr, accept, point = run_readme_verify_example(tmp_path).split(" ", 3)
     assert label in ("target", "nontarget") and accept in ("True", "False") and np.isfinite(float(llr))
     assert point.startswith("accept llr > ") and "minDCF threshold at p_target=0.05 on the development trials" in point
-    fitted = json.loads((exp / "svmixer_mini/seed0/calibration.json").read_text())["fitted_on"]
+    fitted = json.loads((exp / "svmixer_mini_fbank/seed0/calibration.json").read_text())["fitted_on"]
     assert fitted["trials"] == "data/mini_world/val/trials"
 
     # Stage 0 again: skipped by its done-markers, quickly.
@@ -132,9 +132,9 @@ def test_default_recipe_every_stage(tmp_path):
     assert "skip mini_world" in out and time.time() - start < 10
 
     # --stage 3 retrains from distillation without redoing stages 0-2; the old run is kept aside.
-    model_before = (exp / "svmixer_mini/seed0/model.pt").stat().st_mtime
-    out = run_recipe(tmp_path, "--stage", "3", "--students", "svmixer_mini", "--nokd-students=", "--seeds", "0")
+    model_before = (exp / "svmixer_mini_fbank/seed0/model.pt").stat().st_mtime
+    out = run_recipe(tmp_path, "--stage", "3", "--students", "svmixer_mini_fbank", "--nokd-students=", "--seeds", "0")
     assert "stage 0" not in out and "stage 2" not in out
     assert "redo train_svmixer_mini_seed0" in out
-    assert (exp / "svmixer_mini/seed0/model.pt").stat().st_mtime > model_before
-    assert any(p.name.startswith("seed0.") for p in (exp / "svmixer_mini").iterdir())
+    assert (exp / "svmixer_mini_fbank/seed0/model.pt").stat().st_mtime > model_before
+    assert any(p.name.startswith("seed0.") for p in (exp / "svmixer_mini_fbank").iterdir())
