@@ -29,7 +29,7 @@ teacher_layers=""                   # teacher layers to cache and distil (defaul
 cache=""                            # teacher feature cache (default: $exp/teacher_cache)
 train_config=$root/conf/train_mini.yaml
 model_conf_dir=$root/conf/model
-students="svmixer_mini_fbank transformer_mini_fbank"   # $model_conf_dir/<name>.yaml, distilled, identical training settings (the paper's waveform students: svmixer_mini transformer_mini)
+students="svmixer_mini_fbank transformer_mini_fbank"   # $model_conf_dir/<name>.yaml, distilled alike (waveform: svmixer_mini transformer_mini)
 nokd_students=""                    # students trained again with train.kd.lambda=0 (system <name>_nokd)
 baselines=""                        # $model_conf_dir/<name>.yaml trained without a teacher (train.kd.name=null)
 floor=true                          # true: the MFCC-mean cosine floor (svmix-floor) on every test set

@@ -9,6 +9,8 @@ Formats (registry ``EXPORT_FORMATS``; ``svmix-export --format``), all with input
   (``--onnx-exporter dynamo``: torch's default and supported route, needs the onnxscript package and
   opset >= 18). Run it with :class:`svmix.inference.onnx_runtime.OnnxSegmentEmbedder`.
   ``--quantize int8``: onnxruntime dynamic quantisation of the GEMMs (:func:`quantize_onnx_int8`).
+  A filterbank frontend goes through the legacy exporter as an index gather and a DFT matrix product
+  (it has no rfft and mis-shapes unfold: ``svmix.models.fbank.use_onnx_operators``), kept in float by int8.
 - ``pt2``: a ``torch.export`` ExportedProgram (``torch.export.save``); load it with
   :func:`load_exported_program`, or run it with ``svmix-extract --runtime pt2`` /
   ``svmix.load_model(runtime="pt2")`` (:class:`svmix.inference.exported_program.ExportedProgramEmbedder`).

@@ -115,7 +115,7 @@ def export_onnx(model: nn.Module, path: Path, opset: int = DEFAULT_OPSET, onnx_e
             torch.onnx.export(model, (example_segments(model),), str(path), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True,
                               dynamic_shapes=_dynamic_shapes(model), external_data=False, verbose=False)
-        else:  # any opset from 7 on; it has no rfft, no rfft: see use_onnx_operators
+        else:  # any opset from 7 on; the traced copy avoids rfft and unfold (use_onnx_operators)
             traced = use_onnx_operators(copy.deepcopy(model))
             torch.onnx.export(traced, (example_segments(model),), str(path), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
