@@ -135,6 +135,6 @@ def test_default_recipe_every_stage(tmp_path):
     model_before = (exp / "svmixer_mini_fbank/seed0/model.pt").stat().st_mtime
     out = run_recipe(tmp_path, "--stage", "3", "--students", "svmixer_mini_fbank", "--nokd-students=", "--seeds", "0")
     assert "stage 0" not in out and "stage 2" not in out
-    assert "redo train_svmixer_mini_seed0" in out
+    assert "redo train_svmixer_mini_fbank_seed0" in out
     assert (exp / "svmixer_mini_fbank/seed0/model.pt").stat().st_mtime > model_before
     assert any(p.name.startswith("seed0.") for p in (exp / "svmixer_mini_fbank").iterdir())
