@@ -121,12 +121,13 @@ TINY_TEACHER_HF = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_hea
                    "hidden_dropout": 0.1, "attention_dropout": 0.1}
 
 
-def make_tiny_teacher(directory: Path, seed: int = 0, do_normalize: bool = True) -> Path:
-    """Write a random tiny WavLM teacher (weights perturbed so no LayerNorm is trivial) to ``directory``."""
+def make_tiny_teacher(directory: Path, seed: int = 0, do_normalize: bool = True, **config: object) -> Path:
+    """Write a random tiny WavLM teacher (weights perturbed so no LayerNorm is trivial) to ``directory``;
+    ``config`` overrides HF config keys (e.g. ``svmix_feature_extractor="fbank"``)."""
     from svmix.teachers.hf_format import HF_DEFAULTS, HF_MODEL_TYPES, save_hf_wavlm
     from svmix.teachers.model import build_torchaudio_model
 
-    _, params = HF_MODEL_TYPES.get("wavlm")({**HF_DEFAULTS, **TINY_TEACHER_HF})
+    _, params = HF_MODEL_TYPES.get("wavlm")({**HF_DEFAULTS, **TINY_TEACHER_HF, **config})
     torch.manual_seed(seed)
     model = build_torchaudio_model("wavlm", params)
     with torch.no_grad():

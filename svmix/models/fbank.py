@@ -1,5 +1,6 @@
 """Log-mel filterbank frontends: ``fbank`` (the input of a conventional ECAPA-TDNN) and
-``fbank_projected`` (filterbanks at the teacher's frame rate, projected to a student's hidden size).
+``fbank_projected`` (filterbanks at the teacher's frame rate, projected to a student's hidden size),
+and the same stacked filterbanks as a teacher's feature extractor (``TeacherFbankExtractor``).
 
 Batched Kaldi-style filterbanks that compute what ``torchaudio.compliance.kaldi.fbank`` computes
 with its defaults (snip_edges, no dither, per-frame DC removal, pre-emphasis 0.97, Povey window,
@@ -100,29 +101,20 @@ def use_onnx_operators(model: nn.Module) -> nn.Module:
     return model
 
 
-@FRONTENDS.register("fbank_projected")
-class ProjectedFbankFrontend(nn.Module):
-    """Waveform (B, N) → (B, T, H): log-mel filterbanks, mean-normalised over the input's frames,
-    ``stack`` consecutive frames concatenated, then LayerNorm → Linear → Dropout to ``hidden``, as
-    the ``conv`` frontend's feature projection.
+class StackedFbank(nn.Module):
+    """Waveform (B, N) → (B, T, stack · num_mel_bins): log-mel filterbanks, mean-normalised over the
+    input's frames, ``stack`` consecutive frames concatenated. With the default ``stack: 2`` its hop
+    is 320 samples (20 ms) and a 3 s segment has 149 frames: the frame grid of wav2vec 2.0-style
+    convolutions (frame t covers samples 320t .. 320t + 560, a conv frame 320t .. 320t + 400), and
+    for every length the same number of frames as a conv stack with a 560-sample receptive field."""
 
-    A student encoder on filterbanks instead of the learned waveform convolutions. With the default
-    ``stack: 2`` its hop is 320 samples (20 ms) and a 3 s segment has 149 frames, the teacher's frame
-    grid, so distillation targets line up frame for frame (frame t covers samples 320t .. 320t + 560,
-    the teacher's frame t samples 320t .. 320t + 400).
-    """
-
-    num_states = None
-
-    def __init__(self, hidden: int, num_mel_bins: int = 80, stack: int = 2, mean_norm: bool = True,
-                 dropout: float = 0.1):
+    def __init__(self, num_mel_bins: int = 80, stack: int = 2, mean_norm: bool = True):
         super().__init__()
-        if int(stack) < 1:  # the training config's schema range-checks every option (stack: 1..8)
-            raise ValueError(f"fbank_projected: stack must be at least 1 frame, got {stack}")
-        self.fbank = FbankFrontend(hidden, num_mel_bins=int(num_mel_bins))
+        if int(stack) < 1:  # configs range-check it first (stack: 1..8)
+            raise ValueError(f"fbank stack must be at least 1 frame, got {stack}")
+        self.fbank = FbankFrontend(0, num_mel_bins=int(num_mel_bins))
         self.stack, self.mean_norm = int(stack), bool(mean_norm)
-        self.feature_projection = FeatureProjection(self.fbank.dim * self.stack, hidden, float(dropout))
-        self.dim = hidden
+        self.dim = self.fbank.dim * self.stack
 
     @property
     def hop(self) -> int:
@@ -135,10 +127,41 @@ class ProjectedFbankFrontend(nn.Module):
     def num_frames(self, num_samples: int) -> int:
         return self.fbank.num_frames(num_samples) // self.stack
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+    def stacked(self, wav: torch.Tensor) -> torch.Tensor:
         x = self.fbank(wav)                                                    # (B, T', M)
         if self.mean_norm:
             x = x - x.mean(dim=1, keepdim=True)
         frames = x.shape[1] // self.stack
-        x = x[:, :frames * self.stack].reshape(x.shape[0], frames, self.stack * self.fbank.dim)
-        return self.feature_projection(x)
+        return x[:, :frames * self.stack].reshape(x.shape[0], frames, self.stack * self.fbank.dim)
+
+
+class TeacherFbankExtractor(StackedFbank):
+    """:class:`StackedFbank` in the place of a torchaudio ``Wav2Vec2Model``'s conv feature extractor
+    (the same call: ``(wav, lengths) → (features, lengths)``; lengths are not tracked, as svmix's
+    teachers run on unpadded batches). The shipped teacher's input:
+    docs/mini-world.md §The teacher on filterbanks."""
+
+    def forward(self, wav: torch.Tensor, lengths=None):
+        return self.stacked(wav), None
+
+
+@FRONTENDS.register("fbank_projected")
+class ProjectedFbankFrontend(StackedFbank):
+    """Waveform (B, N) → (B, T, H): :class:`StackedFbank` features, then LayerNorm → Linear → Dropout
+    to ``hidden``, as the ``conv`` frontend's feature projection.
+
+    A student encoder on filterbanks instead of the learned waveform convolutions; with the default
+    ``stack: 2`` its frames line up with the teacher's frame for frame, so distillation targets need
+    no resampling.
+    """
+
+    num_states = None
+
+    def __init__(self, hidden: int, num_mel_bins: int = 80, stack: int = 2, mean_norm: bool = True,
+                 dropout: float = 0.1):
+        super().__init__(num_mel_bins, stack, mean_norm)
+        self.feature_projection = FeatureProjection(self.fbank.dim * self.stack, hidden, float(dropout))
+        self.dim = hidden
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.feature_projection(self.stacked(wav))

@@ -43,6 +43,9 @@ def init_frontend_from_teacher(model: nn.Module, teacher: "Teacher") -> List[str
         name = getattr(model, "config", {}).get("frontend", {}).get("name", type(frontend).__name__)
         raise SvmixError(f"train.init_frontend_from_teacher: the '{name}' frontend has no waveform convolutions "
                          "to initialise from the teacher's; set it to false")
+    if not hasattr(teacher_model.feature_extractor, "conv_layers"):
+        raise SvmixError("train.init_frontend_from_teacher: the teacher has no waveform convolutions "
+                         f"(its feature extractor is {type(teacher_model.feature_extractor).__name__}); set it to false")
     copied = []
     for name, student_module, teacher_module in _module_pairs(frontend, teacher_model):
         if student_module is None or teacher_module is None or not isinstance(teacher_module, type(student_module)):

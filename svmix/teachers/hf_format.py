@@ -46,11 +46,24 @@ def _wavlm_params(cfg: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
     return "wavlm", params
 
 
+# svmix's one extension of the HF layout: ``"svmix_feature_extractor": "fbank"`` in config.json puts
+# 80 mean-normalised log-mel filterbanks, two 10 ms frames stacked (svmix.models.fbank.StackedFbank),
+# in the place of the conv feature extractor. Its geometry is written as one "conv layer" of 160
+# channels, kernel 560, stride 320 (the frames' dimension, span and hop), so frame counts, the
+# feature projection's input size and frame_shift/receptive_field follow from the usual keys.
+FEATURE_EXTRACTORS = ("conv", "fbank")
+FBANK_GEOMETRY = [[160, 560, 320]]
+
+
 def _common_params(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """torchaudio builder kwargs; dropouts are 0 because a teacher only ever runs in eval mode."""
+    """torchaudio builder kwargs (plus svmix's ``feature_extractor`` when it is not the conv stack);
+    dropouts are 0 because a teacher only ever runs in eval mode."""
+    fbank = cfg.get("svmix_feature_extractor", "conv") == "fbank"
+    conv = [list(t) for t in zip(cfg["conv_dim"], cfg["conv_kernel"], cfg["conv_stride"])]
     return {
+        **({"feature_extractor": "fbank"} if fbank else {}),
         "extractor_mode": f"{cfg['feat_extract_norm']}_norm",
-        "extractor_conv_layer_config": [list(t) for t in zip(cfg["conv_dim"], cfg["conv_kernel"], cfg["conv_stride"])],
+        "extractor_conv_layer_config": FBANK_GEOMETRY if fbank else conv,
         "extractor_conv_bias": bool(cfg["conv_bias"]),
         "encoder_embed_dim": int(cfg["hidden_size"]),
         "encoder_projection_dropout": 0.0,
@@ -75,8 +88,9 @@ def _check_supported(cfg: Dict[str, Any], where: str) -> None:
         "layer_norm_eps": abs(float(cfg["layer_norm_eps"]) - 1e-5) > 1e-12,
         "conv_pos_batch_norm": bool(cfg["conv_pos_batch_norm"]),
         "add_adapter": bool(cfg["add_adapter"]),
+        "svmix_feature_extractor": cfg.get("svmix_feature_extractor", "conv") not in FEATURE_EXTRACTORS,
     }
-    bad = [f"{key}={cfg[key]!r}" for key, is_bad in unsupported.items() if is_bad]
+    bad = [f"{key}={cfg.get(key)!r}" for key, is_bad in unsupported.items() if is_bad]
     if bad:
         raise SvmixError(f"{where}: unsupported teacher configuration ({', '.join(bad)})")
 
@@ -247,6 +261,7 @@ def hf_wavlm_config(params: Dict[str, Any], **extra: Any) -> Dict[str, Any]:
         "feat_proj_dropout": params["encoder_projection_dropout"],
         "layerdrop": params["encoder_layer_drop"],
         "apply_spec_augment": False,
+        **({"svmix_feature_extractor": params["feature_extractor"]} if "feature_extractor" in params else {}),
         **extra,
     }
 

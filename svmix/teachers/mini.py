@@ -28,7 +28,7 @@ from svmix.data import simulate
 from svmix.data.audio import load_audio
 from svmix.data.datadir import DataDir
 from svmix.errors import SvmixError
-from svmix.teachers.hf_format import HF_DEFAULTS, HF_MODEL_TYPES, save_hf_wavlm
+from svmix.teachers.hf_format import FEATURE_EXTRACTORS, HF_DEFAULTS, HF_MODEL_TYPES, save_hf_wavlm
 from svmix.teachers.model import build_torchaudio_model, hf_hidden_states
 from svmix.utils.fileio import write_json
 from svmix.utils.logging import DETAIL, get_logger
@@ -71,6 +71,7 @@ def _schema() -> Dict[str, Any]:
         "model.feat_extract_norm": Choice(("group", "layer")), "model.do_stable_layer_norm": Flag(),
         "model.num_conv_pos_embeddings": Num(int, 1, 4096), "model.num_conv_pos_embedding_groups": Num(int, 1, 4096),
         "model.num_buckets": Num(int, 1, 10 ** 5), "model.max_bucket_distance": Num(int, 1, 10 ** 6),
+        "model.svmix_feature_extractor": Choice(FEATURE_EXTRACTORS),  # absent: conv (svmix.teachers.hf_format)
         "model.hidden_dropout": DROPOUT, "model.attention_dropout": DROPOUT,
         "model.activation_dropout": DROPOUT, "model.feat_proj_dropout": DROPOUT,
         "train.steps": Num(int, 1, 10 ** 7), "train.batch_size": Num(int, 2, 10 ** 5),  # batch-centred features

@@ -7,8 +7,7 @@ pre-LN ("stable layer norm", "Large") models apply it after the last layer, repl
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -20,14 +19,35 @@ def build_torchaudio_model(arch: str, params: Dict[str, Any], feat_proj_layer_no
     """Instantiate torchaudio's ``wavlm_model`` (arch "wavlm") or ``wav2vec2_model`` (HuBERT, wav2vec 2.0).
 
     ``feat_proj_layer_norm=False`` drops the feature-projection LayerNorm (some HuBERT configs).
+    ``params["feature_extractor"] == "fbank"`` (svmix's filterbank teacher, svmix.teachers.hf_format)
+    replaces the conv feature extractor with stacked log-mel filterbanks.
     """
     from torchaudio.models import wav2vec2_model, wavlm_model
 
     builder = wavlm_model if arch == "wavlm" else wav2vec2_model
-    model = builder(**{"aux_num_out": None, **params})
+    kwargs = {k: v for k, v in params.items() if k != "feature_extractor"}
+    model = builder(**{"aux_num_out": None, **kwargs})
+    if params.get("feature_extractor", "conv") == "fbank":
+        from svmix.models.fbank import TeacherFbankExtractor
+
+        model.feature_extractor = TeacherFbankExtractor()
     if not feat_proj_layer_norm:
         model.encoder.feature_projection.layer_norm = nn.Identity()
     return model
+
+
+def frame_geometry(params: Dict[str, Any]) -> Tuple[int, int]:
+    """(hop, receptive field) in samples of the feature extractor that builder ``params`` describe."""
+    conv_layers = params.get("extractor_conv_layer_config") or DEFAULT_CONV_LAYERS
+    field, jump = 1, 1
+    for _, kernel, stride in conv_layers:
+        field += (kernel - 1) * jump
+        jump *= stride
+    return jump, field
+
+
+def num_frames(num_samples: int, hop: int, field: int) -> int:
+    return 0 if num_samples < field else (num_samples - field) // hop + 1
 
 
 class SSLTeacher(nn.Module):
@@ -51,13 +71,7 @@ class SSLTeacher(nn.Module):
         self.spec = spec
         self.fingerprint = fingerprint
         self.post_ln = not params["encoder_layer_norm_first"]
-        conv_layers = params.get("extractor_conv_layer_config") or DEFAULT_CONV_LAYERS
-        self.frame_shift = math.prod(stride for _, _, stride in conv_layers)
-        field, jump = 1, 1
-        for _, kernel, stride in conv_layers:
-            field += (kernel - 1) * jump
-            jump *= stride
-        self.receptive_field = field
+        self.frame_shift, self.receptive_field = frame_geometry(params)
         self.num_layers = len(model.encoder.transformer.layers)
         self.hidden_size = int(params["encoder_embed_dim"])
         self.requires_grad_(False)
@@ -85,9 +99,7 @@ class SSLTeacher(nn.Module):
         return self.hidden_states(self.normalize(wav.float()))
 
     def num_frames(self, num_samples: int) -> int:
-        if num_samples < self.receptive_field:
-            return 0
-        return (num_samples - self.receptive_field) // self.frame_shift + 1
+        return num_frames(num_samples, self.frame_shift, self.receptive_field)
 
     def checkpoint(self) -> Dict[str, Any]:
         """A self-describing dict that :func:`svmix.teachers.load_teacher` reads back (svmix source)."""

@@ -7,7 +7,8 @@ is HuBERT's first iteration with WavLM's utterance mixing:
 - targets: k-means clusters (scikit-learn ``MiniBatchKMeans``) of 39-dim MFCC+Δ+ΔΔ frames computed
   on the *clean* crop, one per 20 ms frame (400-sample window, 320-sample hop: exactly the conv
   frontend's frames);
-- input: the crop, optionally overlapped with a crop of another utterance (``mix_p``, WavLM's
+- input: the crop (through the conv feature extractor, or with ``model.svmix_feature_extractor:
+  fbank`` through stacked log-mel filterbanks), optionally overlapped with a crop of another utterance (``mix_p``, WavLM's
   denoising) and augmented with noise/reverberation; spans of projected frames are replaced by a
   learned mask embedding (``mask_prob`` starts per frame, ``mask_length`` frames each);
 - loss: cross-entropy of a linear predictor on the last layer over the masked frames; with
@@ -44,7 +45,7 @@ from svmix.teachers.hf_format import save_hf_wavlm
 from svmix.teachers.mini import DEFAULT_CONFIG as MINI_CONFIG
 from svmix.teachers.mini import AAMHead, CropSampler, _lr_factor, torchaudio_params
 from svmix.teachers.mini import _schema as mini_schema
-from svmix.teachers.model import build_torchaudio_model, hf_hidden_states
+from svmix.teachers.model import build_torchaudio_model, frame_geometry, hf_hidden_states, num_frames
 from svmix.utils.fileio import atomic_open, torch_load, torch_save_atomic, write_json
 from svmix.utils.logging import DETAIL, get_logger
 from svmix.utils.progress import Progress, track
@@ -312,8 +313,8 @@ def pretrain_teacher(data_dir: os.PathLike, out_dir: os.PathLike, config: Dict[s
     with Progress(total=steps, initial=step, desc="pretraining teacher", unit="step", enabled=progress) as bar:
         while step < steps:
             clean, noisy, spk = sampler.mixed_batch(tcfg["batch_size"])
-            with torch.no_grad():
-                target = targets.labels(clean)
+            with torch.no_grad():  # a filterbank extractor's 560-sample frames: one fewer at some lengths
+                target = targets.labels(clean)[:, :num_frames(clean.shape[1], *frame_geometry(params))]
             mask = span_mask(sampler.rng, target.shape[0], target.shape[1], tcfg["mask_prob"], tcfg["mask_length"])
             last = hf_hidden_states(model, noisy, post_ln, mask=mask, mask_embedding=predictor.mask_embedding)[-1]
             logits = predictor.proj(last[mask])
@@ -372,6 +373,12 @@ def _objective(cfg: Dict[str, Any]) -> str:
     return text
 
 
+_INPUTS = {"conv": "the waveform, through WavLM's convolutional feature extractor",
+           "fbank": ("80 log-mel filterbanks, mean-normalised per input, two 10 ms frames stacked (20 ms hop), "
+                     "in the place of the convolutional feature extractor (config.json: "
+                     "`svmix_feature_extractor: fbank`)")}
+
+
 def model_card(summary: Dict[str, Any]) -> str:
     """The teacher's model card: objective, data, steps, seed, command and metrics."""
     import yaml
@@ -383,6 +390,7 @@ def model_card(summary: Dict[str, Any]) -> str:
         f"- **Objective:** {summary['objective']}.",
         f"- **Supervision:** {'partly supervised: it has seen speaker labels of its pool' if supervised else 'self-supervised: no labels were used'}.",
         f"- **Data:** `{summary['data']}`, {summary['num_utterances']} utterances, {summary['hours']} h.",
+        f"- **Input:** {_INPUTS[summary['config']['model'].get('svmix_feature_extractor', 'conv')]}.",
         f"- **Size:** {summary['parameters'] / 1e6:.2f}M parameters.",
         f"- **Training:** {summary['steps']} steps, seed {summary['seed']}.",
         f"- **Final training metrics:** loss {final.get('loss')}, masked-frame accuracy {final.get('masked_accuracy')}.",
