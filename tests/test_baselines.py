@@ -1,5 +1,6 @@
 """The baselines of docs/method.md §Baselines: the frozen teacher + backend, ECAPA-TDNN on filterbanks,
 and the mean-MFCC floor; and the frontend registry that the first two are entries of."""
+import json
 import shutil
 
 import kaldiio
@@ -13,6 +14,7 @@ from conftest import ROOT, TINY_TEACHER_HF, make_datadir, make_tiny_teacher, one
 from svmix.checkpoint import load_model_checkpoint, save_model
 from svmix.errors import SvmixError
 from svmix.models import build_model, resolve_model_config
+from svmix.models.fbank import StackedFbank
 from svmix.profiling import profile_model
 from svmix.teachers import load_teacher
 from svmix.train.config import read_yaml
@@ -146,7 +148,16 @@ def _train_cli(tmp_path, model_config, data, *extra):
     return result, exp
 
 
-def test_teacher_backend_trains_with_lambda_zero_and_no_teacher_cache(teacher_dir, tmp_path, one_thread):
+@pytest.fixture(params=["conv", "fbank"])
+def any_teacher_dir(request, tmp_path):
+    """A tiny teacher of each feature extractor; the filterbank one as the shipped mini-world teacher is."""
+    if request.param == "conv":
+        return make_tiny_teacher(tmp_path / "teacher")
+    return make_tiny_teacher(tmp_path / "teacher", do_normalize=False, svmix_feature_extractor="fbank")
+
+
+def test_teacher_backend_trains_with_lambda_zero_and_no_teacher_cache(any_teacher_dir, tmp_path, one_thread):
+    teacher_dir = any_teacher_dir
     data = make_datadir(tmp_path / "d", num_speakers=2, utts_per_speaker=2, seconds=(1.2, 1.5))
     result, exp = _train_cli(tmp_path, teacher_config(teacher_dir), data)
     assert result.exit_code == 0, (result.output, result.exception)
@@ -155,9 +166,11 @@ def test_teacher_backend_trains_with_lambda_zero_and_no_teacher_cache(teacher_di
     records = [yaml.safe_load(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["type"] == "train"] == [1, 2]
     assert all(r["kd"] == 0 for r in records if r["type"] == "train")
+    fbank = json.loads((teacher_dir / "config.json").read_text()).get("svmix_feature_extractor") == "fbank"
     shutil.rmtree(teacher_dir)
     model, ckpt = load_model_checkpoint(exp)  # self-contained: the teacher's weights are inside
     assert ckpt["step"] == 2 and model.frontend.teacher.num_layers == 2
+    assert isinstance(model.frontend.teacher.model.feature_extractor, StackedFbank) == fbank
 
 
 def test_lambda_zero_builds_no_kd_head_and_ignores_a_given_teacher(tmp_path):

@@ -32,6 +32,7 @@ import yaml
 from svmix.errors import SvmixError
 from svmix.models import resolve_model_config
 from svmix.registry import CLASSIFICATION_LOSSES, KD_LOSSES
+from svmix.teachers.hf_format import FEATURE_EXTRACTORS
 from svmix.train.augment import AUGMENTATIONS, DEFAULT_AUGMENT_CONFIG
 from svmix.train.objective import KD_TARGET_NORMS, KD_TRAINER_KEYS, kd_loss_params
 from svmix.train.optim import OPTIMIZERS, SCHEDULERS
@@ -271,6 +272,7 @@ SCHEMA: Dict[str, Rule] = {
     "model.frontend.teacher.feat_proj_layer_norm": Flag(),
     "model.frontend.teacher.fingerprint": Text(),
     "model.frontend.teacher.params": Section(),     # torchaudio wav2vec2_model / wavlm_model arguments
+    "model.frontend.teacher.params.feature_extractor": Choice(FEATURE_EXTRACTORS),   # absent: conv
     "model.frontend.teacher.params.extractor_mode": Choice(("group_norm", "layer_norm")),
     "model.frontend.teacher.params.extractor_conv_layer_config": Items(Items(Num(int, 1, DIM), length=3)),
     "model.frontend.teacher.params.extractor_conv_bias": Flag(),
