@@ -9,8 +9,9 @@ is HuBERT's first iteration with WavLM's utterance mixing:
   frontend's frames);
 - input: the crop (through the conv feature extractor, or with ``model.svmix_feature_extractor:
   fbank`` through stacked log-mel filterbanks), optionally overlapped with a crop of another
-  utterance (``mix_p``, WavLM's denoising) and augmented with noise/reverberation; spans of projected frames are replaced by a
-  learned mask embedding (``mask_prob`` starts per frame, ``mask_length`` frames each);
+  utterance (``mix_p``, WavLM's denoising) and augmented with noise/reverberation; spans of
+  projected frames are replaced by a learned mask embedding (``mask_prob`` starts per frame,
+  ``mask_length`` frames each);
 - loss: cross-entropy of a linear predictor on the last layer over the masked frames; with
   ``speaker_weight > 0`` an AAM speaker loss on the mean-pooled last layer is added (the pool's own
   voices; the model card then says the teacher is partly supervised), pooled over all frames or,
