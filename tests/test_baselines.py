@@ -157,17 +157,16 @@ def any_teacher_dir(request, tmp_path):
 
 
 def test_teacher_backend_trains_with_lambda_zero_and_no_teacher_cache(any_teacher_dir, tmp_path, one_thread):
-    teacher_dir = any_teacher_dir
     data = make_datadir(tmp_path / "d", num_speakers=2, utts_per_speaker=2, seconds=(1.2, 1.5))
-    result, exp = _train_cli(tmp_path, teacher_config(teacher_dir), data)
+    result, exp = _train_cli(tmp_path, teacher_config(any_teacher_dir), data)
     assert result.exit_code == 0, (result.output, result.exception)
     saved = yaml.safe_load((exp / "config.yaml").read_text())
     assert saved["train"]["kd"]["lambda"] == 0 and saved["train"]["kd"]["layers"] is None
     records = [yaml.safe_load(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["type"] == "train"] == [1, 2]
     assert all(r["kd"] == 0 for r in records if r["type"] == "train")
-    fbank = json.loads((teacher_dir / "config.json").read_text()).get("svmix_feature_extractor") == "fbank"
-    shutil.rmtree(teacher_dir)
+    fbank = json.loads((any_teacher_dir / "config.json").read_text()).get("svmix_feature_extractor") == "fbank"
+    shutil.rmtree(any_teacher_dir)
     model, ckpt = load_model_checkpoint(exp)  # self-contained: the teacher's weights are inside
     assert ckpt["step"] == 2 and model.frontend.teacher.num_layers == 2
     assert isinstance(model.frontend.teacher.model.feature_extractor, StackedFbank) == fbank
