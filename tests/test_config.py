@@ -18,7 +18,7 @@ from svmix.errors import SvmixError
 from svmix.models import build_model, resolve_model_config
 from svmix.models.svmixer import SVMixerEncoder
 from svmix.registry import BACKENDS, CLASSIFICATION_LOSSES, ENCODERS, FRONTENDS, KD_LOSSES
-from svmix.train.config import (SCHEMA, Items, Num, apply_overrides, load_train_config, merge, read_yaml,
+from svmix.train.config import (SCHEMA, Choice, Items, Num, apply_overrides, load_train_config, merge, read_yaml,
                                 resolve_config)
 from svmix.train.augment import DEFAULT_AUGMENT_CONFIG
 from svmix.train.optim import OPTIMIZERS, SCHEDULERS, PlateauSchedule, WarmRestartSchedule, build_schedule
@@ -125,6 +125,27 @@ def test_list_keys_reject_bad_lists(key, value):
     with pytest.raises(SvmixError) as info:
         resolve_config(apply_overrides(base_with(key), {key: value}))
     assert str(info.value).startswith(f"{key}={value!r}: must be ") and "\n" not in str(info.value)
+
+
+CHOICE_KEYS = sorted(k for k, r in SCHEMA.items() if isinstance(r, Choice))
+
+
+def _bad_choices(rule):
+    """Unknown words, the empty string, an option in other case or padded, non-strings, null if not allowed."""
+    first = rule.options[0]
+    cases = ["nope", "", first.upper() if first.upper() != first else first.lower(), f" {first}", 3, True,
+             [first], {"a": 1}]
+    return cases + ([] if rule.null else [None])
+
+
+CHOICE_CASES = [(k, v) for k in CHOICE_KEYS for v in _bad_choices(SCHEMA[k])]
+
+
+@pytest.mark.parametrize("key,value", CHOICE_CASES, ids=[f"{k}={v!r}" for k, v in CHOICE_CASES])
+def test_every_choice_key_rejects_what_is_not_one_of_its_options(key, value):
+    with pytest.raises(SvmixError) as info:
+        resolve_config(apply_overrides(base_with(key), {key: value}))
+    assert str(info.value) == f"{key}={value!r}: must be {SCHEMA[key].describe()}"
 
 
 @pytest.mark.parametrize("key,value", [("train.amp", "yes"), ("train.amp", 1), ("model.encoder.lgm_mode", "both"),
