@@ -169,6 +169,27 @@ def test_every_registry_parameter_has_a_declared_range(registry_section):
         assert set(_get(resolved, registry_section)) >= set(registry.defaults(name))
 
 
+TEACHER_PARAMS = "model.frontend.teacher.params"
+
+
+def test_every_teacher_architecture_key_the_hf_reader_writes_has_a_schema_rule():
+    """A teacher frontend records the torchaudio builder arguments that svmix.teachers.hf_format derives
+    from config.json; the schema declares them by hand, so the two lists are checked against each other
+    for every model type and feature extractor (a key added to the reader alone broke teacher + backend
+    training before)."""
+    from svmix.teachers.hf_format import FEATURE_EXTRACTORS, HF_DEFAULTS, HF_MODEL_TYPES
+    from svmix.train.config import validate
+
+    produced = set()
+    for model_type in HF_MODEL_TYPES.names():
+        for extractor in FEATURE_EXTRACTORS:
+            _, params = HF_MODEL_TYPES.get(model_type)({**HF_DEFAULTS, "svmix_feature_extractor": extractor})
+            validate({"params": params}, prefix="model.frontend.teacher.")   # unknown key or bad value: error
+            produced |= set(params)
+    declared = {k[len(TEACHER_PARAMS) + 1:] for k in SCHEMA if k.startswith(TEACHER_PARAMS + ".")}
+    assert declared == produced, f"declared only: {sorted(declared - produced)}; produced only: {sorted(produced - declared)}"
+
+
 def test_bad_numbers_are_rejected_before_any_work(tmp_path):
     from svmix.train.trainer import train
 
