@@ -116,9 +116,9 @@ class SpeakerJob:
     utts: List[Dict] = field(default_factory=list)
     rates: Tuple[int, int] = (150, 200)  # per-utterance speaking rate range (words/minute)
     data_path: Optional[str] = None  # espeak-ng data directory (a variant overlay); None: the wheel's
-    # subset -> versions written ("clean", "noisy"); default: train clean, other subsets noisy. With
-    # both, the noisy copy goes to subset "<subset>_noisy" under the same utterance ids.
-    outputs: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
+    # subset -> {version ("clean", "noisy"): the data dir it is written to}, under the same utterance
+    # ids; default: train clean, other subsets noisy, each in the subset's own dir.
+    outputs: Dict[str, Dict[str, str]] = field(default_factory=dict)
 
 
 def split_voices(num_train: int, num_test: int) -> Tuple[List[str], List[str]]:
@@ -251,16 +251,16 @@ def run_job(job: SpeakerJob) -> SpeakerJob:
             clean *= rng.uniform(0.3, 0.9) / max(float(np.max(np.abs(clean))), 1e-6)
             if config.channel_db > 0 and subset not in CLEAN_CHANNEL_SUBSETS:
                 clean = simulate.random_channel(clean, channel_rng, config.channel_db)
-            versions = job.outputs.get(subset) or (("clean",) if subset == "train" else ("noisy",))
+            versions = job.outputs.get(subset) or {("clean" if subset == "train" else "noisy"): subset}
             if "clean" in versions:
-                _write(job, subset, job.speaker, utt, clean, text=text)
+                _write(job, versions["clean"], job.speaker, utt, clean, text=text)
                 for factor in ((0.9, 1.1) if config.speed_perturb and subset == "train" else ()):
                     speaker = f"sp{factor}-{job.speaker}"
                     _write(job, subset, speaker, f"sp{factor}-{utt}", fit_duration(speed_perturb(clean, factor), config),
                            text=text)
             if "noisy" in versions:
                 noisy, condition = degrade(clean, rng, config)
-                _write(job, subset if versions == ("noisy",) else f"{subset}_noisy", job.speaker, utt, noisy,
+                _write(job, versions["noisy"], job.speaker, utt, noisy,
                        text=text, condition=condition)
     write_json(marker, {"digest": config.digest(), "voice": job.voice, "utts": job.utts})
     return job

@@ -7,7 +7,8 @@ procedurally generated variants, ``local/voices.py``), listed with the generator
 
 - ``test``  (clean) and ``test_noisy`` (the same utterances reverberated and noised): unseen voices
   with trial lists;
-- ``val``: other unseen voices, reverberated and noised, with trials;
+- ``val``: other unseen voices, reverberated and noised, with trials, and ``val_clean``: the same
+  utterances and trials before reverberation and noise (the development set of the clean condition);
 - ``train``: the labelled student training voices;
 - ``pool``: the teacher's pretraining pool, the remaining voices; built only with ``--with-pool``.
 
@@ -53,6 +54,9 @@ DEFAULT_VOICES = Path(__file__).resolve().parent / "mini_world_voices.json"
 SPLITS = ("test", "val", "train", "pool")  # order in which the shuffled voices are dealt out
 SPLIT_SALT = 1601  # the voices' shuffle depends only on the voice list's generator seed
 PARTS = {"main": ("test", "val", "train"), "pool": ("pool",)}  # what the default recipe needs; the teacher's
+# split -> {version: data dir}: test and val each in both conditions, the same utterances and trials
+OUTPUTS = {"test": {"clean": "test", "noisy": "test_noisy"}, "val": {"clean": "val_clean", "noisy": "val"},
+           "train": {"clean": "train"}, "pool": {"clean": "pool"}}
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ class MiniWorldConfig:
     speed_perturb: bool = False  # read by the shared speaker job; the world makes no perturbed copies
     channel_db: float = 6.0  # session channel of every utterance but the pool's (simulate.random_channel)
     voices_digest: str = ""
-    version: int = 2
+    version: int = 3  # 3: val_clean
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -136,17 +140,16 @@ def plan_jobs(splits: Dict[str, List[VoiceDefinition]], config: MiniWorldConfig,
             jobs.append(SpeakerJob(voice.name, voice.name, [(split, counts[split])],
                                    (config.seed, 16, SPLITS.index(split), rank), str(out), config,
                                    rates=voice.rates, data_path=data_paths[voice.name],
-                                   outputs={"test": ("clean", "noisy"), "val": ("noisy",), "train": ("clean",),
-                                            "pool": ("clean",)}))
+                                   outputs=OUTPUTS))
     return jobs
 
 
 def plan_trials(jobs: List[SpeakerJob], config: MiniWorldConfig):
-    """Trials of val and test (test_noisy shares test's): from the plan alone, seeded."""
+    """Trials of val and test (val_clean shares val's, test_noisy test's): from the plan alone, seeded."""
     rng = np.random.default_rng([config.seed, 7919])
     trials = {"val": sample_trials(planned_utt2spk(jobs, "val"), config.num_val_trials, config.target_ratio, rng),
               "test": sample_trials(planned_utt2spk(jobs, "test"), config.num_test_trials, config.target_ratio, rng)}
-    trials["test_noisy"] = trials["test"]
+    trials["test_noisy"], trials["val_clean"] = trials["test"], trials["val"]
     return trials
 
 
@@ -156,9 +159,9 @@ def _children_cpu() -> float:
 
 
 def build_part(out: Path, part: str, splits, config: MiniWorldConfig, nj: int) -> Dict:
-    """Synthesize and write one part ("main": train, val, test, test_noisy; "pool": pool)."""
-    names = ("train", "val", "test", "test_noisy") if part == "main" else ("pool",)
-    counts = {"test": 2 * config.test_utts_per_speaker, "val": config.val_utts_per_speaker,
+    """Synthesize and write one part ("main": train, val, val_clean, test, test_noisy; "pool": pool)."""
+    names = ("train", "val", "val_clean", "test", "test_noisy") if part == "main" else ("pool",)
+    counts = {"test": 2 * config.test_utts_per_speaker, "val": 2 * config.val_utts_per_speaker,
               "train": config.utts_per_speaker, "pool": config.pool_utts_per_speaker}
     files = sum(counts[split] * len(splits[split]) for split in PARTS[part])
     check_free_space(out, int(files * config.max_seconds * 2 * 16000), f"mini world part '{part}' ({files} wav files)")
@@ -199,7 +202,8 @@ def build_mini_world(out: Path, config: MiniWorldConfig = MiniWorldConfig(), nj:
         write_json(out / f"world-{part}.json", {
             "digest": config.digest(), "config": asdict(config), "voices_file": str(voices_file),
             "splits": {s: [v.name for v in splits[s]] for s in PARTS[part]},
-            "val": "unseen voices, reverberated and noised like test_noisy", **summary})
+            "val": "unseen voices, reverberated and noised like test_noisy (val_clean: the same utterances "
+                   "before reverberation and noise, like test)", **summary})
         write_json(done_file, {"digest": config.digest()})
         log.info("mini world part '%s' in %s: %s utterances, %s speakers, trials %s, %.1f s wall, %.1f s CPU",
                  part, out, summary["counts"], summary["speakers"], summary["trials"], summary["build_seconds"],
@@ -241,7 +245,7 @@ def build_mini_world(out: Path, config: MiniWorldConfig = MiniWorldConfig(), nj:
                    "test utterance (0: none); the pool stays clean.")
 @user_errors
 def main(out: str, nj: int, with_pool: bool, voices_file: str, **options) -> None:
-    """Synthesize the mini world (Kaldi data dirs OUT/train, OUT/val, OUT/test, OUT/test_noisy[, OUT/pool])."""
+    """Synthesize the mini world (Kaldi data dirs OUT/train, OUT/val, OUT/val_clean, OUT/test, OUT/test_noisy[, OUT/pool])."""
     setup_logging()
     build_mini_world(Path(out), MiniWorldConfig(**options), nj=nj, with_pool=with_pool, voices_file=Path(voices_file))
 

@@ -430,16 +430,18 @@ BACKENDS = {"": "cosine", "asnorm": "AS-norm", "cal": "calibration", "qmf": "QMF
 def _backend_metrics(path: Path) -> Dict[str, object]:
     m = _read_json(path) or {}
     return {"eer": m.get("eer"), "min_dcf": (m.get("min_dcf") or {}).get("0.05"),
-            "act_dcf": (m.get("act_dcf") or {}).get("0.05"), "cllr": m.get("cllr")}
+            "act_dcf": (m.get("act_dcf") or {}).get("0.05"), "cllr": m.get("cllr"), "min_cllr": m.get("min_cllr")}
 
 
-def _fitted_on(seed_dirs: Sequence[Path], name: str) -> List[str]:
-    """The development trials the calibration files ``name`` of these runs were fitted on."""
+def _fitted_on(seed_dirs: Sequence[Path], pattern: str) -> List[str]:
+    """The development trials the calibration files matching ``pattern`` (one per development set,
+    e.g. ``calibration_*.json``) of these runs were fitted on."""
     lists = []
     for d in seed_dirs:
-        raw = _read_json(d / name)
-        if raw is not None:
-            lists.append(str((raw.get("fitted_on") or {}).get("trials", "?")))
+        for path in sorted(d.glob(pattern)):
+            raw = _read_json(path)
+            if raw is not None:
+                lists.append(str((raw.get("fitted_on") or {}).get("trials", "?")))
     return list(dict.fromkeys(lists))
 
 
@@ -467,15 +469,16 @@ def backends_section(summaries: Sequence[Dict[str, object]], conditions: Sequenc
     if fusion_dir is not None:
         fused = [Path(fusion_dir) / f"seed{k}" for k in seeds]
         names = []
-        for d in fused:
-            raw = _read_json(d / "fusion.json") or {}
+        for path in (p for d in fused for p in sorted(d.glob("fusion_*.json"))):
+            raw = _read_json(path) or {}
             names += [Path(p).parent.parent.name for p in (raw.get("fitted_on") or {}).get("scores", [])]
         ms = {c.key: [_backend_metrics(d / f"metrics_{c.key}.json") for d in fused] for c in conditions}
         if any(m["eer"] is not None for v in ms.values() for m in v):
             rows.append((" + ".join(dict.fromkeys(names)) or "fusion", "fusion", ms))
     if not any(label != "cosine" for _, label, _ in rows):
         return []
-    dev = _fitted_on(dirs, "calibration.json") + _fitted_on(dirs, "qmf.json") + _fitted_on(fused, "fusion.json")
+    dev = (_fitted_on(dirs, "calibration_*.json") + _fitted_on(dirs, "qmf_*.json")
+           + _fitted_on(fused, "fusion_*.json"))
     dev = list(dict.fromkeys(dev))
     tests = {str(c.data_dir / c.trials) for c in conditions}
     for t in dev:
@@ -487,22 +490,26 @@ def backends_section(summaries: Sequence[Dict[str, object]], conditions: Sequenc
              "duration and embedding norm of both sides) and the linear logistic fusion of the systems named. "
              "Calibration, QMF and fusion are fitted on "
              + (", ".join(f"`{t}`" for t in dev) if dev else "development trials")
-             + " (development trials, never a test list), with the minDCF(0.05) threshold of those trials as "
-             "their operating point. A calibration with a positive weight leaves EER and minDCF unchanged (on tiny "
-             "development sets the fitted weight can be negative); actDCF (Bayes decisions "
-             "at p = 0.05) and Cllr measure it, and for cosine scores read the cosine as a log-likelihood "
-             "ratio. Mean ± std over the seeds.", ""]
+             + " (development trials, never a test list; where there are several, each test condition uses "
+             "the recipe's development set of its own condition), with the minDCF(0.05) threshold of those trials "
+             "as their operating point. A calibration with a positive weight leaves EER and minDCF unchanged (on "
+             "tiny development sets the fitted weight can be negative); actDCF (Bayes decisions at p = 0.05) and "
+             "Cllr measure it, and for cosine scores read the cosine as a log-likelihood ratio. min Cllr is the "
+             "Cllr after the best monotone calibration of the test scores themselves (an oracle bound): "
+             "actDCF − minDCF and Cllr − min Cllr are what the calibration loses. Mean ± std over the seeds.", ""]
     header = ["system", "scores"]
     for c in conditions:
         name = c.label(single)
-        header += [f"{name}: EER (%)", f"{name}: minDCF@0.05", f"{name}: actDCF@0.05", f"{name}: Cllr"]
+        header += [f"{name}: EER (%)", f"{name}: minDCF@0.05", f"{name}: actDCF@0.05", f"{name}: Cllr",
+                   f"{name}: min Cllr"]
     table = []
     for system, label, ms in rows:
         cells = [system, label]
         for c in conditions:
             m = ms[c.key]
             cells += [mean_std([x["eer"] for x in m], ".2f"), mean_std([x["min_dcf"] for x in m], ".3f"),
-                      mean_std([x["act_dcf"] for x in m], ".3f"), mean_std([x["cllr"] for x in m], ".3f")]
+                      mean_std([x["act_dcf"] for x in m], ".3f"), mean_std([x["cllr"] for x in m], ".3f"),
+                      mean_std([x["min_cllr"] for x in m], ".3f")]
         table.append(cells)
     return lines + _table(header, ["---", "---"] + ["---:"] * (len(header) - 2), table)
 

@@ -16,6 +16,7 @@ from local.espeak_synth import (MAX_OVERLAY_VARIANTS, make_variant_overlay, make
                                 map_in_fresh_processes, wheel_variant_text)
 from local.make_mini_world import (DEFAULT_VOICES, SPLITS, MiniWorldConfig, build_mini_world,  # noqa: E402
                                    load_voices, plan_jobs, plan_trials, split_voices)
+from local import make_mini_world  # noqa: E402
 from local.make_mini_corpus import planned_utt2spk  # noqa: E402
 from local.voices import (BASE_VARIANTS, COPIED_KEYWORDS, NUM_FORMANTS, UNSTABLE_BASES, WRITTEN_KEYWORDS,  # noqa: E402
                           base_voice, definitions_digest, generate_candidates, parse_variant)
@@ -177,7 +178,7 @@ def test_tiny_build_counts_disjoint_deterministic(tmp_path):
     assert build_mini_world(b, MiniWorldConfig(seed=3, **TINY), nj=1, with_pool=True, voices_file=voice_list) == \
         ["pool"]  # the pool on its own, later: the same as built together
     speakers = {}
-    for subset in ("train", "val", "test", "test_noisy", "pool"):
+    for subset in ("train", "val", "val_clean", "test", "test_noisy", "pool"):
         report = validate_datadir(a / subset, deep=True)
         assert report.ok, [str(p) for p in report.problems]
         speakers[subset] = set(DataDir(a / subset).spk2utt)
@@ -188,15 +189,18 @@ def test_tiny_build_counts_disjoint_deterministic(tmp_path):
         for utt in audio_a:
             np.testing.assert_array_equal(audio_a[utt], audio_b[utt])
             assert 2.0 <= len(audio_a[utt]) / 16000 <= 6.0
-    assert {k: len(v) for k, v in speakers.items()} == {"train": 2, "val": 2, "test": 2, "test_noisy": 2, "pool": 2}
-    assert speakers["test"] == speakers["test_noisy"]
+    assert {k: len(v) for k, v in speakers.items()} == {"train": 2, "val": 2, "val_clean": 2, "test": 2,
+                                                        "test_noisy": 2, "pool": 2}
+    assert speakers["test"] == speakers["test_noisy"] and speakers["val"] == speakers["val_clean"]
     groups = [speakers[s] for s in ("train", "val", "test", "pool")]
     assert len(set().union(*groups)) == sum(len(g) for g in groups) == len(voices)
-    for subset in ("val", "test", "test_noisy"):
+    for subset in ("val", "val_clean", "test", "test_noisy"):
         assert (a / subset / "trials").read_bytes() == (b / subset / "trials").read_bytes()
-    assert read_trials(a / "test" / "trials") == read_trials(a / "test_noisy" / "trials")
-    clean, noisy = _audio(a / "test"), _audio(a / "test_noisy")
-    assert list(clean) == list(noisy) and not any(np.array_equal(clean[u], noisy[u]) for u in clean)
+    for clean_set, noisy_set in (("test", "test_noisy"), ("val_clean", "val")):
+        assert read_trials(a / clean_set / "trials") == read_trials(a / noisy_set / "trials")
+        assert (a / clean_set / "utt2dur").read_bytes() == (a / noisy_set / "utt2dur").read_bytes()
+        clean, noisy = _audio(a / clean_set), _audio(a / noisy_set)
+        assert list(clean) == list(noisy) and not any(np.array_equal(clean[u], noisy[u]) for u in clean)
     # complete: nothing is redone
     mtime = (a / "train" / "wav.scp").stat().st_mtime_ns
     assert build_mini_world(a, MiniWorldConfig(seed=3, **TINY), nj=2, with_pool=True, voices_file=voice_list) == []
@@ -217,6 +221,23 @@ def test_tiny_build_counts_disjoint_deterministic(tmp_path):
         assert not any(np.array_equal(plain[u], coloured[u]) for u in plain)
     plain, coloured = _audio(d / "pool"), _audio(a / "pool")
     assert all(np.array_equal(plain[u], coloured[u]) for u in plain)
+
+
+def test_clean_copy_leaves_the_noisy_audio_unchanged(tmp_path, monkeypatch):
+    """Writing val_clean draws nothing from the speaker's streams: without it, val is the same audio."""
+    voices = [base_voice(b) for b in ("Hugo", "klatt4")] + generate_candidates(0, 4)
+    voice_list = write_voice_list(tmp_path / "voices.json", voices, candidates=4)
+    config = MiniWorldConfig(seed=5, **TINY)
+    build_mini_world(tmp_path / "both", config, nj=2, voices_file=voice_list)
+    outputs = dict(make_mini_world.OUTPUTS)
+    outputs["val"] = {"noisy": "val"}
+    outputs["test"] = {"noisy": "test_noisy"}
+    monkeypatch.setattr(make_mini_world, "OUTPUTS", outputs)
+    build_mini_world(tmp_path / "noisy", config, nj=2, voices_file=voice_list)
+    assert not (tmp_path / "noisy" / "val_clean").exists() and not (tmp_path / "noisy" / "test").exists()
+    for subset in ("train", "val", "test_noisy"):
+        both, noisy = _audio(tmp_path / "both" / subset), _audio(tmp_path / "noisy" / subset)
+        assert list(both) == list(noisy) and all(np.array_equal(both[u], noisy[u]) for u in both)
 
 
 def _square_or_fail(x):

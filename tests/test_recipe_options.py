@@ -197,6 +197,7 @@ def test_custom_recipe_checks_its_own_options(args, message, tmp_path):
     (["--train-teacher", "yes"], "--train-teacher must be true or false, got 'yes'"),
     (["--backends", "asnorm plda"], "--backends: 'plda' is not one of asnorm calibration qmf fusion"),
     (["--backends", "calibration", "--test-sets", "test val"], "--backends: the development set"),
+    (["--backends", "calibration", "--test-sets", "test val_clean"], "the development set data/mini_world/val_clean is a test set"),
     (["--lmft", "nosuch"], "--lmft: 'nosuch' is not a trained system of this run (one of: svmixer_mini_fbank transformer_mini_fbank)"),
     (["--lmft", "svmixer_mini_fbank svmixer_mini_fbank"], "two systems are named 'svmixer_mini_fbank_lmft'"),
     (["--lmft", "svmixer_mini_fbank", "--lmft-config", "nosuch.yaml"], "--lmft-config nosuch.yaml: file not found"),
@@ -436,7 +437,7 @@ def test_every_option_reaches_the_commands(recipe, own, unused, tmp_path, hf_tea
                   nokd_students="student_two", baselines="base_line", seeds="7,3", floor="true",
                   model_conf_dir=str(models), train_config=str(tmp_path / "train config.yaml"))
     if recipe == "mini":
-        values.update(test_sets="set_a set_b", backends="asnorm calibration qmf", lmft="student_two")
+        values.update(test_sets="test set_b", backends="asnorm calibration qmf", lmft="student_two")
         Path(values["lmft_config"]).write_text("{}")
     if recipe == "custom":
         values.update(corpus=str(tmp_path / "my corpus"), target_ratio="0.375", num_trials="777")
@@ -498,7 +499,7 @@ def test_every_option_reaches_the_commands(recipe, own, unused, tmp_path, hf_tea
         cache = next(c for c in commands if c[0] == "svmix-cache-teacher")
         assert cache[cache.index("--layers") + 1] == "3,5"
     # Every system and seed, and the floor, extracted and scored on every test set with its utt2spk.
-    test_root, test_sets = {"mini": (values["data"], ["set_a", "set_b"]), "custom": (values["data"], ["test"]),
+    test_root, test_sets = {"mini": (values["data"], ["test", "set_b"]), "custom": (values["data"], ["test"]),
                             "voxceleb": (values["data"], ["voxceleb1", "voxsrc23", "voices"])}[recipe]
     trials = ["trials_o", "trials_e", "trials_h"] if recipe == "voxceleb" else ["trials"]
     trials_of = {s: trials for s in test_sets}
@@ -515,13 +516,25 @@ def test_every_option_reaches_the_commands(recipe, own, unused, tmp_path, hf_tea
         assert len(missing) == 1 and missing[0].startswith(f"vcmix=corpus folder '{values['vcmix']}' not found")
     runs = [f"{exp}/{s}/seed{k}" for s in systems for k in (7, 3)]
     extracts = {(c[c.index("--model") + 1], c[c.index("--data") + 1]) for c in commands if c[0] == "svmix-extract"}
-    dev = [f"{values['data']}/val"] if recipe == "mini" else []  # --backends: the development set too
-    assert extracts == {(r, f"{test_root}/{t}") for r in runs for t in test_sets} | {(r, d) for r in runs for d in dev}
-    if recipe == "mini":  # calibration and QMF fitted on val's trials, per system and seed
-        fits = [c for c in commands if c[0] == "svmix-calibrate"]
-        assert len(fits) == 2 * len(runs) and all(c[c.index("--trials") + 1] == f"{dev[0]}/trials" for c in fits)
+    # --backends: the development sets too, the clean test's own (val_clean) and val for the others
+    dev_of = {"test": "val_clean", "set_b": "val"} if recipe == "mini" else {}
+    assert extracts == {(r, f"{test_root}/{t}") for r in runs for t in test_sets} | {
+        (r, f"{values['data']}/{d}") for r in runs for d in dev_of.values()}
+    if recipe == "mini":  # calibration and QMF fitted on each development set's trials, per system and seed
+        fits = [c for c in commands if c[0] == "svmix-calibrate" and "--apply" not in c]
+        assert sorted((c[c.index("--out") + 1], c[c.index("--trials") + 1]) for c in fits) == sorted(
+            (f"{r}/{kind}_{d}.json", f"{values['data']}/{d}/trials") for r in runs for d in dev_of.values()
+            for kind in ("calibration", "qmf"))
+        applied = [c for c in commands if c[0] == "svmix-score" and "--calibration" in c]
+        assert len(applied) == 2 * len(runs) * len(test_sets)
         normed = [c for c in commands if c[0] == "svmix-score" and "--norm" in c]
-        assert {c[c.index("--cohort") + 1] for c in normed} == {f"{r}/emb_dev/xvector.scp" for r in runs}
+        assert len(normed) == len(runs) * len(test_sets)
+        for c in applied + normed:
+            test_set = Path(c[c.index("--trials") + 1]).parent.name
+            run = str(Path(c[c.index("--embeddings") + 1]).parent.parent)
+            used = c[c.index("--calibration") + 1] if "--calibration" in c else c[c.index("--cohort") + 1]
+            assert used in {f"{run}/{kind}_{dev_of[test_set]}.json" for kind in ("calibration", "qmf")} | {
+                f"{run}/emb_dev_{dev_of[test_set]}/xvector.scp"}, (test_set, used)
     floors = [c for c in commands if c[0] == "svmix-floor"]
     assert floors == [["svmix-floor", "--data", f"{test_root}/{t}", "--out", f"{exp}/floor/emb_{t}"] for t in test_sets]
     scores = {c[c.index("--metrics-json") + 1]: c for c in commands if c[0] == "svmix-score"

@@ -124,7 +124,10 @@ def test_default_recipe_every_stage(tmp_path):
     assert label in ("target", "nontarget") and accept in ("True", "False") and np.isfinite(float(llr))
     assert point.startswith("accept llr > ") and "minDCF threshold at p_target=0.05 on the development trials" in point
     fitted = json.loads((exp / "svmixer_mini_fbank/seed0/calibration.json").read_text())["fitted_on"]
-    assert fitted["trials"] == "data/mini_world/val/trials"
+    assert fitted["trials"] == "data/mini_world/val_clean/trials"
+    for dev in ("val", "val_clean"):  # the recipe's own: one calibration per development set
+        recipe_fit = json.loads((exp / f"svmixer_mini_fbank/seed0/calibration_{dev}.json").read_text())["fitted_on"]
+        assert recipe_fit["trials"] == str(tmp_path / "data" / dev / "trials")
 
     # Stage 0 again: skipped by its done-markers, quickly.
     start = time.time()

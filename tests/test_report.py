@@ -243,29 +243,35 @@ def test_bad_set_lists_are_one_line_errors(recipe, tmp_path, change, message):
         report(recipe, out=tmp_path / "RESULTS.md", **change)
 
 
-def test_backends_before_after_rows_with_the_development_list(recipe, tmp_path):
+def test_backends_before_after_rows_with_the_development_lists(recipe, tmp_path):
+    """One development set per condition (tools/recipe_stages.sh: calibration_<dev>.json,
+    fusion_<dev>.json): every list named, the rows mean ± std over the seeds, min Cllr beside Cllr."""
     exp = tmp_path / "exp"
     shutil.copytree(recipe / "exp", exp)
-    dev = tmp_path / "dev_trials"
-    dev.write_text("a b target\n")
+    devs = {"dev": tmp_path / "dev" / "trials", "dev_clean": tmp_path / "dev_clean" / "trials"}
+    for path in devs.values():
+        path.parent.mkdir()
+        path.write_text("a b target\n")
     for k in SEEDS:
         run = exp / "svmixer_mini" / f"seed{k}"
         for s in ("test", "test_noisy"):
             for suffix, eer, cllr in (("asnorm", 9.0 + k, None), ("cal", 10.0 + k, 0.5 + k / 100)):
                 (run / f"metrics_{s}_trials_{suffix}.json").write_text(json.dumps(
-                    {"eer": eer, "min_dcf": {"0.05": 0.2}, "act_dcf": {"0.05": 0.25}, "cllr": cllr}))
-        (run / "calibration.json").write_text(json.dumps({"fitted_on": {"trials": str(dev)}}))
+                    {"eer": eer, "min_dcf": {"0.05": 0.2}, "act_dcf": {"0.05": 0.25}, "cllr": cllr,
+                     "min_cllr": None if cllr is None else 0.4 + k / 50}))
         fused = exp / "fusion" / f"seed{k}"
         fused.mkdir(parents=True)
-        (fused / "fusion.json").write_text(json.dumps({"fitted_on": {"trials": str(dev), "scores": [
-            f"{exp}/svmixer_mini/seed{k}/scores_dev", f"{exp}/svmixer_mini_nokd/seed{k}/scores_dev"]}}))
+        for name, trials in devs.items():
+            (run / f"calibration_{name}.json").write_text(json.dumps({"fitted_on": {"trials": str(trials)}}))
+            (fused / f"fusion_{name}.json").write_text(json.dumps({"fitted_on": {"trials": str(trials), "scores": [
+                f"{exp}/svmixer_mini/seed{k}/scores_{name}", f"{exp}/svmixer_mini_nokd/seed{k}/scores_{name}"]}}))
         for s in ("test", "test_noisy"):
             (fused / f"metrics_{s}_trials.json").write_text(json.dumps(
-                {"eer": 5.0, "min_dcf": {"0.05": 0.1}, "act_dcf": {"0.05": 0.12}, "cllr": 0.3}))
+                {"eer": 5.0, "min_dcf": {"0.05": 0.1}, "act_dcf": {"0.05": 0.12}, "cllr": 0.3, "min_cllr": 0.25}))
     text, _ = report(recipe, out=tmp_path / "RESULTS.md", systems=[exp / "svmixer_mini", exp / "svmixer_mini_nokd"],
                      fusion_dir=exp / "fusion")
     section = text.split("## Score back-ends (before → after)\n", 1)[1].split("\n## ", 1)[0]
-    assert f"fitted on `{dev}`" in section
+    assert f"fitted on `{devs['dev']}`, `{devs['dev_clean']}` (" in section
     rows = [_cells(line) for line in section.splitlines() if line.startswith("| ")]
     header, body = rows[0], rows[1:]
     assert [r[:2] for r in body] == [["svmixer_mini", "cosine"], ["svmixer_mini", "AS-norm"],
@@ -275,11 +281,14 @@ def test_backends_before_after_rows_with_the_development_list(recipe, tmp_path):
     assert values["svmixer_mini", "cosine"]["test: EER (%)"] == "12.00 ± 2.00"
     assert values["svmixer_mini", "calibration"]["test: EER (%)"] == "12.00 ± 1.00"
     assert values["svmixer_mini", "calibration"]["test_noisy: Cllr"] == "0.520 ± 0.010"
+    assert values["svmixer_mini", "calibration"]["test_noisy: min Cllr"] == "0.440 ± 0.020"
     assert values["svmixer_mini", "AS-norm"]["test: Cllr"] == "n/a"
+    assert values["svmixer_mini", "AS-norm"]["test: min Cllr"] == "n/a"
     assert values["svmixer_mini + svmixer_mini_nokd", "fusion"]["test: actDCF@0.05"] == "0.120 ± 0.000"
+    assert values["svmixer_mini + svmixer_mini_nokd", "fusion"]["test: min Cllr"] == "0.250 ± 0.000"
     # no back-end run: no section; a calibration fitted on a test list: refused
     assert "## Score back-ends" not in report(recipe, out=tmp_path / "plain" / "RESULTS.md")[0]
-    (exp / "svmixer_mini/seed1/calibration.json").write_text(json.dumps(
+    (exp / "svmixer_mini/seed1/calibration_dev.json").write_text(json.dumps(
         {"fitted_on": {"trials": str(recipe / "data/test/trials")}}))
     with pytest.raises(SvmixError, match="a test list of this report"):
         report(recipe, out=tmp_path / "RESULTS.md", systems=[exp / "svmixer_mini"])

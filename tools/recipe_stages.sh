@@ -28,12 +28,14 @@ svmix_stage_variables="stage stop_stage exp nj ngpu seeds teacher teacher_layers
 # test_trials ("set=name name;..."): a test set's own trials lists instead of $trials_names;
 # test_missing ("set=why;..."): test sets the recipe could not prepare (listed in RESULTS.md).
 # backends (words of asnorm calibration qmf fusion): score back-ends reported before → after, which
-# need dev_data, a data dir with labelled trials that is no test set (AS-norm cohort, calibration fit).
+# need dev_data, a data dir with labelled trials that is no test set (AS-norm cohort, calibration fit);
+# test_dev ("set=dir;..."): a test set's own development set instead (its condition's: a calibration
+# holds for the condition it was fitted on).
 # train_nj (default 1): trainings run at once in stage 3 (CPU: pin train.threads in the config).
 # lmft (names of systems above) with lmft_config (an svmix-train config for --init-from): each is
 # fine-tuned once more per seed as <system>_lmft, reported before → after in RESULTS.md.
 svmix_optional_stage_variables="teacher_mode cache teacher_eval nokd_students baselines floor test_notes
-  train_opts extract_opts test_trials test_missing backends dev_data lmft lmft_config train_nj"
+  train_opts extract_opts test_trials test_missing backends dev_data test_dev lmft lmft_config train_nj"
 
 # teacher_last_layer --teacher SPEC | --mini-config FILE | --pretrain-config FILE: the teacher's last
 # layer (HF indexing), read from its configuration without loading weights (local/teacher_layers.py).
@@ -53,13 +55,24 @@ _svmix_systems() {
 }
 _svmix_seed_list() { echo "${seeds//,/ }"; }
 
-# _svmix_trials_of SET: the trials lists of test set SET ($test_trials, else $trials_names).
-_svmix_trials_of() {
+# _svmix_entry_of MAP SET DEFAULT: the value of SET in MAP ("set=value;..."), else DEFAULT.
+_svmix_entry_of() {
   local entry IFS=';'
-  for entry in ${test_trials:-}; do
-    if [ "${entry%%=*}" = "$1" ]; then echo "${entry#*=}"; return; fi
+  for entry in $1; do
+    if [ "${entry%%=*}" = "$2" ]; then echo "${entry#*=}"; return; fi
   done
-  echo "$trials_names"
+  echo "$3"
+}
+# _svmix_trials_of SET: the trials lists of test set SET ($test_trials, else $trials_names).
+_svmix_trials_of() { _svmix_entry_of "${test_trials:-}" "$1" "$trials_names"; }
+# _svmix_dev_of SET: the development set of test set SET ($test_dev, else $dev_data); _svmix_dev_sets:
+# each development set a test set uses, once, in test-set order. A development set's files carry
+# its dir's name: emb_dev_<name>/, scores_dev_<name>, calibration_<name>.json, qmf_<name>.json and
+# $exp/fusion/seed<k>/fusion_<name>.json.
+_svmix_dev_of() { _svmix_entry_of "${test_dev:-}" "$1" "$dev_data"; }
+_svmix_dev_sets() {
+  local set
+  for set in $test_sets; do _svmix_dev_of "$set"; done | awk '!seen[$0]++'
 }
 
 # _svmix_model_fact CONF frontend|one_pass: what a model config selects, its includes followed: the
@@ -183,8 +196,12 @@ stage_extract() {
         svmix-floor --data "$test_root/$set" --out "$exp/floor/emb_$set"
     fi
   done
-  # the development set: cohort and calibration data of the back-ends
-  if [ -n "${backends:-}" ]; then _svmix_extract_all dev "$dev_data"; fi
+  # the development sets: cohort and calibration data of the back-ends
+  local dev devs=()
+  if [ -n "${backends:-}" ]; then
+    mapfile -t devs < <(_svmix_dev_sets)
+    for dev in "${devs[@]}"; do _svmix_extract_all "dev_${dev##*/}" "$dev"; done
+  fi
 }
 
 # _svmix_score NAME DIR SET TRIALS: scores and metrics (EER with its speaker-bootstrap 95% CI).
@@ -222,42 +239,50 @@ stage_score() {
 
 _svmix_has_backend() { [[ " $backends " == *" $1 "* ]]; }
 
-# The score back-ends of every system and seed, fitted on (or taking their cohort from) $dev_data,
-# reported by svmix-report before → after: metrics_<set>_<trials>_{asnorm,cal,qmf}.json beside the
-# cosine ones, and the fusion of the distilled students in $exp/fusion/seed<k>/.
+# The score back-ends of every system and seed, fitted on (or taking their cohort from) the
+# development set of each test set (_svmix_dev_of), reported by svmix-report before → after:
+# metrics_<set>_<trials>_{asnorm,cal,qmf}.json beside the cosine ones, and the fusion of the distilled
+# students in $exp/fusion/seed<k>/.
 _svmix_backends() {
-  svmix_log "stage 5: score back-ends ($backends), fitted on $dev_data/trials"
-  local s k set t dir data key fused
+  svmix_log "stage 5: score back-ends ($backends), fitted on the trials of $(_svmix_dev_sets | paste -sd ';')"
+  local s k set t dir data key fused dev d devs=()
+  mapfile -t devs < <(_svmix_dev_sets)
   for s in $(_svmix_systems); do
     for k in $(_svmix_seed_list); do
       dir="$exp/$s/seed$k"
-      run_step "score_${s}_seed${k}_dev" "$dir/emb_dev/xvector.scp" "$dev_data/trials" -- \
-        svmix-score --trials "$dev_data/trials" --embeddings "$dir/emb_dev/xvector.scp" --output "$dir/scores_dev" \
-          --bootstrap 0
-      if _svmix_has_backend calibration; then
-        run_step "cal_${s}_seed$k" "$dir/scores_dev" -- svmix-calibrate --scores "$dir/scores_dev" \
-          --trials "$dev_data/trials" --operating-point min-dcf --p-target 0.05 --out "$dir/calibration.json"
-      fi
-      if _svmix_has_backend qmf; then
-        run_step "qmf_${s}_seed$k" "$dir/scores_dev" "$dir/emb_dev" -- svmix-calibrate --scores "$dir/scores_dev" \
-          --trials "$dev_data/trials" --quality "$dir/emb_dev" --operating-point min-dcf --p-target 0.05 \
-          --out "$dir/qmf.json"
-      fi
+      for dev in "${devs[@]}"; do
+        d="${dev##*/}"
+        run_step "score_${s}_seed${k}_dev_$d" "$dir/emb_dev_$d/xvector.scp" "$dev/trials" -- \
+          svmix-score --trials "$dev/trials" --embeddings "$dir/emb_dev_$d/xvector.scp" \
+            --output "$dir/scores_dev_$d" --bootstrap 0
+        if _svmix_has_backend calibration; then
+          run_step "cal_${s}_seed${k}_$d" "$dir/scores_dev_$d" -- svmix-calibrate --scores "$dir/scores_dev_$d" \
+            --trials "$dev/trials" --operating-point min-dcf --p-target 0.05 --out "$dir/calibration_$d.json"
+        fi
+        if _svmix_has_backend qmf; then
+          run_step "qmf_${s}_seed${k}_$d" "$dir/scores_dev_$d" "$dir/emb_dev_$d" -- svmix-calibrate \
+            --scores "$dir/scores_dev_$d" --trials "$dev/trials" --quality "$dir/emb_dev_$d" \
+            --operating-point min-dcf --p-target 0.05 --out "$dir/qmf_$d.json"
+        fi
+      done
       for set in $test_sets; do
         data="$test_root/$set"
+        dev="$(_svmix_dev_of "$set")"
+        d="${dev##*/}"
         for t in $(_svmix_trials_of "$set"); do
           key="${set}_$t"
           if _svmix_has_backend asnorm; then
-            run_step "asnorm_${s}_seed${k}_$key" "$dir/emb_$set/xvector.scp" "$dir/emb_dev/xvector.scp" "$data/$t" -- \
+            run_step "asnorm_${s}_seed${k}_$key" "$dir/emb_$set/xvector.scp" "$dir/emb_dev_$d/xvector.scp" \
+              "$data/$t" -- \
               svmix-score --trials "$data/$t" --embeddings "$dir/emb_$set/xvector.scp" --utt2spk "$data/utt2spk" \
-                --norm asnorm --cohort "$dir/emb_dev/xvector.scp" --top-n 100 --output "$dir/scores_${key}_asnorm" \
+                --norm asnorm --cohort "$dir/emb_dev_$d/xvector.scp" --top-n 100 --output "$dir/scores_${key}_asnorm" \
                 --metrics-json "$dir/metrics_${key}_asnorm.json"
           fi
           for cal in calibration:cal qmf:qmf; do
             _svmix_has_backend "${cal%%:*}" || continue
-            run_step "${cal#*:}_${s}_seed${k}_$key" "$dir/${cal%%:*}.json" "$dir/emb_$set/xvector.scp" "$data/$t" -- \
+            run_step "${cal#*:}_${s}_seed${k}_$key" "$dir/${cal%%:*}_$d.json" "$dir/emb_$set/xvector.scp" "$data/$t" -- \
               svmix-score --trials "$data/$t" --embeddings "$dir/emb_$set/xvector.scp" --utt2spk "$data/utt2spk" \
-                --calibration "$dir/${cal%%:*}.json" --output "$dir/scores_${key}_${cal#*:}" \
+                --calibration "$dir/${cal%%:*}_$d.json" --output "$dir/scores_${key}_${cal#*:}" \
                 --metrics-json "$dir/metrics_${key}_${cal#*:}.json"
           done
         done
@@ -269,19 +294,26 @@ _svmix_backends() {
   if _svmix_has_backend fusion && [ "${#students_list[@]}" -ge 2 ]; then
     for k in $(_svmix_seed_list); do
       fused="$exp/fusion/seed$k"
-      local dev_scores=() inputs=()
-      for s in $students; do dev_scores+=(--scores "$exp/$s/seed$k/scores_dev"); inputs+=("$exp/$s/seed$k/scores_dev"); done
       mkdir -p "$fused"
-      run_step "fusion_seed$k" "${inputs[@]}" -- svmix-calibrate "${dev_scores[@]}" --trials "$dev_data/trials" \
-        --operating-point min-dcf --p-target 0.05 --out "$fused/fusion.json"
+      for dev in "${devs[@]}"; do
+        d="${dev##*/}"
+        local dev_scores=() inputs=()
+        for s in $students; do
+          dev_scores+=(--scores "$exp/$s/seed$k/scores_dev_$d"); inputs+=("$exp/$s/seed$k/scores_dev_$d")
+        done
+        run_step "fusion_seed${k}_$d" "${inputs[@]}" -- svmix-calibrate "${dev_scores[@]}" --trials "$dev/trials" \
+          --operating-point min-dcf --p-target 0.05 --out "$fused/fusion_$d.json"
+      done
       for set in $test_sets; do
         data="$test_root/$set"
+        dev="$(_svmix_dev_of "$set")"
+        d="${dev##*/}"
         for t in $(_svmix_trials_of "$set"); do
           key="${set}_$t"
-          local test_scores=() test_inputs=("$fused/fusion.json")
+          local test_scores=() test_inputs=("$fused/fusion_$d.json")
           for s in $students; do test_scores+=(--scores "$exp/$s/seed$k/scores_$key"); test_inputs+=("$exp/$s/seed$k/scores_$key"); done
           run_step "fusion_seed${k}_$key" "${test_inputs[@]}" "$data/$t" -- \
-            svmix-calibrate --apply "$fused/fusion.json" "${test_scores[@]}" --output "$fused/scores_$key"
+            svmix-calibrate --apply "$fused/fusion_$d.json" "${test_scores[@]}" --output "$fused/scores_$key"
           run_step "fusion_metrics_seed${k}_$key" "$fused/scores_$key" "$data/$t" -- \
             svmix-metrics --scores "$fused/scores_$key" --trials "$data/$t" --utt2spk "$data/utt2spk" \
               --json "$fused/metrics_$key.json"
@@ -390,15 +422,27 @@ recipe_begin() {
     *) recipe_error "--teacher-mode must be cache or online, got '$teacher_mode'" ;;
   esac
   case "${floor:=true}" in true|false) ;; *) recipe_error "--floor must be true or false, got '$floor'" ;; esac
-  : "${backends:=}" "${dev_data:=}"
+  : "${backends:=}" "${dev_data:=}" "${test_dev:=}"
   for v in $backends; do
     case "$v" in asnorm|calibration|qmf|fusion) ;;
       *) recipe_error "--backends: '$v' is not one of asnorm calibration qmf fusion" ;; esac
   done
   if [ -n "$backends" ]; then
-    [ -n "$dev_data" ] || recipe_error "--backends needs development trials (\$dev_data): the recipe sets none"
+    local dev devs=() names=()
     for v in $test_sets; do
-      [ "$dev_data" != "$test_root/$v" ] || recipe_error "--backends: the development set $dev_data is a test set"
+      [ -n "$(_svmix_dev_of "$v")" ] \
+        || recipe_error "--backends needs development trials for test set $v (\$dev_data): the recipe sets none"
+    done
+    mapfile -t devs < <(_svmix_dev_sets)
+    for dev in "${devs[@]}"; do
+      for v in $test_sets; do
+        [ "$dev" != "$test_root/$v" ] || recipe_error "--backends: the development set $dev is a test set"
+      done
+      for v in "${names[@]}"; do
+        [ "$v" != "${dev##*/}" ] \
+          || recipe_error "--backends: two development sets are named '$v' (their files take the dir's name)"
+      done
+      names+=("${dev##*/}")
     done
   fi
   [[ "$teacher_layers" =~ ^[0-9]+(,[0-9]+)*$ ]] \

@@ -35,7 +35,7 @@ baselines=""                        # $model_conf_dir/<name>.yaml trained withou
 floor=true                          # true: the MFCC-mean cosine floor (svmix-floor) on every test set
 lmft=""                             # systems to large-margin fine-tune after stage 3 (system <name>_lmft), before → after in RESULTS.md
 lmft_config=$root/conf/lmft_mini.yaml   # svmix-train config of that fine-tuning (--init-from the system's seed)
-backends=""                         # score back-ends, before → after in RESULTS.md: any of asnorm calibration qmf fusion (fitted on val)
+backends=""                         # score back-ends, before → after in RESULTS.md: any of asnorm calibration qmf fusion (fitted on val_clean for test, val for test_noisy)
 corpus_opts=""                      # extra options for local/make_mini_world.py (tests: a tiny world)
 augment_opts=""                     # extra options for svmix-prepare-augment
 teacher_opts=""                     # extra options for svmix-train-teacher (--train-teacher true)
@@ -55,7 +55,9 @@ Stages:
      then large-margin fine-tuning of the systems of --lmft (<name>_lmft, from the same seed)
   4  embedding extraction (every test set of --test-sets) and the MFCC-mean floor
   5  scoring and metrics (EER with 95% CI, minDCF, DET plots, t-SNE and score histograms, RESULTS.md);
-     with --backends, AS-norm / calibration / QMF / fusion on val (its embeddings extracted in stage 4)
+     with --backends, AS-norm / calibration / QMF / fusion fitted on each test condition's development set
+     (test: val_clean, the val utterances before reverberation and noise; other sets: val; their embeddings
+     extracted in stage 4)
   6  export of the students for deployment (ONNX / TorchScript; a one-pass student: torch.export .pt2)
 Paths are relative to the directory you run from (./run.sh at the top: data/mini_world, data/augment, exp/).
 Layout: \$exp/<system>/seed<k>/ per system and seed (<student>_nokd for --nokd-students, <system>_lmft
@@ -84,12 +86,13 @@ cache=${cache:-$exp/teacher_cache}
 train_data=$data/train
 val_data=$data/val
 dev_data=$data/val                  # the back-ends' development trials: unseen voices, never a test list
+test_dev="test=$data/val_clean"     # the clean test's: the val utterances before reverberation and noise
 test_root=$data
 trials_names=trials
 test_notes="test=clean speech, each utterance through its own random microphone-and-room channel (±6 dB);test_noisy=the test utterances reverberated (p=0.5) and noised at 5-20 dB SNR"
 teacher_eval=$teacher               # its eval.json, when it has one, becomes a line of RESULTS.md
 world_args=(--out "$data" --seed "$seed" --nj "$nj")
-parts="train val test test_noisy"
+parts="train val val_clean test test_noisy"
 if [ "$train_teacher" = true ]; then world_args+=(--with-pool); parts+=" pool"; fi
 recipe_begin "$@"
 
