@@ -43,7 +43,8 @@ HIDDEN, SEQ_LEN = 1024, 149
 
 
 def time_interleaved(cases: Dict[str, Callable[[], object]], runs: int, warmup: int = 3) -> Dict[str, Dict[str, float]]:
-    """Median wall and CPU seconds per case; every round runs all cases once, in rotating order."""
+    """Median wall and CPU seconds per case, and the range of the wall times; every round runs all cases
+    once, in rotating order."""
     names = list(cases)
     for _ in range(warmup):
         for name in names:
@@ -56,7 +57,8 @@ def time_interleaved(cases: Dict[str, Callable[[], object]], runs: int, warmup: 
             cases[name]()
             cpu[name].append(time.process_time() - c)
             wall[name].append(time.perf_counter() - w)
-    return {n: {"wall": statistics.median(wall[n]), "cpu": statistics.median(cpu[n])} for n in names}
+    return {n: {"wall": statistics.median(wall[n]), "cpu": statistics.median(cpu[n]),
+                "wall_range": [min(wall[n]), max(wall[n])]} for n in names}
 
 
 def kernels_in_use() -> str:
