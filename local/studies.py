@@ -261,10 +261,15 @@ def render_studies(rows: Mapping[str, Sequence[Row]], exps: Mapping[str, Path], 
             lines += ["", "The students:"]
         hashes = {_train_hash(s["runs"][k]["dir"]) for r in study_rows_
                   for s in [summaries[(r.teacher, r.system)]] for k in s["runs"]}
+        frontends = sorted({str((s["runs"][k]["config"].get("frontend") or {}).get("name")) for r in study_rows_
+                            for s in [summaries[(r.teacher, r.system)]] for k in s["runs"]})
         lines += ["", "Training settings: " + (f"identical in every row (`{hashes.pop()}`: hash of `train:`, seed and "
                                               "KD layers aside)." if len(hashes) == 1 and None not in hashes
                                               else "NOT identical in every row (hashes "
-                                              + ", ".join(sorted(str(h) for h in hashes)) + ")."), ""]
+                                              + ", ".join(sorted(str(h) for h in hashes)) + ")."), "",
+                  "Frontend: " + (f"`{frontends[0]}` in every row." if len(frontends) == 1
+                                  else "NOT the same in every row (" + ", ".join(f"`{f}`" for f in frontends) + ")."),
+                  ""]
         table_rows = [((*r.labels, f"`{r.system}`"), summaries[(r.teacher, r.system)]) for r in study_rows_]
         if floor is not None:
             table_rows.append((("MFCC-mean cosine (floor)",) + ("-",) * len(study.header), floor))

@@ -114,6 +114,7 @@ def test_every_study_writes_its_table(studies_run):
             params = [float(x) for x in r[-2].split(" / ")]
             assert len(params) == 4 and abs(sum(params[:3]) - params[3]) < 0.002, (name, r)
         assert "Training settings: identical in every row" in found[STUDIES[name].title], name
+        assert "Frontend: `fbank_projected` in every row." in found[STUDIES[name].title], name  # --input fbank
     assert "# RESULTS" in out and "## Run time" in out  # printed at the end
 
 
@@ -210,7 +211,7 @@ def test_help_lists_every_option_and_print_options_resolves_them(tmp_path):
     listed = re.findall(r"^  --(\S+)", proc.stdout.split("Options (default):", 1)[1], flags=re.M)
     assert "studies" in listed and "depths" in listed and "nj" in listed and listed[-1] == "print-options"
     assert "hours" in proc.stdout  # the expected time
-    values = {"stage": "1", "stop_stage": "4", "nj": "3", "seed": "7", "seeds": "1,2", "studies": "depth students",
+    values = {"stage": "1", "stop_stage": "4", "nj": "3", "seed": "7", "seeds": "1,2", "input": "waveform", "studies": "depth students",
               "depths": "6 2", "data": "some/data", "test_sets": "test", "augment_dir": "some/augment",
               "exp": str(tmp_path / "exp"), "corpus_opts": "--a 1", "augment_opts": "--b 2", "teacher_opts": "--c 3",
               "train_opts": "--max-steps 9", "extract_opts": "--num-threads 1"}
@@ -220,6 +221,9 @@ def test_help_lists_every_option_and_print_options_resolves_them(tmp_path):
     printed = dict(line.split("=", 1) for line in proc.stdout.splitlines())
     assert {k: printed[k] for k in values} == values
     assert printed["teacher"] == f"{ROOT}/teachers/mini_world" and printed["small_systems"] == ""
+    assert printed["input_opts"] == ""  # --input waveform: each config's own frontend
+    defaults = dict(line.split("=", 1) for line in run("--print-options").stdout.splitlines())
+    assert defaults["input"] == "fbank" and defaults["input_opts"] == "--override model.frontend.name=fbank_projected"
     assert printed["main_systems"].split() == ["transformer_mini", "mlpmixer_mini", "cyclemlp_mini", "convmixer_mini",
                                                "svmixer_mini", "svmixer_mini_2l", "svmixer_mini_6l",
                                                "mlpmixer_mini_2l", "mlpmixer_mini_6l"]
@@ -235,6 +239,7 @@ def _help_options():
 # before anything is written.
 BAD = [(["--" + o, v], f"--{o} must be an integer") for o in ("stage", "stop-stage", "nj") for v in ("x", "1.5", "")]
 BAD += [(["--nj", v], "--nj must be at least 1") for v in ("0", "-3")]
+BAD += [(["--input", v], f"--input must be fbank or waveform, got '{v}'") for v in ("Fbank", "conv", "", " fbank", "wav")]
 BAD += [(["--studies", v], m) for v, m in (("table1", "unknown study 'table1'"), ("Students", "unknown study"),
                                            ("students students", "lists 'students' twice"), ("", "must not be empty"),
                                            ("students,depth", "unknown study 'students,depth'"))]

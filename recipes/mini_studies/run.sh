@@ -17,6 +17,8 @@ stop_stage=5
 nj=2                                # systems trained at once; also the processes of caching and extraction
 seed=0                              # the world, augmentation and the small teacher (the mini recipe's --seed)
 seeds=0                             # student training seeds (train.seed), comma-separated
+input=fbank                         # the students' input: fbank (log-mel filterbanks, as the default recipe's
+                                    # students) or waveform (each config's own CNN on the waveform, as the paper)
 studies="students ablations backends teachers depth"
 depths="2 4 6 8"                    # the depth study's layer counts: $model_conf_dir/<student>_<L>l.yaml (4: <student>.yaml)
 data=data/mini_world                # the mini world (built by stage 0 where missing)
@@ -33,7 +35,7 @@ teacher_opts=""                     # extra options for svmix-train-teacher (the
 train_opts=""                       # extra options for svmix-train
 extract_opts=""                     # extra options for svmix-extract
 
-recipe_options="stage stop_stage nj seed seeds studies depths data test_sets augment_dir exp teacher
+recipe_options="stage stop_stage nj seed seeds input studies depths data test_sets augment_dir exp teacher
   small_teacher_config train_config model_conf_dir corpus_opts augment_opts teacher_opts train_opts extract_opts"
 help_message="Usage: $0 [--studies \"students ablations backends teachers depth\"] [--name value ...]
 Stages:
@@ -45,6 +47,8 @@ Stages:
      (recipes/mini/run.sh stages 2-4, one run per system; logs in \$exp/<teacher>_teacher/logs/)
   5  scoring (recipes/mini/run.sh stages 4-5 per teacher: the floor, metrics, its RESULTS.md), then
      \$exp/RESULTS.md with one table per study and \$exp/depth.png
+Input: --input fbank (default) trains every system on log-mel filterbanks (model.frontend.name=fbank_projected,
+the default recipe's students); --input waveform keeps each config's waveform CNN (the paper's students).
 Layout: \$exp/main_teacher/<system>/seed<k>/ (the main teacher, --teacher) and \$exp/small_teacher/
 (the small teacher in teacher/, and its systems), each with its own RESULTS.md; \$exp/world/ holds the
 logs of stage 0; \$exp/run_times.tsv the wall time of every step.
@@ -61,6 +65,11 @@ Finished work is kept: no stage retrains (the mini recipe's --stage 3 does). To 
 teacher=${teacher:-$root/teachers/mini_world}
 [ -e "$teacher" ] || recipe_error "--teacher $teacher: not found"
 recipe_check_int nj 1
+case "$input" in
+  fbank) input_opts="--override model.frontend.name=fbank_projected" ;;  # docs/method.md §Frontend
+  waveform) input_opts="" ;;
+  *) recipe_error "--input must be fbank or waveform, got '$input'" ;;
+esac
 for _v in exp data studies seeds test_sets augment_dir train_config model_conf_dir; do
   [ -n "${!_v}" ] || recipe_error "--${_v//_/-} must not be empty"
 done
@@ -84,7 +93,7 @@ small_systems="$(_one_line python "$root/local/studies.py" systems --studies "$s
 
 mini=(bash "$root/recipes/mini/run.sh" --train-nj 1 --data "$data" --augment-dir "$augment_dir" --seed "$seed" --seeds "$seeds"
   --nj "$nj" --test-sets "$test_sets" --train-config "$train_config" --model-conf-dir "$model_conf_dir"
-  --corpus-opts "$corpus_opts" --augment-opts "$augment_opts" --train-opts "$train_opts" --extract-opts "$extract_opts")
+  --corpus-opts "$corpus_opts" --augment-opts "$augment_opts" --train-opts "$input_opts $train_opts" --extract-opts "$extract_opts")
 # _mini EXP TEACHER ARGS...: the mini recipe on one teacher's experiment dir.
 _mini() { local e="$1" t="$2"; shift 2; "${mini[@]}" --exp "$e" --teacher "$t" "$@"; }
 
@@ -99,7 +108,7 @@ if [ -n "$small_systems" ]; then
     recipe_error "the small teacher $small_teacher is not trained yet (stage 1 trains it)"
   fi
 fi
-recipe_start "$recipe_options main_systems small_systems main_exp small_exp small_teacher test_notes" "$@"
+recipe_start "$recipe_options input_opts main_systems small_systems main_exp small_exp small_teacher test_notes" "$@"
 trap 'printf "run\t%s\n" "$SECONDS" >> "$times_file"' EXIT
 
 # _timed KEY COMMAND...: run COMMAND and append its wall time to $times_file (RESULTS.md sums them).
