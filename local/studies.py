@@ -259,10 +259,9 @@ def render_studies(rows: Mapping[str, Sequence[Row]], exps: Mapping[str, Path], 
                       "centred last layer (the layer the students match) on each test set.", ""]
             lines += _teachers_table(evals, conditions)
             lines += ["", "The students:"]
-        hashes = {_train_hash(s["runs"][k]["dir"]) for r in study_rows_
-                  for s in [summaries[(r.teacher, r.system)]] for k in s["runs"]}
-        frontends = sorted({str((s["runs"][k]["config"].get("frontend") or {}).get("name")) for r in study_rows_
-                            for s in [summaries[(r.teacher, r.system)]] for k in s["runs"]})
+        runs = [run for r in study_rows_ for run in summaries[(r.teacher, r.system)]["runs"].values()]
+        hashes = {_train_hash(run["dir"]) for run in runs}
+        frontends = sorted({str((run["config"].get("frontend") or {}).get("name")) for run in runs})
         lines += ["", "Training settings: " + (f"identical in every row (`{hashes.pop()}`: hash of `train:`, seed and "
                                               "KD layers aside)." if len(hashes) == 1 and None not in hashes
                                               else "NOT identical in every row (hashes "
