@@ -21,7 +21,7 @@ from svmix.train.objective import DistillationObjective
 STEPS = 10
 STATE_KEYS = {"format", "step", "epoch", "batch_in_epoch", "stopped", "last_validated", "config", "speakers",
               "world_size", "objective", "optimizer", "optimizer_config", "schedule", "early_stopping", "scaler",
-              "best", "rng"}
+              "best", "rng", "unlabelled"}
 TINY_MODEL = {"segment_seconds": 1.0, "num_eval_segments": 2, "hidden": 16, "embed_dim": 8,
               "frontend": {"channels": 8}, "encoder": {"name": "svmixer", "num_layers": 2, "group_dim": 8},
               "backend": {"name": "linear"}}

@@ -28,11 +28,18 @@ from svmix.cli import DEVICE, OVERRIDE, InPath, OutPath, TeacherSpec, command, i
 @click.option("--init-from", type=InPath("any"),
               help="Continue from this trained student (experiment dir or checkpoint), e.g. large-margin "
                    "fine-tuning with conf/lmft_mini.yaml; a new EXP_DIR starts from its weights.")
+@click.option("--kd-data", type=in_dir(),
+              help="Unlabelled audio to distil on too (a Kaldi data dir; its speakers are not read): needs "
+                   "train.kd_unlabelled, e.g. --override 'train.kd_unlabelled={lambda: 1.0}'.")
+@click.option("--kd-teacher-cache", type=in_dir(),
+              help="The teacher cache of --kd-data, built by the --teacher-cache's teacher "
+                   "(without --teacher-cache: the online --teacher gives its targets).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @user_errors
 def main(config_path: str, data_dir: str, exp_dir: str, teacher_cache: Optional[str], teacher: Optional[str],
          val_data: Optional[str], augment_dir: Optional[str], model_config: Optional[str], device: Optional[str],
-         max_steps: Optional[int], overrides: Tuple[str, ...], init_from: Optional[str], no_progress: bool) -> None:
+         max_steps: Optional[int], overrides: Tuple[str, ...], init_from: Optional[str], kd_data: Optional[str],
+         kd_teacher_cache: Optional[str], no_progress: bool) -> None:
     """Train (or resume) EXP_DIR; writes EXP_DIR/model.pt. Multi-process: torchrun --nproc_per_node N
     -m svmix.bin.train ... (NCCL on GPUs, gloo on CPU)."""
     from svmix.train.config import load_train_config
@@ -42,7 +49,8 @@ def main(config_path: str, data_dir: str, exp_dir: str, teacher_cache: Optional[
         overrides = (*overrides, f"train.max_steps={max_steps}")
     config = load_train_config(config_path, overrides, model_config)
     out = train(config, data_dir, exp_dir, teacher_cache=teacher_cache, teacher=teacher, val_data=val_data,
-                augment_dir=augment_dir, device=device, progress=not no_progress, init_from=init_from)
+                augment_dir=augment_dir, device=device, progress=not no_progress, init_from=init_from,
+                kd_data=kd_data, kd_teacher_cache=kd_teacher_cache)
     click.echo(str(out))
 
 

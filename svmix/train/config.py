@@ -53,6 +53,9 @@ DEFAULT_TRAIN_CONFIG: Dict[str, Any] = {
     "init_frontend_from_teacher": False,  # copy the teacher's conv frontend where shapes match (DistilHuBERT)
     # layers null: the last teacher layer; target_norm null: raw teacher states (the paper)
     "kd": {"name": "last_mse", "layers": None, "lambda": 1.0, "target_norm": None},
+    # KD on unlabelled audio (beyond the paper): {"lambda": w, "batch_size": n} adds w·KD on a batch of n
+    # crops of svmix-train --kd-data per step, beside the labelled batch; null: off (docs/method.md §KD on unlabelled audio)
+    "kd_unlabelled": None,
     "aam": {"name": "aam_topk", "margin": 0.2, "scale": 30.0, "top_k": 5, "negative_margin": 0.1,
             "impostor_weight": 1.0, "class_weighted": True},
     "augment": {"p": 0.8},        # filled from svmix.train.augment.DEFAULT_AUGMENT_CONFIG; null disables
@@ -372,6 +375,9 @@ SCHEMA: Dict[str, Rule] = {
     "train.kd.lambda": Num(float, 0.0, 10.0 ** 6),
     "train.kd.target_norm": Choice(KD_TARGET_NORMS, null=True),
     "train.kd.cos_weight": Num(float, 0.0, 10.0 ** 6),
+    "train.kd_unlabelled": Section(null=True),
+    "train.kd_unlabelled.lambda": Num(float, 0.0, 10.0 ** 6, lo_open=True),
+    "train.kd_unlabelled.batch_size": Num(int, 1, 10 ** 6),
     "train.aam": Section(),
     "train.aam.name": Name(),
     "train.aam.margin": MARGIN,
@@ -487,6 +493,8 @@ def resolve_train_config(train: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     train["scheduler"] = SCHEDULERS.resolve(train["scheduler"], "train.scheduler")
     train["aam"] = CLASSIFICATION_LOSSES.resolve(train["aam"], "train.aam")
     train["kd"] = _resolve_kd(train["kd"])
+    if isinstance(train["kd_unlabelled"], Mapping):  # unknown keys are left for validate() to name
+        train["kd_unlabelled"] = {"lambda": 1.0, "batch_size": train["batch_size"], **train["kd_unlabelled"]}
     if isinstance(train["augment"], Mapping):
         train["augment"] = resolve_augment_config(train["augment"])
     if train["checkpoint_every"] is None:

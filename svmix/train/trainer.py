@@ -8,6 +8,9 @@ held-out trials list every ``val_every`` steps, keeps the best checkpoints and f
 Outputs in EXP: ``config.yaml`` (resolved), ``train.log``, ``metrics.jsonl`` (one JSON object per
 log interval, ``"type": "train"``, and per validation, ``"type": "val"``), ``checkpoints/``,
 ``model.pt``, and TensorBoard events in ``tb/`` when TensorBoard is installed.
+
+With ``train.kd_unlabelled`` each step also distils on a batch of unlabelled audio (``kd_data``, its
+targets from ``kd_teacher_cache`` or the online teacher; :mod:`svmix.train.unlabelled`).
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from svmix.train.objective import DistillationObjective, kd_active
 from svmix.train.optim import (OPTIMIZERS, EarlyStopping, build_optimizer, build_schedule, optimizer_config_at,
                                set_lr)
 from svmix.train.sampler import ShardedBatchSampler
+from svmix.train.unlabelled import UnlabelledStream
 from svmix.train.validation import Validator
 from svmix.utils.fileio import atomic_open
 from svmix.utils.locking import output_lock
@@ -69,6 +73,7 @@ class TeacherTargets:
             from svmix.cache import TeacherCache
 
             self.cache = TeacherCache(cache_dir)
+            self.cache_dir = str(cache_dir)
             if teacher is not None:
                 self.cache.check_compatible(teacher_spec=teacher)
             available = list(self.cache.layers)
@@ -96,8 +101,8 @@ class TeacherTargets:
         cached = set(self.cache.utt_ids)
         missing = [u for u in utts if u not in cached]
         if missing:
-            raise SvmixError(f"teacher cache lacks {len(missing)} training utterance(s), e.g. '{missing[0]}'; "
-                             "rerun svmix-cache-teacher on this data dir")
+            raise SvmixError(f"teacher cache {self.cache_dir} lacks {len(missing)} training utterance(s), e.g. "
+                             f"'{missing[0]}'; rerun svmix-cache-teacher on this data dir")
 
     def teacher_module(self) -> Teacher:
         """The teacher itself: the online one, or the one the cache was built with."""
@@ -219,7 +224,8 @@ def train(config: Dict[str, Any], data_dir: os.PathLike, exp_dir: os.PathLike,
           teacher_cache: Optional[os.PathLike] = None, teacher: Union[None, str, Teacher] = None,
           val_data: Optional[os.PathLike] = None, augment_dir: Optional[os.PathLike] = None,
           device: Optional[str] = None, max_steps: Optional[int] = None, progress: bool = True,
-          init_from: Optional[os.PathLike] = None) -> Path:
+          init_from: Optional[os.PathLike] = None, kd_data: Optional[os.PathLike] = None,
+          kd_teacher_cache: Optional[os.PathLike] = None) -> Path:
     """Train (or resume) the experiment in ``exp_dir``; returns the path of ``EXP/model.pt``.
 
     ``config`` is a training config (:func:`svmix.train.config.load_train_config`); it is resolved
@@ -228,7 +234,11 @@ def train(config: Dict[str, Any], data_dir: os.PathLike, exp_dir: os.PathLike,
     ``init_from`` (a trained experiment dir or checkpoint) continues from that student, e.g. for
     large-margin fine-tuning (``conf/lmft_mini.yaml``): its model config replaces the config's, a
     fresh run starts from its weights, and from its AAM classifier too when that experiment's
-    ``checkpoints/last.pt`` was trained on the same speakers. A resumed run ignores it."""
+    ``checkpoints/last.pt`` was trained on the same speakers. A resumed run ignores it.
+
+    ``kd_data`` (a Kaldi data dir; speaker labels are not read) is the unlabelled audio of
+    ``train.kd_unlabelled``, and ``kd_teacher_cache`` its teacher cache, built by the same teacher as
+    ``teacher_cache`` (without one, the online ``teacher`` gives its targets)."""
     if max_steps is not None:
         config = {**config, "train": {**config.get("train", {}), "max_steps": max_steps}}
     config = resolve_config(config)
@@ -243,36 +253,39 @@ def train(config: Dict[str, Any], data_dir: os.PathLike, exp_dir: os.PathLike,
     try:
         with output_lock(exp_dir, "svmix-train"):  # a second run on EXP refuses, naming this one
             return _Trainer(config, ctx, Path(exp_dir), data_dir, teacher_cache, teacher, val_data,
-                            augment_dir, progress, init_from).run()
+                            augment_dir, progress, init_from, kd_data, kd_teacher_cache).run()
     finally:
         shutdown(ctx)
 
 
 def accumulated_backward(model: torch.nn.Module, objective: DistillationObjective, wav: torch.Tensor,
-                         labels: torch.Tensor, targets: Optional[torch.Tensor], mask: torch.Tensor, accum: int,
-                         scale: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
-                         autocast: Callable[[], Any] = nullcontext) -> Dict[str, torch.Tensor]:
+                         labels: Optional[torch.Tensor], targets: Optional[torch.Tensor], mask: torch.Tensor,
+                         accum: int, scale: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
+                         autocast: Callable[[], Any] = nullcontext, sync: bool = True) -> Dict[str, torch.Tensor]:
     """Backpropagate the loss of one step's batch as ``accum`` equal micro-batches (``model``: the
     objective, maybe DDP-wrapped). Each micro-batch's AAM and KD means are weighted by its share of
     the batch's normalisers (summed class weights, valid frames or samples), so the accumulated
     gradient is that of the whole batch's loss (up to float rounding and batch-dependent layers:
     BatchNorm in train mode sees each micro-batch's statistics). Under DDP only the last micro-batch
-    all-reduces (``no_sync`` for the others). Returns the batch's detached losses."""
+    all-reduces (``no_sync`` for the others), and none does with ``sync=False`` (a batch whose gradient
+    a later backward of the same step all-reduces). ``labels`` None: a batch of unlabelled audio (KD
+    only). Returns the batch's detached losses."""
     n = len(wav)
     if n % accum:
         raise SvmixError(f"a batch of {n} does not split into {accum} equal micro-batches")
     size = n // accum
     parts = [slice(j * size, (j + 1) * size) for j in range(accum)]
-    norms = torch.stack([objective.normalisers(labels[p], mask[p]) for p in parts])  # (accum, 2)
+    norms = torch.stack([objective.normalisers(None if labels is None else labels[p], mask[p])
+                         for p in parts])  # (accum, 2)
     shares = (norms / norms.sum(dim=0)).to(wav.device)
     totals: Dict[str, torch.Tensor] = {}
     for j, part in enumerate(parts):
-        last = j == accum - 1
-        sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else nullcontext()
-        with sync:
+        reduce = sync and j == accum - 1
+        quiet = model.no_sync() if isinstance(model, DistributedDataParallel) and not reduce else nullcontext()
+        with quiet:
             with autocast():
-                out = model(wav[part], labels[part], None if targets is None else targets[part], mask[part],
-                            shares=shares[j])
+                out = model(wav[part], None if labels is None else labels[part],
+                            None if targets is None else targets[part], mask[part], shares=shares[j])
             scale(out["loss"]).backward()
         for key, weight in (("loss", 1.0), ("aam", shares[j, 0]), ("kd", shares[j, 1])):
             value = out[key].detach().float() * weight
@@ -282,7 +295,7 @@ def accumulated_backward(model: torch.nn.Module, objective: DistillationObjectiv
 
 class _Trainer:
     def __init__(self, config, ctx: DistContext, exp_dir: Path, data_dir, teacher_cache, teacher, val_data,
-                 augment_dir, progress, init_from=None):
+                 augment_dir, progress, init_from=None, kd_data=None, kd_teacher_cache=None):
         self.ctx, self.exp = ctx, exp_dir
         cfg = config["train"]
         self.cfg, self.progress = cfg, progress and ctx.is_main
@@ -304,6 +317,7 @@ class _Trainer:
         self.targets.check_utterances(utts)
         cfg["kd"]["layers"] = self.targets.layers or None
         self.config = config
+        self.unlabelled_targets = self._unlabelled_targets(cfg, kd_data, kd_teacher_cache, teacher)
 
         student = build_model(config["model"])
         if self.targets.layers and student.frontend.hop != self.targets.frame_shift:
@@ -313,8 +327,9 @@ class _Trainer:
             copied = init_frontend_from_teacher(student, self.targets.teacher_module())
             _log.info("initialised %d frontend tensor(s) from the teacher", len(copied))
         counts = np.bincount(labels, minlength=len(self.speakers))
-        self.objective = DistillationObjective(student, counts, cfg["aam"], cfg["kd"],
-                                               self.targets.hidden_size).to(ctx.device)
+        unlabelled = cfg["kd_unlabelled"]
+        self.objective = DistillationObjective(student, counts, cfg["aam"], cfg["kd"], self.targets.hidden_size,
+                                               unlabelled["lambda"] if unlabelled else 0.0).to(ctx.device)
         if ctx.rank:
             torch.manual_seed(seed + ctx.rank)  # different dropout per rank; same initial weights
         self.model = (DistributedDataParallel(self.objective, find_unused_parameters=cfg["find_unused_parameters"])
@@ -351,6 +366,18 @@ class _Trainer:
         self.loader = DataLoader(self.dataset, num_workers=workers, worker_init_fn=_worker_init,
                                  generator=torch.Generator().manual_seed(seed),
                                  pin_memory=ctx.device.type == "cuda", **loader_args)
+        self.unlabelled: Optional[UnlabelledStream] = None
+        if unlabelled:
+            u_targets = self.unlabelled_targets
+            u_args = (crop_samples, crop_frames, u_targets.frame_shift, u_targets.cache, u_targets.layers)
+            self.unlabelled = UnlabelledStream(kd_data, int(unlabelled["batch_size"]) * self.accum, seed, ctx.rank,
+                                               ctx.world_size, u_args, workers, cfg["preload_audio"], self.progress,
+                                               ctx.device.type == "cuda", _worker_init)
+            u_targets.check_utterances(list(self.unlabelled.dataset.utts))
+            if cfg["augment"] and float(cfg["augment"].get("p", 0)) > 0:
+                self.unlabelled.dataset.augmenter = Augmenter(
+                    cfg["augment"], AugmentResources(augment_dir, self.unlabelled.dataset.other_speech))
+            self.unlabelled.dataset.return_clean = return_clean
         self.validating, self.validator = val_data is not None, None
         if self.validating and ctx.is_main:
             self.validator = Validator(val_data, int(cfg["val_segments"]), int(cfg["val_batch_size"]),
@@ -379,7 +406,8 @@ class _Trainer:
                 "speakers": self.speakers, "world_size": self.ctx.world_size, "objective": self.objective.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "optimizer_config": self.optimizer_cfg,
                 "schedule": self.schedule.state_dict(), "early_stopping": self.early_stopping.state_dict(),
-                "scaler": self.scaler.state_dict(), "best": self.best.entries, "rng": rngs}
+                "scaler": self.scaler.state_dict(), "best": self.best.entries, "rng": rngs,
+                "unlabelled": None if self.unlabelled is None else self.unlabelled.state_dict()}
 
     def _save(self) -> None:
         state = self._state()  # collective: every rank takes part
@@ -411,6 +439,12 @@ class _Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.stopped, self.last_validated = state["stopped"], state["last_validated"]
+        if (state.get("unlabelled") is None) != (self.unlabelled is None):
+            raise SvmixError(f"{self.exp}: existing checkpoint was trained "
+                             f"{'without' if self.unlabelled is not None else 'with'} train.kd_unlabelled; "
+                             "use a new experiment directory")
+        if self.unlabelled is not None:
+            self.unlabelled.load_state_dict(state["unlabelled"])
         self.best = BestCheckpoints(self.exp, int(self.cfg["keep_best"]), state["best"])
         if isinstance(self.dataset, ShardStream) and self.batch_in_epoch and (
                 state["world_size"] != self.ctx.world_size
@@ -491,8 +525,23 @@ class _Trainer:
             self.objective.aam.set_margin(margin)
         autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if self.amp else nullcontext
         self.optimizer.zero_grad(set_to_none=True)
+        unlabelled = None
+        if self.unlabelled is not None:  # its gradient is all-reduced with the labelled batch's, below
+            u_batch = self.unlabelled.next()
+            u_mask = u_batch["mask"].to(dev, non_blocking=True)
+            if self.unlabelled_targets.teacher is not None:
+                u_targets = self.unlabelled_targets.online(u_batch["clean"].to(dev, non_blocking=True),
+                                                           u_mask.shape[1])
+            else:
+                u_targets = u_batch["target"].to(dev, non_blocking=True)
+            unlabelled = accumulated_backward(self.model, self.objective, u_batch["wav"].to(dev, non_blocking=True),
+                                              None, u_targets, u_mask, self.accum, scale=self.scaler.scale,
+                                              autocast=autocast, sync=False)
         out = accumulated_backward(self.model, self.objective, wav, labels, targets, mask, self.accum,
                                    scale=self.scaler.scale, autocast=autocast)
+        if unlabelled is not None:
+            out["kd_unlabelled"] = unlabelled["kd"]
+            out["loss"] = out["loss"] + unlabelled["loss"]
         if self.cfg["grad_clip"]:
             self.scaler.unscale_(self.optimizer)
             out["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.objective.parameters(),
@@ -523,6 +572,37 @@ class _Trainer:
                 self.stopped = True
         return eer
 
+    def _unlabelled_targets(self, cfg, kd_data, kd_teacher_cache, teacher) -> Optional[TeacherTargets]:
+        """The teacher targets of ``train.kd_unlabelled`` (None when it is off), checked before any work."""
+        if not cfg["kd_unlabelled"]:
+            if kd_data is not None or kd_teacher_cache is not None:
+                raise SvmixError("--kd-data/--kd-teacher-cache need train.kd_unlabelled "
+                                 "(e.g. --override 'train.kd_unlabelled={lambda: 1.0}')")
+            return None
+        if kd_data is None:
+            raise SvmixError("train.kd_unlabelled needs --kd-data (a data dir of unlabelled audio)")
+        if not self.targets.layers:
+            raise SvmixError("train.kd_unlabelled needs distillation on the labelled set too "
+                             "(train.kd: a KD loss name and lambda > 0)")
+        if int(cfg["kd_unlabelled"]["batch_size"]) % self.ctx.world_size:
+            raise SvmixError(f"train.kd_unlabelled.batch_size {cfg['kd_unlabelled']['batch_size']} is not divisible "
+                             f"by the {self.ctx.world_size} processes")
+        if self.targets.cache is not None and kd_teacher_cache is None:
+            raise SvmixError("train.kd_unlabelled with --teacher-cache needs --kd-teacher-cache "
+                             "(the teacher cache of --kd-data)")
+        if kd_teacher_cache is None:
+            return self.targets  # the online teacher
+        targets = TeacherTargets(cfg["kd"], kd_teacher_cache, teacher, self.ctx.device)
+        built_by = lambda cache: cache.manifest["teacher"].get("fingerprint") or cache.manifest["teacher"]
+        if self.targets.cache is not None and built_by(targets.cache) != built_by(self.targets.cache):
+            raise SvmixError(f"--kd-teacher-cache {kd_teacher_cache} was built by another teacher than "
+                             f"--teacher-cache {self.targets.cache_dir}")
+        if targets.hidden_size != self.targets.hidden_size or targets.frame_shift != self.targets.frame_shift:
+            raise SvmixError(f"--kd-teacher-cache {kd_teacher_cache}: hidden size {targets.hidden_size} and frame "
+                             f"shift {targets.frame_shift} differ from the training targets' "
+                             f"({self.targets.hidden_size}, {self.targets.frame_shift})")
+        return targets
+
     def _model_extra(self, eer: Optional[float]) -> Dict[str, Any]:
         return {"num_speakers": len(self.speakers), "step": self.step, "val_eer": eer,
                 "train_config": self.cfg, "kd_layers": self.targets.layers, "init_from": self.init_from}
@@ -535,6 +615,10 @@ class _Trainer:
             _log.info("training %s: %d utterances, %d speakers, %d process(es), batch %d x %d accumulated, "
                       "%d steps/epoch", self.exp, self.num_utts, len(self.speakers), self.ctx.world_size,
                       cfg["batch_size"], self.accum, self.sampler.batches_per_epoch)
+            if self.unlabelled is not None:
+                _log.info("KD on unlabelled audio: %d utterances of %s, batch %d x %d accumulated, lambda %g",
+                          self.unlabelled.num_utts, self.unlabelled.data_dir, cfg["kd_unlabelled"]["batch_size"],
+                          self.accum, cfg["kd_unlabelled"]["lambda"])
             if isinstance(self.dataset, ShardStream):
                 _log.info("reading %d audio shards, %d DataLoader worker(s) per process", len(self.dataset.index.paths),
                           self.dataset.num_streams)
