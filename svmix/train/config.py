@@ -375,6 +375,7 @@ SCHEMA: Dict[str, Rule] = {
     "train.kd.lambda": Num(float, 0.0, 10.0 ** 6),
     "train.kd.target_norm": Choice(KD_TARGET_NORMS, null=True),
     "train.kd.cos_weight": Num(float, 0.0, 10.0 ** 6),
+    "train.kd.pooled_weight": Num(float, 0.0, 10.0 ** 6),
     "train.kd_unlabelled": Section(null=True),
     "train.kd_unlabelled.lambda": Num(float, 0.0, 10.0 ** 6, lo_open=True),
     "train.kd_unlabelled.batch_size": Num(int, 1, 10 ** 6),

@@ -112,6 +112,45 @@ class LastMSE(nn.Module):
         return mask.float().sum().clamp_min(1.0)
 
 
+@KD_LOSSES.register("last_mse_pooled")
+class LastMSEPooled(nn.Module):
+    """``last_mse`` plus an utterance-level term (beyond the paper): ``pooled_weight`` · (1 − cos) between
+    the student's and the teacher's states averaged over each crop's valid frames, both centred by
+    their batch mean. The frame MSE is mostly the teacher's phonetic content; the pooled, centred
+    term is its speaker direction (the teacher's mean-pooled states are a speaker embedding of their
+    own; docs/method.md §KD with a pooled term). Per crop, then averaged over the batch; the batch
+    centring makes micro-batches (``train.accum_grad``) differ from one batch, like BatchNorm."""
+
+    def __init__(self, student_hidden: int, teacher_hidden: int, num_targets: int = 1, pooled_weight: float = 1.0):
+        super().__init__()
+        if num_targets != 1:
+            raise ValueError(f"last_mse_pooled distils exactly one teacher layer, got {num_targets}")
+        self.pooled_weight = float(pooled_weight)
+        self.projection = nn.Linear(student_hidden, teacher_hidden) if student_hidden != teacher_hidden else None
+
+    def forward(self, states: torch.Tensor, targets: torch.Tensor, mask: Optional[torch.Tensor] = None):
+        """states (B, L+1, T, Hs); targets (B, 1, T, Ht); mask (B, T)."""
+        pred = states[:, -1]
+        if self.projection is not None:
+            pred = self.projection(pred)
+        target = targets[:, 0]
+        m = _masked_frames(mask, pred)
+        frames = m.sum(dim=1).clamp_min(1.0)  # (B,)
+        mse = (((pred - target) ** 2).mean(dim=-1) * m).sum(dim=1) / frames
+        pooled_pred = (pred * m[..., None]).sum(dim=1) / frames[:, None]
+        pooled_target = (target * m[..., None]).sum(dim=1) / frames[:, None]
+        if len(pred) > 1:  # one crop alone has no batch to be centred by
+            pooled_pred = pooled_pred - pooled_pred.mean(dim=0, keepdim=True)
+            pooled_target = pooled_target - pooled_target.mean(dim=0, keepdim=True)
+        cos = F.cosine_similarity(pooled_pred, pooled_target, dim=-1, eps=1e-6)
+        return (mse + self.pooled_weight * (1.0 - cos)).mean()
+
+    @staticmethod
+    def normaliser(mask: torch.Tensor) -> torch.Tensor:
+        """The denominator of the loss's batch mean: the number of crops."""
+        return torch.tensor(float(len(mask)))
+
+
 @KD_LOSSES.register("distilhubert")
 class DistilHuBERTLoss(nn.Module):
     """DistilHuBERT-style KD: one Linear→GELU→Linear head per target teacher layer, all fed the
