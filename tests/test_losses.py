@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from svmix.registry import CLASSIFICATION_LOSSES
-from svmix.train.losses import AAMSoftmaxTopK, DistilHuBERTLoss, LastMSE
+from svmix.train.losses import AAMSoftmaxTopK, DistilHuBERTLoss, LastMSE, LastMSEPooled
 
 
 def naive_aam(loss: AAMSoftmaxTopK, emb, labels, margin=0.2, scale=30.0, k=5, neg=0.1, impostor_weight=1.0,
@@ -118,11 +118,12 @@ def test_last_mse_is_mean_over_btH_and_masks_padding():
     assert loss(states, targets, mask).item() == pytest.approx(want.item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("make", [lambda: LastMSE(4, 3), lambda: DistilHuBERTLoss(4, 3, num_targets=2)])
+@pytest.mark.parametrize("make", [lambda: LastMSE(4, 3), lambda: DistilHuBERTLoss(4, 3, num_targets=2),
+                                  lambda: LastMSEPooled(4, 3, pooled_weight=2.0)])
 def test_kd_ignores_padded_frames(make):
     torch.manual_seed(4)
     loss = make()
-    k = 1 if isinstance(loss, LastMSE) else 2
+    k = 2 if isinstance(loss, DistilHuBERTLoss) else 1
     states = torch.randn(2, 3, 8, 4, requires_grad=True)
     targets = torch.randn(2, k, 8, 3)
     mask = torch.ones(2, 8, dtype=torch.bool)
@@ -137,6 +138,30 @@ def test_kd_ignores_padded_frames(make):
     assert torch.allclose(grad_a, grad_b)
     assert grad_a[0, -1, 5:].abs().sum() == 0
     assert loss(states, garbage).item() > a.item() * 10  # without the mask the garbage counts
+
+
+def test_last_mse_pooled_is_the_per_crop_mse_plus_the_centred_pooled_cosine():
+    torch.manual_seed(5)
+    states, targets = torch.randn(4, 2, 6, 5), torch.randn(4, 1, 6, 5)
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    mask[1, 3:] = False
+    pred, target = states[:, -1], targets[:, 0]
+    mse = torch.stack([((pred[b] - target[b])[mask[b]] ** 2).mean() for b in range(4)])
+    pooled = torch.stack([pred[b][mask[b]].mean(0) for b in range(4)])
+    pooled_t = torch.stack([target[b][mask[b]].mean(0) for b in range(4)])
+    cos = F.cosine_similarity(pooled - pooled.mean(0), pooled_t - pooled_t.mean(0), dim=-1)
+    for weight in (0.0, 1.0, 3.0):
+        loss = LastMSEPooled(5, 5, pooled_weight=weight)
+        assert loss(states, targets, mask).item() == pytest.approx((mse + weight * (1 - cos)).mean().item(), rel=1e-5)
+    # The pooled term sees speaker directions only: a common offset or a scale of the targets leaves it alone.
+    loss, frame_only = LastMSEPooled(5, 5, pooled_weight=1.0), LastMSEPooled(5, 5, pooled_weight=0.0)
+    term = lambda t: (loss(states, t, mask) - frame_only(states, t, mask)).item()
+    assert term(targets + torch.randn(5)) == pytest.approx(term(targets), abs=1e-5)
+    assert term(3.0 * targets) == pytest.approx(term(targets), abs=1e-5)
+    assert term(states[:, -1:].clone()) == pytest.approx(0.0, abs=1e-5)  # the student's own states: cos 1
+    assert LastMSEPooled(5, 5)(states[:1], targets[:1]).isfinite()  # one crop: no centring, still defined
+    with pytest.raises(ValueError):
+        LastMSEPooled(4, 4, num_targets=2)
 
 
 def test_last_mse_projects_when_hidden_sizes_differ():
